@@ -1,0 +1,21 @@
+"""The command line: thin, parses options and calls the library. Nothing is computed here."""
+
+from __future__ import annotations
+
+import sys
+
+from digitlab.cli import data, evaluate, export, predict, serve, train  # noqa: F401  (register commands)
+from digitlab.cli.app import app, err
+from digitlab.errors import DigitlabError
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``digitlab`` console script."""
+    try:
+        app(args=argv, prog_name="digitlab", standalone_mode=True)
+    except DigitlabError as e:
+        err.print(f"[bold red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)

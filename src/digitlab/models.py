@@ -1,0 +1,195 @@
+"""Model builders chosen by name from one registry, and a Keras-like summary table.
+
+Every model takes float32 images ``(N, 28, 28)`` in [0, 1] and returns logits ``(N, 10)``: the
+softmax lives in inference, the loss works on logits. Layers carry Keras-style names so the summary
+reads like ``model.summary()``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from digitlab.errors import ConfigError
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU,
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+    "gelu": nn.GELU,
+}
+
+
+class Net(nn.Sequential):
+    """A sequential network over (N, 28, 28) images; knows its registry name and options."""
+
+    def __init__(self, layers: OrderedDict[str, nn.Module], name: str, options: dict, image_input: bool):
+        super().__init__(layers)
+        self.name = name
+        self.options = options
+        self.image_input = image_input  # True: reshape to (N, 1, 28, 28) before the first layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.image_input:
+            x = x.reshape(x.shape[0], 1, 28, 28)
+        return super().forward(x)
+
+    def activations(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        """Output of every hidden activation layer (the ones a learner wants to see), in order."""
+        out: OrderedDict[str, torch.Tensor] = OrderedDict()
+        if self.image_input:
+            x = x.reshape(x.shape[0], 1, 28, 28)
+        for lname, layer in self.named_children():
+            x = layer(x)
+            if lname.startswith("act"):
+                out[lname] = x
+        return out
+
+
+def _keras_init(model: nn.Module) -> None:
+    """Keras defaults: Glorot-uniform kernels, zero biases."""
+    for m in model.modules():
+        if isinstance(m, nn.Linear | nn.Conv2d):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def _activation(name: str) -> nn.Module:
+    try:
+        return ACTIVATIONS[name]()
+    except KeyError:
+        raise ConfigError(f"unknown activation {name!r}; choose one of: {', '.join(ACTIVATIONS)}") from None
+
+
+def mlp(hidden: Sequence[int] = (128, 64), activation: str = "relu", dropout: float = 0.0,
+        num_classes: int = 10) -> Net:
+    """The tutorial's network: Flatten -> Dense(128, relu) -> Dense(64, relu) -> Dense(10)."""
+    hidden = [int(h) for h in hidden]
+    if not hidden or any(h <= 0 for h in hidden):
+        raise ConfigError(f"hidden sizes must be positive integers, got {hidden}")
+    if not 0.0 <= dropout < 1.0:
+        raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
+    _activation(activation)
+    layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
+    width = 28 * 28
+    for i, h in enumerate(hidden):
+        suffix = "" if i == 0 else f"_{i}"
+        layers[f"dense{suffix}"] = nn.Linear(width, h)
+        layers[f"act{suffix}"] = _activation(activation)
+        if dropout:
+            layers[f"dropout{suffix}"] = nn.Dropout(dropout)
+        width = h
+    layers[f"dense_{len(hidden)}"] = nn.Linear(width, num_classes)
+    net = Net(layers, "mlp", {"hidden": hidden, "activation": activation, "dropout": dropout}, False)
+    _keras_init(net)
+    return net
+
+
+def cnn(num_classes: int = 10) -> Net:
+    """The tutorial's CNN: Conv(32) -> Pool -> Conv(64) -> Pool -> Flatten -> Dense(128) -> Dense(10)."""
+    layers = OrderedDict(
+        conv2d=nn.Conv2d(1, 32, 3),
+        act=nn.ReLU(),
+        max_pooling2d=nn.MaxPool2d(2),
+        conv2d_1=nn.Conv2d(32, 64, 3),
+        act_1=nn.ReLU(),
+        max_pooling2d_1=nn.MaxPool2d(2),
+        flatten=nn.Flatten(),
+        dense=nn.Linear(64 * 5 * 5, 128),
+        act_2=nn.ReLU(),
+        dense_1=nn.Linear(128, num_classes),
+    )
+    net = Net(layers, "cnn", {}, True)
+    _keras_init(net)
+    return net
+
+
+def _conv_bn(cin: int, cout: int, k: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout)]
+
+
+def cnn_bn(dropout: float = 0.25, num_classes: int = 10) -> Net:
+    """The model behind ``--preset best``: three batch-normalised conv stages, dropout, a small head."""
+    conv1, bn1 = _conv_bn(1, 32, 5)
+    conv2, bn2 = _conv_bn(32, 64, 3)
+    conv3, bn3 = _conv_bn(64, 128, 3)
+    layers = OrderedDict(
+        conv2d=conv1, batch_normalization=bn1, act=nn.ReLU(), max_pooling2d=nn.MaxPool2d(2),
+        conv2d_1=conv2, batch_normalization_1=bn2, act_1=nn.ReLU(), max_pooling2d_1=nn.MaxPool2d(2),
+        conv2d_2=conv3, batch_normalization_2=bn3, act_2=nn.ReLU(), max_pooling2d_2=nn.MaxPool2d(2),
+        flatten=nn.Flatten(),
+        dropout=nn.Dropout(dropout),
+        dense=nn.Linear(128 * 3 * 3, 128, bias=False),
+        batch_normalization_3=nn.BatchNorm1d(128),
+        act_3=nn.ReLU(),
+        dropout_1=nn.Dropout(dropout),
+        dense_1=nn.Linear(128, num_classes),
+    )
+    net = Net(layers, "cnn_bn", {"dropout": dropout}, True)
+    _keras_init(net)
+    return net
+
+
+MODELS: dict[str, Callable[..., Net]] = {"mlp": mlp, "cnn": cnn, "cnn_bn": cnn_bn}
+
+
+def build_model(name: str, **options) -> Net:
+    """Build a model from the registry by name, e.g. ``build_model("mlp", hidden=[256, 128])``."""
+    try:
+        builder = MODELS[name]
+    except KeyError:
+        raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}") from None
+    try:
+        return builder(**options)
+    except TypeError as e:
+        raise ConfigError(f"bad options for model {name!r}: {e}") from None
+
+
+def count_params(model: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+@dataclass
+class LayerRow:
+    name: str
+    kind: str
+    output_shape: tuple[int | None, ...]
+    params: int
+
+
+def summary_rows(model: Net) -> list[LayerRow]:
+    """One row per layer with its output shape (batch as None, channels last like Keras) and parameters."""
+    rows: list[LayerRow] = []
+    x = torch.zeros(2, 28, 28)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        if model.image_input:
+            x = x.reshape(2, 1, 28, 28)
+        for lname, layer in model.named_children():
+            x = layer(x)
+            shape = tuple(x.shape[1:])
+            if x.ndim == 4:  # report NHWC like Keras
+                shape = (shape[1], shape[2], shape[0])
+            rows.append(LayerRow(lname, type(layer).__name__, (None, *shape),
+                                 sum(p.numel() for p in layer.parameters())))
+    model.train(was_training)
+    return rows
+
+
+def summary_text(model: Net) -> str:
+    """A plain-text Keras-like summary (the CLI renders the same rows with rich)."""
+    rows = summary_rows(model)
+    lines = [f'Model: "{model.name}"', f"{'Layer (type)':<36}{'Output Shape':<24}{'Param #':>10}"]
+    for r in rows:
+        lines.append(f"{r.name + ' (' + r.kind + ')':<36}{str(r.output_shape):<24}{r.params:>10,}")
+    total = count_params(model)
+    trainable = count_params(model, trainable_only=True)
+    lines += [f"Total params: {total:,}", f"Trainable params: {trainable:,}",
+              f"Non-trainable params: {total - trainable:,}"]
+    return "\n".join(lines)

@@ -1,0 +1,145 @@
+"""A run directory: config, weights (safetensors), history, metrics. Load and save.
+
+```
+runs/<name>/
+  config.json        everything needed to rebuild the model and repeat the run
+  model.safetensors  final weights (never pickle)
+  history.json/.csv  one row per epoch
+  metrics.json       test loss/accuracy, time per epoch, samples/s
+  curves.png         loss and accuracy, train vs val
+  checkpoint/        last completed epoch: weights + optimizer state + RNG, for --resume
+```
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorsError
+from safetensors.torch import load_file, save
+
+from digitlab.errors import ConfigError, RunError
+from digitlab.formats import atomic_write_bytes
+from digitlab.models import Net, build_model
+
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+HISTORY_JSON = "history.json"
+HISTORY_CSV = "history.csv"
+METRICS = "metrics.json"
+CURVES = "curves.png"
+CHECKPOINT = "checkpoint"
+
+
+def write_json(path: str | os.PathLike, data: Any) -> Path:
+    return atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=False) + "\n").encode())
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunError(f"{path}: missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RunError(f"{path}: not valid JSON ({e})") from None
+
+
+def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None):
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    return atomic_write_bytes(path, save(tensors, metadata=metadata))
+
+
+def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"{path}: missing")
+    try:
+        return load_file(path)
+    except (SafetensorsError, OSError, ValueError) as e:
+        raise RunError(f"{path}: not a readable safetensors file ({e})") from None
+
+
+def save_weights(run_dir: str | os.PathLike, model: Net) -> Path:
+    return save_tensors(Path(run_dir) / WEIGHTS, model.state_dict(), {"format": "pt", "model": model.name})
+
+
+def save_history(run_dir: str | os.PathLike, history: list[dict[str, float]]) -> None:
+    run_dir = Path(run_dir)
+    write_json(run_dir / HISTORY_JSON, history)
+    buf = io.StringIO()
+    if history:
+        writer = csv.DictWriter(buf, fieldnames=list(history[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(history)
+    atomic_write_bytes(run_dir / HISTORY_CSV, buf.getvalue().encode())
+
+
+def is_run(path: str | os.PathLike) -> bool:
+    return (Path(path) / CONFIG).is_file()
+
+
+def read_config(run_dir: str | os.PathLike) -> dict:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"{run_dir}: no such run folder")
+    if not is_run(run_dir):
+        raise RunError(f"{run_dir}: not a digitlab run (no {CONFIG}); train one with 'digitlab train'")
+    config = read_json(run_dir / CONFIG)
+    if not isinstance(config, dict) or "model" not in config:
+        raise RunError(f"{run_dir / CONFIG}: has no 'model' section")
+    return config
+
+
+def model_from_config(config: dict) -> Net:
+    spec = dict(config["model"])
+    name = spec.pop("name", None)
+    try:
+        return build_model(name, **spec)
+    except ConfigError as e:
+        raise RunError(f"config.json describes a model digitlab cannot build: {e}") from None
+
+
+def load_state(model: Net, tensors: dict[str, torch.Tensor], source: str | os.PathLike) -> Net:
+    """Load weights into a model, with a one-line error when they do not fit its config."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = [k for k in expected if k in tensors and tensors[k].shape != expected[k].shape]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:3])}")
+        if unexpected:
+            parts.append(f"unexpected {', '.join(unexpected[:3])}")
+        if wrong:
+            k = wrong[0]
+            parts.append(f"{k} has shape {tuple(tensors[k].shape)}, config needs {tuple(expected[k].shape)}")
+        raise RunError(f"{source}: weights do not match the model in config.json ({'; '.join(parts)})")
+    model.load_state_dict(tensors)
+    return model
+
+
+def load_model(run_dir: str | os.PathLike) -> tuple[Net, dict]:
+    """Rebuild a run's model from config.json, load its weights, and return ``(model.eval(), config)``."""
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    model = model_from_config(config)
+    load_state(model, load_tensors(run_dir / WEIGHTS), run_dir / WEIGHTS)
+    return model.eval(), config
+
+
+def read_metrics(run_dir: str | os.PathLike) -> dict | None:
+    path = Path(run_dir) / METRICS
+    return read_json(path) if path.is_file() else None
+
+
+def read_history(run_dir: str | os.PathLike) -> list[dict]:
+    path = Path(run_dir) / HISTORY_JSON
+    return read_json(path) if path.is_file() else []
