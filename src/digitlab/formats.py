@@ -1,17 +1,27 @@
-"""IDX and npz readers/writers: pure numpy, strict validation, one-line errors.
+"""IDX, npz and PNG readers/writers: pure numpy, strict validation, one-line errors.
 
 IDX is the format MNIST ships in: two zero bytes, a dtype code, the number of dimensions, one
-big-endian uint32 per dimension, then the payload in big-endian order. Files may be gzipped.
+big-endian uint32 per dimension, then the payload in big-endian order. Files may be gzipped
+(detected by the gzip magic bytes, not by the file name).
+
+Every reader raises :class:`~digitlab.errors.FormatError` with a one-line message naming the file
+and the problem (bad magic, unknown dtype code, truncated header or payload, trailing bytes, corrupt
+gzip, wrong shape or dtype, label values out of range); never a numpy traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import hashlib
+import io
 import os
 import tempfile
 import zipfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -27,32 +37,67 @@ IDX_DTYPES: dict[int, np.dtype] = {
 }
 _CODES = {dt.newbyteorder("=").str[1:]: code for code, dt in IDX_DTYPES.items()}
 GZIP_MAGIC = b"\x1f\x8b"
+ZIP_MAGIC = b"PK\x03\x04"
+NPY_MAGIC = b"\x93NUMPY"
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+IMAGE_SHAPE = (28, 28)
+NUM_CLASSES = 10
 
 
-def _read_bytes(path: Path) -> bytes:
+class ChecksumError(FormatError):
+    """A file's SHA-256 is not the one the registry expects (corrupt or a different file)."""
+
+
+# --------------------------------------------------------------------------------------------
+# raw bytes
+
+
+def read_file_bytes(path: str | os.PathLike) -> bytes:
+    """The bytes of a file as stored (no decompression); FormatError when it cannot be read."""
+    path = Path(path)
     try:
-        raw = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise FormatError(f"{path}: file not found") from None
     except IsADirectoryError:
-        raise FormatError(f"{path}: is a folder, expected an IDX file") from None
+        raise FormatError(f"{path}: is a folder, expected a file") from None
     except OSError as e:
-        raise FormatError(f"{path}: cannot read ({e.strerror})") from None
-    if raw[:2] == GZIP_MAGIC:
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as e:
-            raise FormatError(f"{path}: corrupt or truncated gzip data ({e})") from None
-    return raw
+        raise FormatError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def check_sha256(data: bytes, expected: str, name: str) -> None:
+    """Raise :class:`ChecksumError` unless ``sha256(data) == expected``."""
+    actual = sha256_hex(data)
+    if actual != expected.lower():
+        raise ChecksumError(f"{name}: SHA-256 mismatch (expected {expected[:12]}..., got {actual[:12]}...)")
+
+
+def gunzip_if_needed(raw: bytes, name: str = "<bytes>") -> bytes:
+    """Decompress gzip data (detected by its magic bytes); other data is returned unchanged."""
+    if raw[:2] != GZIP_MAGIC:
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except EOFError:
+        raise FormatError(f"{name}: truncated gzip data (the file ends early)") from None
+    except (OSError, zlib.error) as e:
+        raise FormatError(f"{name}: corrupt gzip data ({e})") from None
+
+
+# --------------------------------------------------------------------------------------------
+# IDX
 
 
 def parse_idx(raw: bytes, name: str = "<bytes>") -> np.ndarray:
-    """Parse IDX bytes (already decompressed) into a native-endian array."""
+    """Parse IDX bytes (already decompressed) into a native-endian, writable array."""
     if len(raw) < 4:
         raise FormatError(f"{name}: too short to be an IDX file ({len(raw)} bytes)")
     if raw[0] != 0 or raw[1] != 0:
-        raise FormatError(f"{name}: not an IDX file (bad magic number {raw[:4].hex()})")
+        raise FormatError(f"{name}: not an IDX file (bad magic number 0x{raw[:4].hex()})")
     code, ndim = raw[2], raw[3]
     if code not in IDX_DTYPES:
         raise FormatError(f"{name}: unknown IDX dtype code 0x{code:02x}")
@@ -68,17 +113,24 @@ def parse_idx(raw: bytes, name: str = "<bytes>") -> np.ndarray:
     if actual != expected:
         kind = "truncated" if actual < expected else "has trailing bytes"
         raise FormatError(
-            f"{name}: {kind}: header says {'x'.join(map(str, dims))} {dtype.name} "
+            f"{name}: {kind}: header says {'x'.join(map(str, dims))} {dtype.newbyteorder('=').name} "
             f"({expected} bytes) but the payload is {actual} bytes"
         )
     arr = np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
     return arr.astype(dtype.newbyteorder("="), copy=True)
 
 
-def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read an IDX file (raw or gzipped). Raises FormatError naming the file and the problem."""
+def read_idx(path: str | os.PathLike, sha256: str | None = None) -> np.ndarray:
+    """Read an IDX file (raw or gzipped) into an array.
+
+    With ``sha256`` the stored bytes (the .gz file as it is on disk) are checked first and a
+    mismatch raises :class:`ChecksumError`. Raises FormatError naming the file and the problem.
+    """
     path = Path(path)
-    return parse_idx(_read_bytes(path), str(path))
+    raw = read_file_bytes(path)
+    if sha256 is not None:
+        check_sha256(raw, sha256, str(path))
+    return parse_idx(gunzip_if_needed(raw, str(path)), str(path))
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -94,23 +146,11 @@ def idx_bytes(array: np.ndarray) -> bytes:
     return header + np.ascontiguousarray(array, dtype=IDX_DTYPES[code]).tobytes()
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write to a temporary file in the same folder, then rename into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_idx(path: str | os.PathLike, array: np.ndarray, compress: bool | None = None) -> Path:
-    """Write an IDX file; gzipped when ``compress`` is true or the name ends in ``.gz``."""
+    """Write an IDX file atomically; gzipped when ``compress`` is true or the name ends in ``.gz``.
+
+    The gzip header carries no time stamp, so the same array always gives the same bytes.
+    """
     path = Path(path)
     data = idx_bytes(array)
     if compress if compress is not None else path.suffix == ".gz":
@@ -118,38 +158,156 @@ def write_idx(path: str | os.PathLike, array: np.ndarray, compress: bool | None 
     return atomic_write_bytes(path, data)
 
 
-def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read a Keras-style ``mnist.npz`` (x_train, y_train, x_test, y_test), strictly validated."""
-    path = Path(path)
-    if not path.is_file():
-        raise FormatError(f"{path}: file not found")
+# --------------------------------------------------------------------------------------------
+# structural checks shared by the IDX and npz paths
+
+
+def check_images(x: np.ndarray, name: str) -> np.ndarray:
+    """``x`` must be (N, 28, 28) uint8 with N >= 1."""
+    if x.dtype != np.uint8 or x.ndim != 3 or x.shape[1:] != IMAGE_SHAPE:
+        raise FormatError(
+            f"{name}: expected images of shape (N, 28, 28) uint8, found shape {tuple(x.shape)} {x.dtype}"
+        )
+    if len(x) == 0:
+        raise FormatError(f"{name}: holds no images")
+    return x
+
+
+def check_labels(y: np.ndarray, name: str, num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """``y`` must be 1-D uint8 with every value in ``0 .. num_classes - 1``."""
+    if y.dtype != np.uint8 or y.ndim != 1:
+        raise FormatError(
+            f"{name}: expected labels of shape (N,) uint8, found shape {tuple(y.shape)} {y.dtype}"
+        )
+    if len(y) and int(y.max()) >= num_classes:
+        bad = int(np.count_nonzero(y >= num_classes))
+        raise FormatError(
+            f"{name}: label values must be 0-{num_classes - 1}, found {bad:,} label(s) up to {int(y.max())}"
+        )
+    return y
+
+
+def check_pair(x: np.ndarray, y: np.ndarray, images_name: str, labels_name: str) -> None:
+    """The image and label counts must agree."""
+    if len(x) != len(y):
+        raise FormatError(
+            f"{labels_name} holds {len(y):,} labels but {images_name} holds {len(x):,} images; "
+            "the two files do not belong together"
+        )
+
+
+def read_idx_pair(
+    images_path: str | os.PathLike,
+    labels_path: str | os.PathLike,
+    images_sha256: str | None = None,
+    labels_sha256: str | None = None,
+    num_classes: int = NUM_CLASSES,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read one split (an images file and a labels file), checked structurally and, with the
+    ``*_sha256`` arguments, against their checksums."""
+    x = check_images(read_idx(images_path, images_sha256), str(images_path))
+    y = check_labels(read_idx(labels_path, labels_sha256), str(labels_path), num_classes)
+    check_pair(x, y, str(images_path), str(labels_path))
+    return x, y
+
+
+# --------------------------------------------------------------------------------------------
+# npz (Keras's mnist.npz layout)
+
+
+def parse_npz(raw: bytes, name: str = "<bytes>", num_classes: int = NUM_CLASSES) -> dict[str, np.ndarray]:
+    """Parse npz bytes holding x_train, y_train, x_test, y_test; strictly validated, never unpickled."""
+    if raw[:6] == NPY_MAGIC:
+        raise FormatError(f"{name}: is a single .npy array, expected an npz archive of {', '.join(NPZ_KEYS)}")
+    if raw[:4] != ZIP_MAGIC:
+        raise FormatError(f"{name}: not an npz file (not a zip archive)")
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as z:
             missing = [k for k in NPZ_KEYS if k not in z.files]
             if missing:
-                raise FormatError(f"{path}: npz lacks array(s) {', '.join(missing)} (has {', '.join(z.files)})")
+                has = ", ".join(z.files) or "nothing"
+                raise FormatError(f"{name}: npz lacks array(s) {', '.join(missing)} (has {has})")
             arrays = {k: z[k] for k in NPZ_KEYS}
     except FormatError:
         raise
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, zlib.error) as e:
-        raise FormatError(f"{path}: not a readable npz file ({e})") from None
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, zlib.error, KeyError) as e:
+        raise FormatError(f"{name}: not a readable npz file ({e})") from None
     for split in ("train", "test"):
-        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
-        if x.ndim != 3 or x.shape[1:] != (28, 28):
-            raise FormatError(f"{path}: x_{split} has shape {x.shape}, expected (N, 28, 28)")
-        if x.dtype != np.uint8:
-            raise FormatError(f"{path}: x_{split} has dtype {x.dtype}, expected uint8")
-        if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-            raise FormatError(f"{path}: y_{split} has shape {y.shape} dtype {y.dtype}, expected (N,) integers")
-        if len(x) != len(y):
-            raise FormatError(f"{path}: {len(x)} images in x_{split} but {len(y)} labels in y_{split}")
+        xk, yk = f"x_{split}", f"y_{split}"
+        check_images(arrays[xk], f"{name}: {xk}")
+        check_labels(arrays[yk], f"{name}: {yk}", num_classes)
+        check_pair(arrays[xk], arrays[yk], f"{name}: {xk}", f"{name}: {yk}")
     return arrays
 
 
-def write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
-    """Write arrays to an npz file atomically."""
-    import io
+def read_npz(
+    path: str | os.PathLike, sha256: str | None = None, num_classes: int = NUM_CLASSES
+) -> dict[str, np.ndarray]:
+    """Read a Keras-style ``mnist.npz`` (x_train, y_train, x_test, y_test), strictly validated:
+    the four names must be there, images (N, 28, 28) uint8, labels (N,) uint8 in 0-9, counts equal.
+    With ``sha256`` the file's checksum is checked first (:class:`ChecksumError`)."""
+    path = Path(path)
+    raw = read_file_bytes(path)
+    if sha256 is not None:
+        check_sha256(raw, sha256, str(path))
+    return parse_npz(raw, str(path), num_classes)
 
+
+def write_npz(path: str | os.PathLike, compress: bool = True, **arrays: np.ndarray) -> Path:
+    """Write arrays to an npz file atomically."""
     buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
+    (np.savez_compressed if compress else np.savez)(buf, **arrays)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+# --------------------------------------------------------------------------------------------
+# PNG (for ``digitlab data extract``)
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """A (H, W) uint8 array as an 8-bit grayscale PNG; decoding it gives back the same array."""
+    from PIL import Image
+
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 2:
+        raise ValueError(f"expected a (H, W) uint8 image, got shape {image.shape} {image.dtype}")
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
+    """Write a (H, W) uint8 array as a grayscale PNG, atomically."""
+    return atomic_write_bytes(path, png_bytes(image))
+
+
+# --------------------------------------------------------------------------------------------
+# atomic writes
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """Open a temporary ``.part`` file beside ``path`` for writing; on a clean exit it is flushed
+    and renamed to ``path``, on any exception it is deleted. A crash never leaves a half-written
+    ``path`` behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write to a temporary file in the same folder, then rename into place."""
+    path = Path(path)
+    with atomic_open(path) as f:
+        f.write(data)
+    return path
