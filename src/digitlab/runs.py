@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from digitlab.errors import ConfigError, RunError
@@ -62,7 +62,7 @@ def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise RunError(f"{path}: missing")
     try:
         return load_file(path)
-    except (SafetensorsError, OSError, ValueError) as e:
+    except (SafetensorError, OSError, ValueError) as e:
         raise RunError(f"{path}: not a readable safetensors file ({e})") from None
 
 
@@ -143,3 +143,83 @@ def read_metrics(run_dir: str | os.PathLike) -> dict | None:
 def read_history(run_dir: str | os.PathLike) -> list[dict]:
     path = Path(run_dir) / HISTORY_JSON
     return read_json(path) if path.is_file() else []
+
+
+# --- checkpoints (the last completed epoch, for --resume) -------------------------------------
+
+CKPT_STATE = "state.json"
+CKPT_MODEL = "model.safetensors"
+CKPT_OPTIM = "optimizer.safetensors"
+CKPT_BEST = "best.safetensors"
+
+
+def _flatten_optimizer(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors: dict[str, torch.Tensor] = {}
+    plain: dict[str, dict] = {}
+    for pid, entries in state_dict["state"].items():
+        for key, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"state.{pid}.{key}"] = value
+            else:
+                plain.setdefault(str(pid), {})[key] = value
+    return tensors, {"param_groups": state_dict["param_groups"], "plain": plain}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict] = {}
+    for name, value in tensors.items():
+        _, pid, key = name.split(".", 2)
+        state.setdefault(int(pid), {})[key] = value
+    for pid, entries in meta.get("plain", {}).items():
+        state.setdefault(int(pid), {}).update(entries)
+    groups = meta["param_groups"]
+    for g in groups:
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+    return {"state": state, "param_groups": groups}
+
+
+def save_checkpoint(run_dir: str | os.PathLike, model: Net, optimizer: torch.optim.Optimizer,
+                    state: dict, best_weights: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write the checkpoint of a completed epoch. Tensors first, then ``state.json`` naming the epoch:
+    a crash in between leaves the previous state.json, whose epoch no longer matches and is refused."""
+    ckpt = Path(run_dir) / CHECKPOINT
+    ckpt.mkdir(parents=True, exist_ok=True)
+    epoch = str(state["epoch"])
+    save_tensors(ckpt / CKPT_MODEL, model.state_dict(), {"epoch": epoch})
+    opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
+    save_tensors(ckpt / CKPT_OPTIM, opt_tensors, {"epoch": epoch})
+    if best_weights is not None:
+        save_tensors(ckpt / CKPT_BEST, best_weights, {"epoch": epoch})
+    write_json(ckpt / CKPT_STATE, {**state, "optimizer": opt_meta, "has_best": best_weights is not None})
+    return ckpt
+
+
+def _epoch_of(path: Path) -> str | None:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, framework="pt") as f:
+            return (f.metadata() or {}).get("epoch")
+    except (SafetensorError, OSError) as e:
+        raise RunError(f"{path}: not a readable safetensors file ({e})") from None
+
+
+def load_checkpoint(run_dir: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor], dict, dict | None]:
+    """``(state, model_tensors, optimizer_state_dict, best_weights)`` of a run's last completed epoch."""
+    ckpt = Path(run_dir) / CHECKPOINT
+    if not (ckpt / CKPT_STATE).is_file():
+        raise RunError(f"{run_dir}: has no checkpoint to resume from (no {CHECKPOINT}/{CKPT_STATE})")
+    state = read_json(ckpt / CKPT_STATE)
+    epoch = str(state.get("epoch"))
+    names = [CKPT_MODEL, CKPT_OPTIM] + ([CKPT_BEST] if state.get("has_best") else [])
+    for name in names:
+        if not (ckpt / name).is_file():
+            raise RunError(f"{ckpt / name}: missing; the checkpoint is incomplete")
+        if _epoch_of(ckpt / name) != epoch:
+            raise RunError(f"{ckpt / name}: belongs to another epoch than {CKPT_STATE} (epoch {epoch}); "
+                           "the checkpoint is inconsistent")
+    model_t = load_tensors(ckpt / CKPT_MODEL)
+    optim = _unflatten_optimizer(load_tensors(ckpt / CKPT_OPTIM), state.pop("optimizer"))
+    best = load_tensors(ckpt / CKPT_BEST) if state.get("has_best") else None
+    return state, model_t, optim, best
