@@ -285,7 +285,7 @@ def _console(quiet: bool):
         return None
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _mirror_urls(ds: Dataset, mirrors: Sequence[str] | None) -> tuple[list[str], list[str]]:
@@ -311,6 +311,8 @@ def _short_reason(e: BaseException) -> str:
         return "timed out"
     if isinstance(e, ChecksumError):
         return "SHA-256 mismatch"
+    if isinstance(e, DownloadError):
+        return str(e)
     return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
 
 
@@ -330,11 +332,15 @@ def _fetch(url: str, dest: Path, sha256: str, timeout: float, console, progress)
             if progress is not None:
                 task = progress.add_task(dest.name, total=total)
             h = hashlib.sha256()
+            received = 0
             while chunk := resp.read(1 << 16):
                 h.update(chunk)
                 f.write(chunk)
+                received += len(chunk)
                 if task is not None:
                     progress.advance(task, len(chunk))
+            if total is not None and received != total:
+                raise DownloadError(f"connection cut after {received:,} of {total:,} bytes")
             if h.hexdigest() != sha256:
                 raise ChecksumError(f"{url}: SHA-256 mismatch")
     finally:
@@ -349,7 +355,7 @@ def _fetch_any(urls: list[str], dest: Path, sha256: str, timeout: float, console
         try:
             _fetch(url, dest, sha256, timeout, console, progress)
             return []
-        except (OSError, http.client.HTTPException, ValueError, FormatError) as e:
+        except (OSError, http.client.HTTPException, ValueError, DataError) as e:
             reason = _short_reason(e)
             failures.append(f"{url}: {reason}")
             if console is not None:

@@ -187,12 +187,16 @@ def check_labels(y: np.ndarray, name: str, num_classes: int = NUM_CLASSES) -> np
     return y
 
 
-def check_pair(x: np.ndarray, y: np.ndarray, images_name: str, labels_name: str) -> None:
-    """The image and label counts must agree."""
+def check_pair(
+    x: np.ndarray, y: np.ndarray, images_name: str, labels_name: str, file: str | None = None
+) -> None:
+    """The image and label counts must agree (``file``: the archive both arrays come from)."""
     if len(x) != len(y):
+        where = f"{file}: " if file else ""
+        what = "arrays" if file else "files"
         raise FormatError(
-            f"{labels_name} holds {len(y):,} labels but {images_name} holds {len(x):,} images; "
-            "the two files do not belong together"
+            f"{where}{labels_name} holds {len(y):,} labels but {images_name} holds {len(x):,} images; "
+            f"the two {what} do not belong together"
         )
 
 
@@ -236,7 +240,7 @@ def parse_npz(raw: bytes, name: str = "<bytes>", num_classes: int = NUM_CLASSES)
         xk, yk = f"x_{split}", f"y_{split}"
         check_images(arrays[xk], f"{name}: {xk}")
         check_labels(arrays[yk], f"{name}: {yk}", num_classes)
-        check_pair(arrays[xk], arrays[yk], f"{name}: {xk}", f"{name}: {yk}")
+        check_pair(arrays[xk], arrays[yk], xk, yk, file=name)
     return arrays
 
 
