@@ -167,6 +167,31 @@ def test_data_dir_from_environment(tmp_path, tiny, monkeypatch):
     assert locate(TINY, tmp_path / "arg").paths[0] == tmp_path / "arg" / TINY / FILES[0]  # argument wins
 
 
+def test_data_dir_may_be_the_dataset_folder_itself(tmp_path, tiny):
+    arrays = tiny_arrays()
+    paths = write_tiny(tmp_path / "data" / TINY, arrays)
+    src = locate(TINY, tmp_path / "data" / TINY)
+    assert (src.kind, src.paths) == ("data_dir", tuple(paths))
+    assert_same(load_data(TINY, tmp_path / "data" / TINY, download_missing=False), arrays)
+
+
+def test_data_dir_holding_the_files_of_another_name_is_refused(tmp_path, tiny):
+    write_tiny(tmp_path / "fashion")
+    with pytest.raises(DataError) as e:
+        locate(TINY, tmp_path / "fashion")
+    assert str(e.value) == (
+        f"{tmp_path / 'fashion'} holds the IDX files directly, but they must sit in "
+        f"{tmp_path / 'fashion' / TINY}/ "
+        "(MNIST and Fashion-MNIST share file names); move them there or name the folder tiny"
+    )
+
+
+def test_data_dir_that_is_a_file(tmp_path, tiny):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(DataError, match=r"^data folder .*f is not a folder; point --data-dir"):
+        locate(TINY, tmp_path / "f")
+
+
 @pytest.mark.parametrize("where", ["tiny.npz", "tiny/tiny.npz"])
 def test_data_dir_npz(tmp_path, tiny, where):
     arrays = tiny_arrays()

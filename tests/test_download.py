@@ -292,3 +292,22 @@ def test_download_says_so_on_stderr(server, cache, capsys):
 def test_quiet_download_prints_nothing(server, cache, capsys):
     load_data(TINY, mirrors=[server.mirror("good")], quiet=True)
     assert capsys.readouterr() == ("", "")
+
+
+def test_progress_bar_on_a_terminal(server, arrays, cache, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from digitlab import datasets
+
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=120, highlight=False, soft_wrap=True)
+    monkeypatch.setattr(datasets, "_console", lambda quiet: None if quiet else console)
+    assert_arrays(load_data(TINY, mirrors=[server.mirror("cut"), server.mirror("good")]), arrays)
+    text = screen.getvalue()
+    assert f"Downloading {FILES[0]} from {server.url}/cut/{FILES[0]}" in text
+    size = len(server.files[FILES[0]])
+    assert f"failed (connection cut after {size // 2:,} of {size:,} bytes); trying the next mirror" in text
+    assert "━━━━" in text and "0.0/23.6 kB" in text  # the progress bar was drawn (bar, bytes done/total)
+    assert_cache_verified(cache, list(FILES))

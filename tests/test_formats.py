@@ -192,8 +192,8 @@ def test_parse_idx_returns_a_writable_native_array():
 # ---------------------------------------------------------------- one split: images + labels
 
 
-def _pair(tmp_path, x, y):
-    xi, yl = tmp_path / "images.gz", tmp_path / "labels.gz"
+def _pair(tmp_path, x, y, suffix=".gz"):
+    xi, yl = tmp_path / f"images{suffix}", tmp_path / f"labels{suffix}"
     write_idx(xi, x)
     write_idx(yl, y)
     return xi, yl
@@ -206,8 +206,8 @@ def test_read_idx_pair_good(tmp_path, images, labels):
 
 
 def test_count_mismatch_names_both_files(tmp_path):
-    # the real-size case: 59,999 labels for 60,000 images (a zero image array compresses to ~50 kB)
-    xi, yl = _pair(tmp_path, np.zeros((60000, 28, 28), np.uint8), np.zeros(59999, np.uint8))
+    # the real-size case: 59,999 labels for 60,000 images (raw IDX files, as a user's folder may hold)
+    xi, yl = _pair(tmp_path, np.zeros((60000, 28, 28), np.uint8), np.zeros(59999, np.uint8), suffix="")
     with pytest.raises(FormatError) as e:
         read_idx_pair(xi, yl)
     assert one_line(e) == (f"{yl} holds 59,999 labels but {xi} holds 60,000 images; "

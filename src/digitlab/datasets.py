@@ -203,9 +203,18 @@ def _idx_paths(folder: Path) -> tuple[list[Path], list[str]]:
 
 def _locate_data_dir(ds: Dataset, root: Path) -> Source | None:
     if not root.is_dir():
+        problem = "is not a folder" if root.exists() else "does not exist"
         raise DataError(
-            f"data folder {root} does not exist; point --data-dir or ${ENV_DATA_DIR} at a folder "
+            f"data folder {root} {problem}; point --data-dir or ${ENV_DATA_DIR} at a folder "
             f"holding {ds.name}/ with {', '.join(FILES)}"
+        )
+    found, missing = _idx_paths(root)
+    if not missing:  # the files sit directly in the given folder
+        if root.name == ds.name:
+            return Source(ds.name, "data_dir", "idx", tuple(found))
+        raise DataError(
+            f"{root} holds the IDX files directly, but they must sit in {root / ds.name}/ "
+            f"(MNIST and Fashion-MNIST share file names); move them there or name the folder {ds.name}"
         )
     folder = root / ds.name
     if folder.is_dir():
@@ -288,6 +297,12 @@ def _console(quiet: bool):
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+def _yellow(text: str):
+    from rich.text import Text
+
+    return Text(text, style="yellow")
+
+
 def _mirror_urls(ds: Dataset, mirrors: Sequence[str] | None) -> tuple[list[str], list[str]]:
     """(IDX base URLs, npz URLs). Overrides come from ``mirrors`` or ``$DIGITLAB_MIRRORS``; the
     built-in list adds the dataset's npz URL as a last resort."""
@@ -331,6 +346,7 @@ def _fetch(url: str, dest: Path, sha256: str, timeout: float, console, progress)
             total = int(length) if length and length.isdigit() else None
             if progress is not None:
                 task = progress.add_task(dest.name, total=total)
+                progress.refresh()
             h = hashlib.sha256()
             received = 0
             while chunk := resp.read(1 << 16):
@@ -351,7 +367,7 @@ def _fetch(url: str, dest: Path, sha256: str, timeout: float, console, progress)
 def _fetch_any(urls: list[str], dest: Path, sha256: str, timeout: float, console, progress) -> list[str]:
     """Try each URL in turn; returns the list of failures (empty when one succeeded)."""
     failures: list[str] = []
-    for url in urls:
+    for i, url in enumerate(urls):
         try:
             _fetch(url, dest, sha256, timeout, console, progress)
             return []
@@ -359,7 +375,8 @@ def _fetch_any(urls: list[str], dest: Path, sha256: str, timeout: float, console
             reason = _short_reason(e)
             failures.append(f"{url}: {reason}")
             if console is not None:
-                console.print(f"  failed ({reason}); trying the next mirror", style="yellow", markup=False)
+                then = "; trying the next mirror" if i + 1 < len(urls) else ""
+                console.print(_yellow(f"  failed ({reason}){then}"))
     return failures or ["no mirror configured"]
 
 
@@ -398,7 +415,7 @@ def download(
     bases, npz_urls = _mirror_urls(ds, mirrors)
     console = _console(quiet)
     progress = None
-    if console is not None:
+    if console is not None and console.is_terminal:  # a bar only where someone watches; notices always
         from rich.progress import (
             BarColumn,
             DownloadColumn,
@@ -471,11 +488,11 @@ def load_dataset(
         except ChecksumError as e:
             if source.kind == "keras":
                 if console is not None:
-                    console.print(f"ignoring the Keras cache: {e}", style="yellow", markup=False)
+                    console.print(_yellow(f"ignoring the Keras cache: {e}"))
             else:
                 _drop_corrupt(ds, source)
                 if console is not None:
-                    console.print(f"{e}; deleted it, fetching it again", style="yellow", markup=False)
+                    console.print(_yellow(f"{e}; deleted it, fetching it again"))
             if not download_missing or _offline():
                 raise DataError(f"{e}; {where_to_put(name, data_dir)}") from None
     if not download_missing or _offline():
