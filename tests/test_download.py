@@ -311,3 +311,15 @@ def test_progress_bar_on_a_terminal(server, arrays, cache, monkeypatch):
     assert f"failed (connection cut after {size // 2:,} of {size:,} bytes); trying the next mirror" in text
     assert "━━━━" in text and "0.0/23.6 kB" in text  # the progress bar was drawn (bar, bytes done/total)
     assert_cache_verified(cache, list(FILES))
+
+
+def test_oversized_download_is_cut_off(server, cache, monkeypatch):
+    from digitlab import datasets
+
+    monkeypatch.setattr(datasets, "MAX_DOWNLOAD_BYTES", 1000)
+    with pytest.raises(DownloadError) as e:
+        load_data(TINY, mirrors=[server.mirror("good")], quiet=True)
+    assert str(e.value).startswith(
+        f"could not download tiny: {FILES[0]} ({server.url}/good/{FILES[0]}: sent more than 1,000 bytes); "
+    )
+    assert_cache_verified(cache, [])

@@ -25,6 +25,7 @@ Where :func:`load_data` looks, in order (:func:`locate` tells which one it found
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import http.client
 import os
 import re
@@ -56,7 +57,8 @@ ENV_DATA_DIR = "DIGITLAB_DATA_DIR"
 ENV_CACHE_DIR = "DIGITLAB_CACHE_DIR"
 ENV_MIRRORS = "DIGITLAB_MIRRORS"
 ENV_OFFLINE = "DIGITLAB_OFFLINE"
-DEFAULT_TIMEOUT = 30.0
+DEFAULT_TIMEOUT = 30.0  # seconds without progress (connect or read) before a mirror counts as failed
+MAX_DOWNLOAD_BYTES = 200_000_000  # no file of the registry comes close (Fashion-MNIST's largest: 26 MB)
 
 Arrays = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -334,8 +336,6 @@ def _short_reason(e: BaseException) -> str:
 def _fetch(url: str, dest: Path, sha256: str, timeout: float, console, progress) -> None:
     """Download ``url`` to ``dest`` through a ``.part`` file in the same folder, renamed only once
     the SHA-256 matches. Raises on any failure; ``dest`` is then untouched and no ``.part`` is left."""
-    import hashlib
-
     if console is not None:
         console.print(f"Downloading {dest.name} from {url}", markup=False)
     request = urllib.request.Request(url, headers={"User-Agent": f"digitlab/{__version__}"})
@@ -353,6 +353,8 @@ def _fetch(url: str, dest: Path, sha256: str, timeout: float, console, progress)
                 h.update(chunk)
                 f.write(chunk)
                 received += len(chunk)
+                if received > MAX_DOWNLOAD_BYTES:
+                    raise DownloadError(f"sent more than {MAX_DOWNLOAD_BYTES:,} bytes")
                 if task is not None:
                     progress.advance(task, len(chunk))
             if total is not None and received != total:
@@ -453,8 +455,11 @@ def where_to_put(name: str = "mnist", data_dir: str | os.PathLike | None = None)
     ds = get_dataset(name)
     files = ", ".join(FILES)
     root = _data_dir(data_dir)
-    target = (f"put {files} (gzipped or raw) in {root / ds.name}/" if root is not None
-              else f"put {files} (gzipped or raw) in {cache_dir() / ds.name}/")
+    if root is None:
+        folder = cache_dir() / ds.name
+    else:
+        folder = root if root.name == ds.name else root / ds.name
+    target = f"put {files} (gzipped or raw) in {folder}/"
     alt = (f", or put them in DIR/{ds.name}/ and set ${ENV_DATA_DIR}=DIR (or pass --data-dir DIR)"
            if root is None else "")
     npz = f"; a Keras-style {ds.npz_name} (x_train, y_train, x_test, y_test) works too"
