@@ -257,13 +257,23 @@ def first_layer_weights(model) -> Figure:
     cols = int(np.ceil(np.sqrt(2 * n)))
     rows = -(-n // cols)
     vmax = float(np.abs(kernels).max()) or 1.0
-    tile = 0.75 if kernels.shape[-1] > 8 else 0.9
-    fig = Figure(figsize=(cols * tile + 1.2, rows * tile + 0.8), layout="constrained")
+    # Up to a few hundred tiles: placed by hand (a layout engine would take seconds to solve this).
+    tile, gap, margin, top, bar = (0.75 if kernels.shape[-1] > 8 else 0.9), 0.07, 0.15, 0.45, 1.35
+    width = 2 * margin + cols * tile + (cols - 1) * gap + bar
+    height = 2 * margin + top + rows * tile + (rows - 1) * gap
+    fig = Figure(figsize=(width, height))
     im = None
     for i in range(n):
-        ax = fig.add_subplot(rows, cols, i + 1)
-        _no_ticks(ax)
+        r, c = divmod(i, cols)
+        x0 = margin + c * (tile + gap)
+        y0 = height - margin - top - (r + 1) * tile - r * gap
+        ax = fig.add_axes((x0 / width, y0 / height, tile / width, tile / height))
+        ax.xaxis.set_visible(False)
+        ax.yaxis.set_visible(False)
         im = ax.imshow(kernels[i], cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
-    fig.colorbar(im, ax=fig.axes, shrink=0.8, label="weight")
-    fig.suptitle(f"First layer weights ({what})")
+    grid_bottom, grid_height = margin, rows * tile + (rows - 1) * gap
+    cax = fig.add_axes(((width - bar + 0.25) / width, (grid_bottom + 0.1 * grid_height) / height,
+                        0.18 / width, 0.8 * grid_height / height))
+    fig.colorbar(im, cax=cax, label="weight")
+    fig.suptitle(f"First layer weights ({what})", y=1 - 0.5 * (margin + top) / height, va="center")
     return fig

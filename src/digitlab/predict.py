@@ -6,7 +6,10 @@ This module imports neither torch nor onnxruntime at the top.
 
 from __future__ import annotations
 
+import io
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -40,3 +43,118 @@ def load_predictor(path: str | os.PathLike, device: str = "cpu") -> Predictor:
     from digitlab.torch_predictor import TorchPredictor
 
     return TorchPredictor(path, device=device)
+
+
+DEFAULT_BATCH = 4096
+
+
+def predict_proba(predictor: Predictor, images: np.ndarray, batch_size: int = DEFAULT_BATCH) -> np.ndarray:
+    """Probabilities ``(N, K)`` for ``(N, 28, 28)`` images, asked for in batches of ``batch_size``."""
+    images = np.asarray(images)
+    if images.ndim == 2:
+        images = images[None]
+    if images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise ValueError(f"expected images of shape (N, 28, 28), got {images.shape}")
+    parts = [np.asarray(predictor.predict_proba(images[i : i + batch_size]), dtype=np.float32)
+             for i in range(0, len(images), batch_size)]
+    if not parts:
+        return np.zeros((0, len(predictor.labels)), np.float32)
+    return np.concatenate(parts)
+
+
+def predict_arrays(predictor: Predictor, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(N, 28, 28)`` images (uint8 or float32 [0, 1]) -> ``(labels int64 (N,), probs float32 (N, K))``."""
+    probs = predict_proba(predictor, images)
+    return probs.argmax(axis=1).astype(np.int64), probs
+
+
+@dataclass
+class FilePrediction:
+    """The model's answer for one picture, or why there is none (``error``)."""
+
+    path: Path
+    label: int | None = None         # predicted class id
+    name: str | None = None          # its class name
+    probability: float | None = None  # probability of the predicted class
+    top: list[tuple[int, str, float]] = field(default_factory=list)  # best 3: (class, name, probability)
+    input_path: Path | None = None   # where the 28x28 input was saved (``save_inputs``)
+    error: str | None = None         # why the picture could not be read (then no prediction)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict:
+        return {
+            "path": str(self.path),
+            "label": self.label,
+            "name": self.name,
+            "probability": self.probability,
+            "top": [{"label": c, "name": n, "probability": p} for c, n, p in self.top],
+            "input_path": None if self.input_path is None else str(self.input_path),
+            "error": self.error,
+        }
+
+
+def _png_bytes(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(image, dtype=np.uint8), mode="L").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _unique_name(folder: Path, stem: str, taken: set[str]) -> Path:
+    name, n = f"{stem}.png", 1
+    while name in taken:
+        n += 1
+        name = f"{stem}_{n}.png"
+    taken.add(name)
+    return folder / name
+
+
+def predict_files(
+    predictor: Predictor,
+    paths: Sequence[str | os.PathLike],
+    save_inputs: str | os.PathLike | None = None,
+    top: int = 3,
+) -> list[FilePrediction]:
+    """Predict the digit in each picture; folders are searched for images.
+
+    Every picture goes through :func:`digitlab.images.load_digit` (the same preprocessing as the
+    server). A picture that cannot be used (not an image, blank, too large) does not stop the
+    others: its :class:`FilePrediction` carries ``error`` and no label, and the caller decides
+    what to do (the CLI reports it and exits with status 1 after printing the rest). Paths that
+    do not exist and folders without images raise :class:`~digitlab.errors.ImageError` at once.
+
+    ``save_inputs``: a folder where the 28x28 image the model actually saw is written as
+    ``<stem>.png`` for each picture (``<stem>_2.png``... when two pictures share a name).
+    """
+    from digitlab.errors import DigitlabError, ImageError
+    from digitlab.formats import atomic_write_bytes
+    from digitlab.images import find_images, load_digit
+
+    files = find_images(list(paths))
+    if not files:
+        raise ImageError(f"no images found in {', '.join(str(p) for p in paths)}")
+    results = [FilePrediction(path=Path(f)) for f in files]
+    inputs: list[np.ndarray] = []
+    good: list[FilePrediction] = []
+    for r in results:
+        try:
+            inputs.append(load_digit(r.path))
+            good.append(r)
+        except DigitlabError as e:
+            r.error = str(e)
+    if save_inputs is not None:
+        folder, taken = Path(save_inputs), set()
+        for r, image in zip(good, inputs, strict=True):
+            r.input_path = atomic_write_bytes(_unique_name(folder, r.path.stem, taken), _png_bytes(image))
+    if good:
+        labels, probs = predict_arrays(predictor, np.stack(inputs))
+        names = list(predictor.labels)
+        for r, label, p in zip(good, labels, probs, strict=True):
+            best = np.argsort(-p, kind="stable")[:top]
+            r.label, r.name, r.probability = int(label), names[int(label)], float(p[label])
+            r.top = [(int(c), names[int(c)], float(p[c])) for c in best]
+    return results

@@ -1,1 +1,126 @@
-"""Commands of this group are registered here."""
+"""``digitlab predict``: the first test images (the tutorial's step), or your own pictures."""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from pathlib import Path
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from digitlab.cli.app import JSON, QUIET, app, err, out, print_json
+from digitlab.cli.evaluate import default_out_dir
+from digitlab.errors import ConfigError, ImageError
+
+PREDICTIONS_PNG = "predictions.png"
+CSV_FIELDS = ("path", "label", "name", "probability", "top2_label", "top2_probability",
+              "top3_label", "top3_probability", "error")
+
+
+@app.command()
+def predict(
+    model_path: Path = typer.Argument(..., metavar="RUN_OR_ONNX",
+                                      help="A run folder or an exported .onnx file."),
+    inputs: list[Path] = typer.Argument(None, metavar="[IMAGE_OR_FOLDER]...",
+                                        help="Pictures of digits, or folders of them."),
+    count: int = typer.Option(10, "--count", "-n", min=1,
+                              help="Without inputs: how many test images to print."),
+    dataset: str = typer.Option(None, "--dataset", help="Without inputs: dataset (default: the run's)."),
+    data_dir: Path = typer.Option(None, "--data-dir", help="Folder holding the dataset files."),
+    out_dir: Path = typer.Option(None, "--out", help="Without inputs: where predictions.png goes "
+                                                     "(default: the run folder)."),
+    save_inputs: Path = typer.Option(None, "--save-inputs",
+                                     help="Save the 28x28 images the model saw as PNGs in this folder."),
+    as_json: bool = JSON,
+    as_csv: bool = typer.Option(False, "--csv", help="Print the predictions as CSV on stdout."),
+    quiet: bool = QUIET,
+) -> None:
+    """Predict digits.
+
+    Without pictures: print 'sample i: predicted = p, true = t' for the first test images and save
+    the 5x3 prediction grid (predictions.png). With pictures: the label, its probability and the
+    top 3 for each one.
+    """
+    from digitlab.predict import load_predictor
+
+    if as_json and as_csv:
+        raise ConfigError("choose one of --json and --csv")
+    predictor = load_predictor(model_path)
+    if inputs:
+        _predict_files(predictor, inputs, save_inputs, as_json, as_csv, quiet)
+    else:
+        if save_inputs is not None:
+            raise ConfigError("--save-inputs needs pictures to predict")
+        _predict_test_set(predictor, model_path, count, dataset, data_dir, out_dir, as_json, as_csv, quiet)
+
+
+def _predict_test_set(predictor, model_path, count, dataset, data_dir, out_dir, as_json, as_csv, quiet):
+    from digitlab.evaluate import load_split
+    from digitlab.plots import prediction_grid, save_figure
+    from digitlab.predict import predict_arrays
+
+    x, y, _ = load_split(predictor.config, "test", dataset, data_dir, quiet=quiet)
+    rows, cols = 5, 3
+    n = min(max(count, rows * cols), len(x))
+    labels, probs = predict_arrays(predictor, x[:n])
+    names = predictor.labels
+    figure = save_figure(prediction_grid(x, probs, y, rows, cols, class_names=names),
+                         (out_dir or default_out_dir(model_path)) / PREDICTIONS_PNG)
+    shown = range(min(count, n))
+    if as_json:
+        print_json({"samples": [{"index": i, "predicted": int(labels[i]), "true": int(y[i]),
+                                 "probability": float(probs[i, labels[i]])} for i in shown],
+                    "figure": str(figure)})
+    elif as_csv:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["index", "predicted", "true", "probability"])
+        w.writerows([i, int(labels[i]), int(y[i]), f"{probs[i, labels[i]]:.6f}"] for i in shown)
+        sys.stdout.write(buf.getvalue())
+    else:
+        for i in shown:
+            out.print(f"sample {i}: predicted = {names[labels[i]]}, true = {names[y[i]]}", markup=False)
+    if not quiet:
+        err.print(f"saved {figure}", soft_wrap=True, markup=False)
+
+
+def _predict_files(predictor, inputs, save_inputs, as_json, as_csv, quiet):
+    from digitlab.predict import predict_files
+
+    results = predict_files(predictor, inputs, save_inputs=save_inputs)
+    if as_json:
+        print_json([r.to_dict() for r in results])
+    elif as_csv:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(CSV_FIELDS)
+        for r in results:
+            top = [(c, f"{p:.6f}") for c, _, p in r.top[1:3]]
+            top += [("", "")] * (2 - len(top))
+            w.writerow([r.path, "" if r.label is None else r.label, r.name or "",
+                        "" if r.probability is None else f"{r.probability:.6f}",
+                        *top[0], *top[1], r.error or ""])
+        sys.stdout.write(buf.getvalue())
+    else:
+        table = Table()
+        table.add_column("file", overflow="fold")
+        table.add_column("label", justify="right")
+        table.add_column("probability", justify="right")
+        table.add_column("top 3", overflow="fold")
+        for r in results:
+            if r.ok:
+                top3 = ", ".join(f"{n} {100 * p:.1f}%" for _, n, p in r.top)
+                table.add_row(Text(str(r.path)), Text(r.name), f"{100 * r.probability:.1f}%", Text(top3))
+            else:
+                table.add_row(Text(str(r.path)), Text("-", style="red"), "", Text(r.error, style="red"))
+        out.print(table)
+    if save_inputs is not None and not quiet:
+        err.print(f"saved the 28x28 inputs in {save_inputs}", soft_wrap=True, markup=False)
+    failed = [r for r in results if not r.ok]
+    if failed:
+        first = failed[0].error
+        more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+        raise ImageError(f"{len(failed)} of {len(results)} images could not be read: {first}{more}")

@@ -1,0 +1,51 @@
+"""``digitlab plot weights`` and ``digitlab plot curves``: figures drawn from a run folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from digitlab.cli.app import QUIET, out, plot_app
+
+RUN = typer.Argument(..., metavar="RUN", help="A run folder (made by 'digitlab train').")
+
+
+@plot_app.command("weights")
+def weights(
+    run: Path = RUN,
+    output: Path = typer.Option(None, "--output", "-o", help="PNG to write (default: RUN/weights.png)."),
+    quiet: bool = QUIET,
+) -> None:
+    """The first layer's weights: one 28x28 tile per MLP unit, or one tile per CNN filter."""
+    from digitlab.plots import first_layer_weights, save_figure
+    from digitlab.runs import load_model
+
+    model, _ = load_model(run)
+    path = save_figure(first_layer_weights(model), output or run / "weights.png")
+    _report(path, quiet)
+
+
+@plot_app.command("curves")
+def curves(
+    run: Path = RUN,
+    output: Path = typer.Option(None, "--output", "-o", help="PNG to write (default: RUN/curves.png)."),
+    quiet: bool = QUIET,
+) -> None:
+    """Loss and accuracy per epoch, training vs validation, from the run's history.json."""
+    from digitlab.errors import RunError
+    from digitlab.plots import save_figure, training_curves
+    from digitlab.runs import CURVES, HISTORY_JSON, read_config, read_history
+
+    read_config(run)  # a clear error when RUN is not a run folder
+    history = read_history(run)
+    if not isinstance(history, list) or not any(isinstance(r, dict) for r in history):
+        raise RunError(f"{run / HISTORY_JSON}: no training history to plot (missing or empty)")
+    path = save_figure(training_curves(history), output or run / CURVES)
+    _report(path, quiet)
+
+
+def _report(path: Path, quiet: bool) -> None:
+    # The written file is the command's result: its path goes to stdout (scripts can capture it).
+    if not quiet:
+        out.print(f"saved {path}", markup=False)
