@@ -67,7 +67,7 @@ def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def save_weights(run_dir: str | os.PathLike, model: Net) -> Path:
-    return save_tensors(Path(run_dir) / WEIGHTS, model.state_dict(), {"format": "pt", "model": model.name})
+    return save_tensors(Path(run_dir) / WEIGHTS, model.state_dict(), {"format": "pt"})
 
 
 def save_history(run_dir: str | os.PathLike, history: list[dict[str, float]]) -> None:

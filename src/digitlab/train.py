@@ -309,14 +309,17 @@ class Progress:
         done = int(width * step / max(1, self.steps))
         return "━" * done + ("╸" if done < width else "") + " " * max(0, width - done - 1)
 
-    def update(self, step: int, get_metrics: Callable[[], tuple[float, float]]) -> None:
-        if self.quiet or not self.tty:
-            return
+    @property
+    def live(self) -> bool:
+        return not self.quiet and self.tty
+
+    def update(self, step: int, losses: list[torch.Tensor], corrects: list[torch.Tensor], seen: int) -> None:
         now = time.perf_counter()
         if now - self.last < 0.1:
             return
         self.last = now
-        loss, acc = get_metrics()
+        loss = float(torch.stack(losses).double().sum()) / max(1, seen)
+        acc = int(torch.stack(corrects).sum()) / max(1, seen)
         el = now - self.t0
         print(f"\r{step}/{self.steps} {self._bar(step)} {el:.0f}s {1000 * el / max(1, step):.2f}ms/step"
               f" - accuracy: {acc:.4f} - loss: {loss:.4f}", end="", file=self.stream, flush=True)
@@ -325,7 +328,8 @@ class Progress:
         if self.quiet:
             return
         el = row["time"]
-        parts = [f"{self.steps}/{self.steps} {self._bar(self.steps)} {el:.1f}s {1000 * el / max(1, self.steps):.2f}ms/step",
+        per_step = 1000 * el / max(1, self.steps)
+        parts = [f"{self.steps}/{self.steps} {self._bar(self.steps)} {el:.1f}s {per_step:.2f}ms/step",
                  f"accuracy: {row['accuracy']:.4f}", f"loss: {row['loss']:.4f}"]
         if "val_loss" in row:
             parts += [f"val_accuracy: {row['val_accuracy']:.4f}", f"val_loss: {row['val_loss']:.4f}"]
@@ -359,6 +363,52 @@ class EpochState:
     best_value: float | None
     best_epoch: int | None
     bad_epochs: int
+
+
+class Updater:
+    """``optimizer.step()``, except that a fused Adam/AdamW calls its kernel directly after the first step.
+
+    ``Optimizer.step`` spends more time in Python bookkeeping than the MLP's whole parameter update
+    takes; the direct call does exactly what the fused path inside ``step`` does, on the same state
+    tensors, so checkpoints and ``state_dict`` are unchanged.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, direct: bool):
+        self.optimizer = optimizer
+        self.direct = direct and isinstance(optimizer, torch.optim.Adam) and len(optimizer.param_groups) == 1
+        self.fn: Callable[[], None] | None = None
+
+    def __call__(self) -> None:
+        if self.fn is not None:
+            self.fn()
+            return
+        self.optimizer.step()
+        if self.direct:
+            self.fn = self._bind()
+            self.direct = False  # bind once; when it cannot, keep calling step()
+
+    def _bind(self) -> Callable[[], None] | None:
+        group = self.optimizer.param_groups[0]
+        if not group.get("fused") or group.get("amsgrad") or group.get("maximize") or group.get("capturable"):
+            return None
+        params = [p for p in group["params"] if p.grad is not None]
+        state = self.optimizer.state
+        if len(params) != len(group["params"]) or any("exp_avg" not in state[p] for p in params):
+            return None
+        grads = [p.grad for p in params]
+        m = [state[p]["exp_avg"] for p in params]
+        v = [state[p]["exp_avg_sq"] for p in params]
+        steps = [state[p]["step"] for p in params]
+        kernel = torch._fused_adamw_ if group.get("decoupled_weight_decay") else torch._fused_adam_
+        beta1, beta2 = group["betas"]
+
+        def update() -> None:
+            torch._foreach_add_(steps, 1)
+            kernel(params, grads, m, v, [], steps, amsgrad=False, lr=group["lr"], beta1=beta1, beta2=beta2,
+                   weight_decay=group["weight_decay"], eps=group["eps"], maximize=False,
+                   grad_scale=None, found_inf=None)
+
+        return update
 
 
 @dataclass
@@ -442,6 +492,10 @@ def fit(
     start_epoch = 0
     if resume is not None:
         optimizer.load_state_dict(resume.optimizer_state)
+        for p in model.parameters():  # give restored state the parameters' memory format (channels_last)
+            for k, v in optimizer.state.get(p, {}).items():
+                if isinstance(v, torch.Tensor) and v.shape == p.shape:
+                    optimizer.state[p][k] = torch.empty_like(p).copy_(v)
         st = resume.state
         start_epoch = st.epoch
         history.rows = list(st.history)
@@ -454,6 +508,8 @@ def fit(
     else:
         step_fn = None
     progress = Progress(opts.epochs, steps_per_epoch, quiet)
+    update = Updater(optimizer, direct=fast)
+    stepwise_lr = opts.schedule in ("cosine", "onecycle")
     higher_better = opts.monitor.endswith("accuracy")
 
     interrupted = False
@@ -476,36 +532,36 @@ def fit(
             else:
                 step_impl = step_fn
             perm = torch.randperm(n, generator=g).to(device)
-            loss_acc = torch.zeros((), dtype=torch.float64, device=device)
-            correct_acc = torch.zeros((), dtype=torch.int64, device=device)
+            losses: list[torch.Tensor] = []
+            corrects: list[torch.Tensor] = []
             seen = 0
             progress.start_epoch(epoch)
             model.train()
-            for s in range(steps_per_epoch):
+            for s, idx in enumerate(perm.split(opts.batch_size)):
                 if interrupted:
                     break
-                if opts.schedule in ("cosine", "onecycle"):
+                if stepwise_lr:
                     f = lr_factor(opts.schedule, epoch * steps_per_epoch + s, total_steps) * plateau.scale
                     for pg, base in zip(optimizer.param_groups, base_lrs, strict=True):
                         pg["lr"] = base * f
-                idx = perm[s * opts.batch_size : (s + 1) * opts.batch_size]
                 if world > 1:
                     idx = idx[rank::world]
-                xb = xt.index_select(0, idx)
-                yb = yt.index_select(0, idx)
-                loss_sum, correct = step_impl(xb, yb)
-                optimizer.step()
-                loss_acc += loss_sum
-                correct_acc += correct
+                loss_sum, correct = step_impl(xt.index_select(0, idx), yt.index_select(0, idx))
+                update()
+                losses.append(loss_sum)
+                corrects.append(correct)
                 seen += len(idx)
-                progress.update(s + 1, lambda: (float(loss_acc) / max(1, seen), int(correct_acc) / max(1, seen)))
+                if progress.live and s % 16 == 15:
+                    progress.update(s + 1, losses, corrects, seen)
             if interrupted:
                 break
+            loss_acc = float(torch.stack(losses).double().sum()) if losses else 0.0
+            correct_acc = int(torch.stack(corrects).sum()) if corrects else 0
             elapsed = time.perf_counter() - progress.t0
             if dist is not None:
-                loss_tot, correct_tot, seen_tot = dist.all_reduce_sum([float(loss_acc), int(correct_acc), seen])
+                loss_tot, correct_tot, seen_tot = dist.all_reduce_sum([loss_acc, correct_acc, seen])
             else:
-                loss_tot, correct_tot, seen_tot = float(loss_acc), int(correct_acc), seen
+                loss_tot, correct_tot, seen_tot = loss_acc, correct_acc, seen
             row: dict[str, float] = {"epoch": epoch + 1, "loss": loss_tot / seen_tot,
                                      "accuracy": correct_tot / seen_tot}
             if validation_data is not None:
@@ -611,7 +667,7 @@ class TrainConfig:
         from digitlab.models import build_model
 
         get_dataset(self.dataset)
-        build_model(self.model, **self.model_options)
+        self.model_options = dict(build_model(self.model, **self.model_options).options)  # resolved defaults
         if not 0.0 <= self.val_split < 1.0:
             raise ConfigError(f"validation split must be in [0, 1), got {self.val_split}")
         self.fit.validate()
@@ -698,7 +754,7 @@ def train(
         run_path.mkdir(parents=True, exist_ok=True)
         runs.write_json(run_path / runs.CONFIG, config.to_json())
 
-    (x_train, y_train), (x_test, y_test) = load_data(config.dataset, data_dir=data_dir)
+    (x_train, y_train), (x_test, y_test) = load_data(config.dataset, data_dir=data_dir, quiet=quiet or not writer)
     if config.val_split > 0:
         (x_tr, y_tr), (x_val, y_val) = train_val_split(x_train, y_train, config.val_split, config.split_seed)
         validation = (to_float(x_val), y_val.astype(np.int64))

@@ -31,7 +31,8 @@ def summary(
         table.add_row(f"{r.name} ({r.kind})", str(r.output_shape), f"{r.params:,}")
     out.print(table)
     total, trainable = count_params(net), count_params(net, trainable_only=True)
-    out.print(f" Total params: {total:,}\n Trainable params: {trainable:,}\n Non-trainable params: {total - trainable:,}")
+    out.print(f" Total params: {total:,}\n Trainable params: {trainable:,}\n"
+              f" Non-trainable params: {total - trainable:,}")
 
 
 def _hidden(value: str | None) -> list[int] | None:
@@ -53,7 +54,7 @@ def train(
     activation: str = typer.Option(None, "--activation", help="MLP activation: relu, sigmoid, tanh, gelu."),
     dropout: float = typer.Option(None, "--dropout", help="Dropout after each hidden layer (mlp, cnn_bn)."),
     dataset: str = typer.Option(None, "--dataset", help="mnist or fashion-mnist."),
-    data_dir: str = typer.Option(None, "--data-dir", help="Folder holding <dataset>/ IDX files (or $DIGITLAB_DATA_DIR)."),
+    data_dir: str = typer.Option(None, "--data-dir", help="Folder holding <dataset>/ (or $DIGITLAB_DATA_DIR)."),
     epochs: int = typer.Option(None, "--epochs", "-e", help="Passes over the training set (tutorial: 5)."),
     batch_size: int = typer.Option(None, "--batch-size", "-b", help="Images per step (tutorial: 32)."),
     optimizer: str = typer.Option(None, "--optimizer", "-o",
