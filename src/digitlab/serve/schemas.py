@@ -1,0 +1,100 @@
+"""Typed request and response bodies of the REST API (they also make /openapi.json)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class PixelsRequest(BaseModel):
+    """A 28x28 image given as numbers: the model's input as-is (white ink on black).
+
+    ``pixels`` is 28 rows of 28 numbers or one flat list of 784 numbers (row by row). With
+    ``scale="byte"`` (the default) every value must lie in [0, 255] and is rounded to the nearest
+    integer; with ``scale="unit"`` every value must lie in [0, 1] and is given to the model unchanged.
+    ``preprocess=true`` runs the pixels through the same centring as an uploaded picture.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"pixels": [[0] * 28] * 12 + [[0] * 13 + [255] * 2 + [0] * 13] * 16,
+                                         "scale": "byte", "preprocess": False}]},
+    )
+
+    pixels: list[list[float]] | list[float] = Field(
+        description="28 rows of 28 values, or a flat list of 784 values (row-major).")
+    scale: Literal["byte", "unit"] = Field(
+        "byte", description="'byte': values in [0, 255] (rounded); 'unit': values in [0, 1].")
+    preprocess: bool = Field(
+        False, description="Centre and rescale the ink like a picture (MNIST-style) before predicting.")
+
+
+class TopClass(BaseModel):
+    label: int = Field(description="Class index 0-9.")
+    name: str = Field(description="Class name (the digit itself for MNIST).")
+    probability: float
+
+
+class Prediction(BaseModel):
+    label: int = Field(description="The predicted class index (argmax of the probabilities).")
+    name: str = Field(description="The predicted class name.")
+    confidence: float = Field(description="Probability of the predicted class.")
+    probabilities: list[float] = Field(description="10 probabilities (softmax output), summing to 1.")
+    top3: list[TopClass] = Field(description="The three most likely classes, most likely first.")
+    input: list[list[int]] = Field(description="The 28x28 uint8 image the model saw, white ink on black.")
+    model_ms: float = Field(description="Time spent in the model, in milliseconds.")
+    activations: dict[str, Any] | None = Field(
+        None, description="With ?activations=1: each hidden activation layer's output as nested lists "
+                          "(MLP: [128] and [64]; CNN: [32][26][26], [64][11][11], [128]).")
+
+
+class BatchItem(BaseModel):
+    index: int = Field(description="Position of the file in the request.")
+    filename: str | None = None
+    ok: bool
+    status: int = Field(description="200, or the status a single /api/predict would have answered.")
+    error: str | None = Field(None, description="Why this file could not be used.")
+    prediction: Prediction | None = None
+
+
+class BatchResponse(BaseModel):
+    count: int
+    ok: int = Field(description="How many files were predicted.")
+    results: list[BatchItem]
+
+
+class Layer(BaseModel):
+    name: str
+    kind: str
+    output_shape: list[int | None]
+    params: int
+
+
+class ActivationLayer(BaseModel):
+    name: str = Field(description="Key in Prediction.activations.")
+    shape: list[int] = Field(description="Shape of that layer's output for one image.")
+    follows: str | None = Field(None, description="The layer whose output this activation transforms.")
+
+
+class ModelInfo(BaseModel):
+    name: str
+    source: Literal["run", "onnx"]
+    dataset: str | None
+    labels: list[str]
+    architecture: list[Layer] = Field(description="Keras-like summary rows (empty when unknown).")
+    parameters: int | None = Field(description="Total parameter count (null when unknown).")
+    test_accuracy: float | None = Field(description="Accuracy on the test set, from the run's metrics.")
+    test_loss: float | None = None
+    activation_layers: list[ActivationLayer]
+    max_upload_bytes: int
+    max_batch: int
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    model: str
+
+
+class ErrorBody(BaseModel):
+    detail: str = Field(description="What went wrong and what to do, in one line.")

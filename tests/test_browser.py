@@ -1,0 +1,217 @@
+"""The drawing page in a real headless Chromium: draw a digit with the mouse, see the network's answer.
+
+Needs /usr/bin/chromium and Playwright's Python package. Without them the test is skipped, unless
+DIGITLAB_REQUIRE_BROWSER=1 (CI), where it fails. The screenshot lands in test-artifacts/ under the
+repository root, or in $DIGITLAB_ARTIFACTS.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update"]
+REQUIRE_BROWSER = os.environ.get("DIGITLAB_REQUIRE_BROWSER") == "1"
+
+pytestmark = pytest.mark.browser
+
+
+def _need_browser():
+    why = None
+    if not Path(CHROMIUM).exists():
+        why = f"{CHROMIUM} not found (install Debian's chromium package)"
+    else:
+        try:
+            from playwright.sync_api import sync_playwright  # noqa: F401
+        except ImportError:
+            why = "the playwright Python package is not installed"
+    if why:
+        if REQUIRE_BROWSER:
+            pytest.fail(f"browser test required (DIGITLAB_REQUIRE_BROWSER=1) but {why}")
+        pytest.skip(why)
+
+
+def artifacts_dir() -> Path:
+    root = os.environ.get("DIGITLAB_ARTIFACTS")
+    path = Path(root) if root else Path(__file__).resolve().parents[1] / "test-artifacts"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def server_url(mlp_run):
+    """The app served by uvicorn in a thread, on a free port of 127.0.0.1."""
+    import uvicorn
+
+    from digitlab.serve import create_app
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(mlp_run), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+    sock.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    _need_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def problems() -> list[str]:
+    """Page errors and console errors seen during a test (a test expecting one removes it)."""
+    return []
+
+
+@pytest.fixture
+def page(browser, server_url, problems):
+    # bypass_csp: Playwright's wait_for_function evaluates strings, which the page's CSP forbids
+    context = browser.new_context(viewport={"width": 1200, "height": 1000}, device_scale_factor=1,
+                                  bypass_csp=True)
+    page = context.new_page()
+    outside: list[str] = []
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    page.on("console", lambda m: m.type == "error" and problems.append(f"console error: {m.text}"))
+    page.on("request", lambda r: None if r.url.startswith(server_url) else outside.append(r.url))
+    page.goto(server_url + "/")
+    page.wait_for_function("document.querySelector('#model-name').textContent === 'mlp · mnist'")
+    yield page
+    context.close()
+    assert problems == []
+    assert outside == []  # no CDN, no external network
+
+
+def draw(page, strokes: list[list[tuple[float, float]]], steps: int = 8) -> None:
+    """Draw strokes given in fractions of the canvas (0..1) with the mouse."""
+    box = page.locator("#pad").bounding_box()
+    for stroke in strokes:
+        x0, y0 = stroke[0]
+        page.mouse.move(box["x"] + x0 * box["width"], box["y"] + y0 * box["height"])
+        page.mouse.down()
+        for x, y in stroke[1:]:
+            page.mouse.move(box["x"] + x * box["width"], box["y"] + y * box["height"], steps=steps)
+        page.mouse.up()
+
+
+SEVEN = [[(0.28, 0.22), (0.72, 0.22), (0.45, 0.82)]]
+PREDICTED = "/^[0-9]$/.test(document.querySelector('#prediction').textContent)"
+SETTLED = "document.body.dataset.busy === 'false'"  # no request in flight or waiting
+
+
+def bar_heights(page) -> list[float]:
+    return page.eval_on_selector_all(".bar", "els => els.map(e => e.getBoundingClientRect().height)")
+
+
+def test_draw_a_seven_and_see_the_answer(page, server_url):
+    assert page.locator("#prediction").text_content() == "?"
+    assert page.locator(".bar").count() == 10
+    draw(page, SEVEN)
+    page.wait_for_function(PREDICTED)
+    page.wait_for_selector("#activations .layer")
+    page.wait_for_function(SETTLED)
+    page.wait_for_timeout(300)  # the bars' height transition
+
+    digit = page.locator("#prediction").text_content()
+    assert digit in [str(i) for i in range(10)]
+    assert page.locator(".bar").count() == 10
+    top = page.locator(".bar.top")
+    assert top.count() == 1 and top.get_attribute("data-label") == digit
+    heights = bar_heights(page)
+    assert max(heights) == heights[int(digit)] > 0
+    assert "% sure" in page.locator("#confidence").text_content()
+
+    # the activation panel: one heat strip per hidden layer of the MLP (128 and 64 units)
+    layers = page.locator("#activations .layer")
+    assert layers.count() == 2
+    assert page.eval_on_selector_all("#activations canvas.strip", "cs => cs.map(c => c.width)") == [128, 64]
+    assert page.locator("#activations").is_visible()
+    assert "neurons" in layers.first.text_content()
+
+    # the 28x28 image the model saw has ink in it
+    ink = page.evaluate("""() => {
+        const d = document.querySelector('#seen').getContext('2d').getImageData(0, 0, 28, 28).data;
+        let s = 0; for (let i = 0; i < d.length; i += 4) s += d[i]; return s; }""")
+    assert ink > 0
+
+    # the page's answer is the API's answer for the same drawing
+    png = page.evaluate("""async () => {
+        const b = await new Promise(r => document.querySelector('#pad').toBlob(r, 'image/png'));
+        return Array.from(new Uint8Array(await b.arrayBuffer())); }""")
+    api = page.request.post(server_url + "/api/predict", data=bytes(png),
+                            headers={"Content-Type": "image/png"})
+    assert api.ok and str(api.json()["label"]) == digit
+
+    page.screenshot(path=str(artifacts_dir() / "browser.png"), full_page=True)
+
+    page.click("#clear")
+    assert page.locator("#prediction").text_content() == "?"
+    page.wait_for_function("[...document.querySelectorAll('.bar')]"
+                           ".every(b => b.getBoundingClientRect().height <= 2)")
+
+
+def test_upload_a_photo(page, tmp_path):
+    im = Image.new("RGB", (200, 260), (236, 233, 226))
+    ImageDraw.Draw(im).line([(100, 40), (96, 220)], fill=(25, 25, 35), width=14)
+    photo = tmp_path / "one.png"
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    photo.write_bytes(buf.getvalue())
+    page.set_input_files("#file", str(photo))
+    page.wait_for_function(PREDICTED)
+    assert "one.png" in page.locator("#status").text_content()
+    assert page.locator(".bar.top").count() == 1
+
+
+def test_an_unusable_photo_shows_the_servers_message(page, tmp_path, problems):
+    blank = tmp_path / "white.png"
+    Image.new("L", (64, 64), 255).save(blank)
+    page.set_input_files("#file", str(blank))
+    page.wait_for_function("document.querySelector('#status').classList.contains('error')")
+    assert "blank" in page.locator("#status").text_content()
+    assert page.locator("#prediction").text_content() == "?"
+    assert len(problems) == 1 and "the server responded with a status of 422" in problems[0]
+    problems.clear()
+
+
+def test_small_screen_layout(browser, server_url):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=1,
+                                  bypass_csp=True)
+    page = context.new_page()
+    page.goto(server_url + "/")
+    page.wait_for_function("document.querySelector('#model-name').textContent !== '…'")
+    draw(page, [[(0.5, 0.15), (0.5, 0.85)]])
+    page.wait_for_function(PREDICTED)
+    page.wait_for_selector("#activations .layer")
+    page.wait_for_function(SETTLED)
+    page.wait_for_timeout(300)
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390  # nothing overflows sideways
+    pad = page.locator("#pad").bounding_box()
+    assert pad["width"] > 300
+    page.screenshot(path=str(artifacts_dir() / "browser-mobile.png"), full_page=True)
+    context.close()
