@@ -216,3 +216,25 @@ def test_cli_evaluate_errors(mlp_run, tmp_path, capsys):
 
     code, _, err = cli(capsys, "evaluate", str(mlp_run), "--dataset", "kmnist")
     assert (code, err) == (1, "error: unknown dataset 'kmnist'; choose one of: mnist, fashion-mnist\n")
+
+
+def test_cli_evaluate_and_predict_an_onnx_file(real_run, data_dir, tmp_path, capsys):
+    """The same numbers from the exported model as from the run folder: only the Predictor protocol is used."""
+    pytest.importorskip("onnxruntime")
+    from digitlab.export import export_onnx
+
+    onnx = tmp_path / "model.onnx"
+    export_onnx(real_run, onnx, data_dir=data_dir, n_images=32)
+    code, out, _ = cli(capsys, "evaluate", str(onnx), "--data-dir", str(data_dir), "--json", "--top", "4")
+    assert code == 0
+    d = json.loads(out)
+    code, out, _ = cli(capsys, "evaluate", str(real_run), "--data-dir", str(data_dir), "--json", "--top", "4",
+                       "--out", str(tmp_path / "torch"))
+    t = json.loads(out)
+    assert d["confusion_matrix"] == t["confusion_matrix"] and d["accuracy"] == t["accuracy"]
+    assert d["loss"] == pytest.approx(t["loss"], rel=1e-4)
+    assert d["figures"]["confusion"] == str(tmp_path / "confusion.png")  # beside the .onnx file
+    code, out, _ = cli(capsys, "predict", str(onnx), "--data-dir", str(data_dir), "--count", "10")
+    assert code == 0
+    assert [int(line[-1]) for line in out.splitlines()] == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
+    assert (tmp_path / "predictions.png").is_file()

@@ -14,6 +14,8 @@ from digitlab.runs import load_model, read_metrics
 
 
 class TorchPredictor:
+    """A run folder's model behind the :class:`digitlab.predict.Predictor` protocol."""
+
     def __init__(self, run_dir: str | os.PathLike, device: str = "cpu", batch_size: int = 1024):
         self.run_dir = Path(run_dir)
         self.model, self.config = load_model(self.run_dir)
@@ -29,7 +31,7 @@ class TorchPredictor:
         images = np.asarray(images)
         if images.ndim == 2:
             images = images[None]
-        if images.ndim == 3 and images.shape[1:] != (28, 28) or images.ndim != 3:
+        if images.ndim != 3 or images.shape[1:] != (28, 28):
             raise ValueError(f"expected images of shape (N, 28, 28), got {images.shape}")
         return torch.from_numpy(to_float(images)).to(self.device)
 

@@ -72,6 +72,7 @@ def _predict_test_set(predictor, model_path, count, dataset, data_dir, out_dir, 
     shown = range(min(count, n))
     if as_json:
         print_json({"samples": [{"index": i, "predicted": int(labels[i]), "true": int(y[i]),
+                                 "predicted_name": names[labels[i]], "true_name": names[y[i]],
                                  "probability": float(probs[i, labels[i]])} for i in shown],
                     "figure": str(figure)})
     elif as_csv:
@@ -91,6 +92,12 @@ def _predict_files(predictor, inputs, save_inputs, as_json, as_csv, quiet):
     from digitlab.predict import predict_files
 
     results = predict_files(predictor, inputs, save_inputs=save_inputs)
+    failed = [r for r in results if not r.ok]
+    if len(failed) == len(results):  # nothing to show: only the errors
+        if len(failed) == 1:
+            raise ImageError(failed[0].error)
+        _print_errors(failed)
+        raise ImageError(f"none of the {len(results)} images could be read (listed above)")
     if as_json:
         print_json([r.to_dict() for r in results])
     elif as_csv:
@@ -107,20 +114,24 @@ def _predict_files(predictor, inputs, save_inputs, as_json, as_csv, quiet):
     else:
         table = Table()
         table.add_column("file", overflow="fold")
-        table.add_column("label", justify="right")
-        table.add_column("probability", justify="right")
-        table.add_column("top 3", overflow="fold")
+        table.add_column("label", justify="right", no_wrap=True)
+        table.add_column("probability", justify="right", no_wrap=True)
+        table.add_column("top 3", no_wrap=True)
         for r in results:
             if r.ok:
                 top3 = ", ".join(f"{n} {100 * p:.1f}%" for _, n, p in r.top)
                 table.add_row(Text(str(r.path)), Text(r.name), f"{100 * r.probability:.1f}%", Text(top3))
             else:
-                table.add_row(Text(str(r.path)), Text("-", style="red"), "", Text(r.error, style="red"))
+                table.add_row(Text(str(r.path)), Text("-", style="red"), "", Text("unreadable", style="red"))
         out.print(table)
     if save_inputs is not None and not quiet:
         err.print(f"saved the 28x28 inputs in {save_inputs}", soft_wrap=True, markup=False)
-    failed = [r for r in results if not r.ok]
     if failed:
-        first = failed[0].error
-        more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
-        raise ImageError(f"{len(failed)} of {len(results)} images could not be read: {first}{more}")
+        _print_errors(failed)
+        raise ImageError(f"{len(failed)} of {len(results)} images could not be read (listed above); "
+                         "the others were predicted")
+
+
+def _print_errors(failed) -> None:
+    for r in failed:
+        err.print(Text(r.error, style="red"), soft_wrap=True)
