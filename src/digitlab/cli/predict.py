@@ -24,7 +24,7 @@ CSV_FIELDS = ("path", "label", "name", "probability", "top2_label", "top2_probab
 def predict(
     model_path: Path = typer.Argument(..., metavar="RUN_OR_ONNX",
                                       help="A run folder or an exported .onnx file."),
-    inputs: list[Path] = typer.Argument(None, metavar="[IMAGE_OR_FOLDER]...",
+    inputs: list[Path] = typer.Argument(None, metavar="IMAGE_OR_FOLDER",
                                         help="Pictures of digits, or folders of them."),
     count: int = typer.Option(10, "--count", "-n", min=1,
                               help="Without inputs: how many test images to print."),
