@@ -158,10 +158,14 @@ def test_draw_a_seven_and_see_the_answer(page, server_url):
         let s = 0; for (let i = 0; i < d.length; i += 4) s += d[i]; return s; }""")
     assert ink > 0
 
-    # the page's answer is the API's answer for the same drawing
+    # the page sends its drawing as a 140x140 PNG; the API gives the same answer for a copy of it
     png = page.evaluate("""async () => {
-        const b = await new Promise(r => document.querySelector('#pad').toBlob(r, 'image/png'));
+        const c = document.createElement('canvas'); c.width = c.height = 140;
+        const g = c.getContext('2d'); g.imageSmoothingQuality = 'high';
+        g.drawImage(document.querySelector('#pad'), 0, 0, 140, 140);
+        const b = await new Promise(r => c.toBlob(r, 'image/png'));
         return Array.from(new Uint8Array(await b.arrayBuffer())); }""")
+    assert Image.open(io.BytesIO(bytes(png))).size == (140, 140)
     api = page.request.post(server_url + "/api/predict", data=bytes(png),
                             headers={"Content-Type": "image/png"})
     assert api.ok and str(api.json()["label"]) == digit

@@ -617,3 +617,20 @@ def test_static_dir_is_package_data():
     from digitlab.serve.app import STATIC_DIR
 
     assert {p.name for p in Path(STATIC_DIR).iterdir()} >= {"index.html", "app.js", "style.css"}
+
+
+def test_json_encoding_without_orjson_gives_the_same_answer(client, monkeypatch):
+    import digitlab.serve.app as serve_app
+
+    data = seven()
+    fast = client.post("/api/predict?activations=1", content=data, headers={"Content-Type": "image/png"}).json()
+    monkeypatch.setattr(serve_app, "orjson", None)
+    plain = client.post("/api/predict?activations=1", content=data, headers={"Content-Type": "image/png"})
+    plain = plain.json()
+    assert plain.keys() == fast.keys()
+    for key in plain:
+        if key == "activations":
+            for name in plain[key]:
+                np.testing.assert_allclose(plain[key][name], fast[key][name], atol=1e-6)
+        elif key != "model_ms":
+            assert plain[key] == fast[key], key

@@ -48,6 +48,11 @@ from digitlab.serve.schemas import (
     Prediction,
 )
 
+try:  # optional: ~20x faster JSON for the 28x28 input and the activations; the json module otherwise
+    import orjson
+except ImportError:  # pragma: no cover - depends on the environment
+    orjson = None
+
 DEFAULT_MAX_UPLOAD_BYTES = 4_000_000
 DEFAULT_MAX_BATCH = 64
 DEFAULT_MAX_PIXELS = 20_000_000  # a 20-megapixel photo; larger pictures are refused before decoding
@@ -186,7 +191,7 @@ class ServedModel:
             "confidence": probs[k],
             "probabilities": probs,
             "top3": [{"label": i, "name": self.labels[i], "probability": probs[i]} for i in order],
-            "input": shown.tolist(),
+            "input": np.ascontiguousarray(shown, dtype=np.uint8),
             "model_ms": round(ms, 4),
             "activations": None,
         }
@@ -492,9 +497,9 @@ def _number_int(v: Any) -> int | None:
     return int(v) if isinstance(v, int) and not isinstance(v, bool) else None
 
 
-def _rounded(a: np.ndarray) -> list:
-    """Activations as nested lists of short floats (4 decimals is plenty for a heat map)."""
-    return np.round(a.astype(np.float64), 4).tolist()
+def _rounded(a: np.ndarray) -> np.ndarray:
+    """Activations rounded to 4 decimals (plenty for a heat map; keeps the JSON short)."""
+    return np.ascontiguousarray(np.round(a.astype(np.float32, copy=False), 4))
 
 
 def _media_type(request: Request) -> str:
@@ -502,7 +507,20 @@ def _media_type(request: Request) -> str:
 
 
 def _dumps(data: Any) -> bytes:
-    return json.dumps(data, separators=(",", ":"), allow_nan=False).encode()
+    """Compact JSON; numpy arrays become nested lists (uint8 as ints, floats in their shortest form)."""
+    if orjson is not None:
+        return orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY)
+    return json.dumps(data, separators=(",", ":"), allow_nan=False, default=_plain).encode()
+
+
+def _plain(o: Any) -> Any:
+    if isinstance(o, np.ndarray):
+        if o.dtype.kind == "f":  # float32 -> the same short decimals orjson writes
+            return np.round(o.astype(np.float64), 4).tolist()
+        return o.tolist()
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def _json_response(body: bytes, status: int = 200) -> Response:

@@ -3,6 +3,7 @@
 
 (() => {
   const THROTTLE_MS = 100;      // at most one request per 100 ms while drawing
+  const SEND_SIZE = 140;        // the drawing is sent as a 140x140 PNG: plenty for a 28x28 input, and cheap
   const INK = "#ffffff";        // white ink on black, like MNIST
   const PAPER = "#000000";
 
@@ -225,8 +226,17 @@
     timer = setTimeout(() => { timer = null; sendDrawing(); }, wait);
   }
 
+  const small = document.createElement("canvas");
+  small.width = small.height = SEND_SIZE;
+  const smallCtx = small.getContext("2d");
+
   function canvasBlob() {
-    return new Promise((resolve) => pad.toBlob(resolve, "image/png"));
+    smallCtx.imageSmoothingEnabled = true;
+    smallCtx.imageSmoothingQuality = "high";
+    smallCtx.fillStyle = PAPER;
+    smallCtx.fillRect(0, 0, SEND_SIZE, SEND_SIZE);
+    smallCtx.drawImage(pad, 0, 0, SEND_SIZE, SEND_SIZE);
+    return new Promise((resolve) => small.toBlob(resolve, "image/png"));
   }
 
   async function sendDrawing() {
