@@ -58,6 +58,7 @@ def make_run(path: Path, model: str = "mlp", steps: int = 300, seed: int = 0, da
     from digitlab.runs import CONFIG, METRICS, save_weights, write_json
 
     torch.manual_seed(seed)
+    torch.set_num_threads(1)
     if data is None:
         rng = np.random.default_rng(seed)
         y = rng.integers(0, 10, 2000)

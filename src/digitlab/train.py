@@ -109,15 +109,18 @@ def resolve_device(name: str) -> torch.device:
     raise ConfigError(f"unknown device {name!r}; choose auto, cpu, cuda or mps")
 
 
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def default_threads(model: Net, device: torch.device) -> int:
     """Small matmuls (an MLP at batch 32) run faster on one thread than two; convolutions use all."""
     if device.type != "cpu":
         return torch.get_num_threads()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return 1 if not model.image_input else cores
+    return 1 if not model.image_input else _cores()
 
 
-def make_optimizer(opts: FitOptions, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+def make_optimizer(opts: FitOptions, params: list[torch.nn.Parameter]) -> Any:
     kw = dict(OPTIMIZER_DEFAULTS[opts.optimizer])
     if opts.lr is not None:
         kw["lr"] = opts.lr
@@ -133,6 +136,9 @@ def make_optimizer(opts: FitOptions, params: list[torch.nn.Parameter]) -> torch.
         kw["nesterov"] = True
     if opts.weight_decay:
         kw["weight_decay"] = opts.weight_decay
+    if opts.optimizer in ("adam", "adamw") and hasattr(torch, "_fused_adam_"):
+        return FusedAdam(params, lr=kw["lr"], betas=kw["betas"], eps=kw["eps"],  # type: ignore[return-value]
+                         weight_decay=kw.get("weight_decay", 0.0), decoupled=opts.optimizer == "adamw")
     cls = {
         "adam": torch.optim.Adam,
         "adamw": torch.optim.AdamW,
@@ -142,10 +148,71 @@ def make_optimizer(opts: FitOptions, params: list[torch.nn.Parameter]) -> torch.
         "adadelta": torch.optim.Adadelta,
     }[opts.optimizer]
     if opts.optimizer in ("adam", "adamw"):
-        kw["fused"] = True  # one kernel for all parameters, on the CPU too
+        kw["fused"] = True
     elif opts.optimizer in ("sgd", "adagrad"):
         kw["foreach"] = True
     return cls(params, **kw)
+
+
+class FusedAdam:
+    """Adam / AdamW on the fused kernel that ``torch.optim.Adam(fused=True)`` runs, called directly.
+
+    ``torch.optim`` spends more time per step in Python bookkeeping than the tutorial MLP's whole
+    parameter update takes, and its first use imports ``torch._dynamo`` (over a second of start-up).
+    The state and ``state_dict()`` layout are ``torch.optim.Adam``'s, so checkpoints interoperate;
+    the tests hold the updates bit-for-bit to ``torch.optim.Adam(fused=True)``.
+    """
+
+    def __init__(self, params: list[torch.nn.Parameter], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-7, weight_decay: float = 0.0, decoupled: bool = False):
+        self.params = list(params)
+        self.param_groups = [{"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay,
+                              "amsgrad": False, "maximize": False, "foreach": None, "capturable": False,
+                              "differentiable": False, "fused": True, "decoupled_weight_decay": decoupled,
+                              "params": self.params}]
+        self.defaults = {k: v for k, v in self.param_groups[0].items() if k != "params"}
+        self.exp_avg = [torch.zeros_like(p) for p in self.params]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
+        self.steps = [torch.zeros((), dtype=torch.float32, device=p.device) for p in self.params]
+        self.kernel = torch._fused_adamw_ if decoupled else torch._fused_adam_
+
+    @property
+    def state(self) -> dict[torch.nn.Parameter, dict[str, torch.Tensor]]:
+        return {p: {"step": s, "exp_avg": m, "exp_avg_sq": v}
+                for p, s, m, v in zip(self.params, self.steps, self.exp_avg, self.exp_avg_sq, strict=True)}
+
+    def step(self) -> None:
+        g = self.param_groups[0]
+        beta1, beta2 = g["betas"]
+        torch._foreach_add_(self.steps, 1)
+        self.kernel(self.params, [p.grad for p in self.params], self.exp_avg, self.exp_avg_sq, [], self.steps,
+                    amsgrad=False, lr=g["lr"], beta1=beta1, beta2=beta2, weight_decay=g["weight_decay"],
+                    eps=g["eps"], maximize=False, grad_scale=None, found_inf=None)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None
+
+    def state_dict(self) -> dict[str, Any]:
+        group = {k: v for k, v in self.param_groups[0].items() if k != "params"}
+        group["params"] = list(range(len(self.params)))
+        return {"state": {i: {"step": s.clone(), "exp_avg": m.clone(), "exp_avg_sq": v.clone()}
+                          for i, (s, m, v) in enumerate(zip(self.steps, self.exp_avg, self.exp_avg_sq, strict=True))},
+                "param_groups": [group]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Copy saved state into place (keeping each parameter's memory format, e.g. channels_last)."""
+        group = dict(state_dict["param_groups"][0])
+        if len(group.pop("params")) != len(self.params):
+            raise ConfigError("the checkpoint's optimizer state belongs to a different model")
+        self.param_groups[0].update(group)
+        for i, (s, m, v) in enumerate(zip(self.steps, self.exp_avg, self.exp_avg_sq, strict=True)):
+            saved = state_dict["state"].get(i) or state_dict["state"].get(str(i))
+            if saved is None:
+                continue
+            s.copy_(saved["step"])
+            m.copy_(saved["exp_avg"])
+            v.copy_(saved["exp_avg_sq"])
 
 
 def lr_factor(schedule: str, step: int, total_steps: int) -> float:
@@ -214,6 +281,7 @@ class FastMLPStep:
         for p in model.parameters():
             p.grad = torch.zeros_like(p)
         self.rows: dict[int, torch.Tensor] = {}
+        self.minus_one = torch.tensor(-1.0)
 
     @staticmethod
     def supports(model: Net, opts: FitOptions, device: torch.device) -> bool:
@@ -235,12 +303,12 @@ class FastMLPStep:
             acts.append(h)
         logp = torch.log_softmax(h, 1)
         loss_sum = F.nll_loss(logp, yb, reduction="sum")
-        correct = (h.argmax(1) == yb).sum()
+        pred = h.argmax(1)
         rows = self.rows.get(n)
         if rows is None:
             rows = self.rows[n] = torch.arange(n)
-        g = logp.exp_()
-        g.index_put_((rows, yb), torch.tensor(-1.0), accumulate=True)
+        g = logp.exp_()  # softmax; minus one-hot, over n: d(mean loss)/d(logits)
+        g.index_put_((rows, yb), self.minus_one, accumulate=True)
         g.div_(n)
         for i in range(last, -1, -1):
             lin, a = self.linears[i], acts[i]
@@ -248,7 +316,7 @@ class FastMLPStep:
             torch.sum(g, 0, out=lin.bias.grad)
             if i:
                 g = torch.ops.aten.threshold_backward(torch.mm(g, lin.weight), a, 0)
-        return loss_sum, correct
+        return loss_sum, pred
 
 
 def _autograd_step(model: Net, opts: FitOptions, device: torch.device, gen: torch.Generator):
@@ -264,7 +332,7 @@ def _autograd_step(model: Net, opts: FitOptions, device: torch.device, gen: torc
         for p in model.parameters():
             p.grad = None
         loss.backward()
-        return loss.detach() * xb.shape[0], (logits.detach().argmax(1) == yb).sum()
+        return loss.detach() * xb.shape[0], logits.detach().argmax(1)
 
     return step
 
@@ -287,6 +355,14 @@ def evaluate_tensors(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_s
     model.train(was)
     n = max(1, len(x))
     return float(loss_sum) / n, int(correct) / n
+
+
+def _running(losses: list[torch.Tensor], preds: list[torch.Tensor], labels: list[torch.Tensor]):
+    """(summed loss, correct count, samples) of the steps so far: one reduction instead of one per step."""
+    if not losses:
+        return 0.0, 0, 0
+    y = torch.cat(labels)
+    return float(torch.stack(losses).double().sum()), int((torch.cat(preds) == y).sum()), len(y)
 
 
 class Progress:
@@ -313,13 +389,14 @@ class Progress:
     def live(self) -> bool:
         return not self.quiet and self.tty
 
-    def update(self, step: int, losses: list[torch.Tensor], corrects: list[torch.Tensor], seen: int) -> None:
+    def update(self, step: int, losses: list[torch.Tensor], preds: list[torch.Tensor],
+               labels: list[torch.Tensor]) -> None:
         now = time.perf_counter()
         if now - self.last < 0.1:
             return
         self.last = now
-        loss = float(torch.stack(losses).double().sum()) / max(1, seen)
-        acc = int(torch.stack(corrects).sum()) / max(1, seen)
+        loss_sum, correct, seen = _running(losses, preds, labels)
+        loss, acc = loss_sum / max(1, seen), correct / max(1, seen)
         el = now - self.t0
         print(f"\r{step}/{self.steps} {self._bar(step)} {el:.0f}s {1000 * el / max(1, step):.2f}ms/step"
               f" - accuracy: {acc:.4f} - loss: {loss:.4f}", end="", file=self.stream, flush=True)
@@ -363,52 +440,6 @@ class EpochState:
     best_value: float | None
     best_epoch: int | None
     bad_epochs: int
-
-
-class Updater:
-    """``optimizer.step()``, except that a fused Adam/AdamW calls its kernel directly after the first step.
-
-    ``Optimizer.step`` spends more time in Python bookkeeping than the MLP's whole parameter update
-    takes; the direct call does exactly what the fused path inside ``step`` does, on the same state
-    tensors, so checkpoints and ``state_dict`` are unchanged.
-    """
-
-    def __init__(self, optimizer: torch.optim.Optimizer, direct: bool):
-        self.optimizer = optimizer
-        self.direct = direct and isinstance(optimizer, torch.optim.Adam) and len(optimizer.param_groups) == 1
-        self.fn: Callable[[], None] | None = None
-
-    def __call__(self) -> None:
-        if self.fn is not None:
-            self.fn()
-            return
-        self.optimizer.step()
-        if self.direct:
-            self.fn = self._bind()
-            self.direct = False  # bind once; when it cannot, keep calling step()
-
-    def _bind(self) -> Callable[[], None] | None:
-        group = self.optimizer.param_groups[0]
-        if not group.get("fused") or group.get("amsgrad") or group.get("maximize") or group.get("capturable"):
-            return None
-        params = [p for p in group["params"] if p.grad is not None]
-        state = self.optimizer.state
-        if len(params) != len(group["params"]) or any("exp_avg" not in state[p] for p in params):
-            return None
-        grads = [p.grad for p in params]
-        m = [state[p]["exp_avg"] for p in params]
-        v = [state[p]["exp_avg_sq"] for p in params]
-        steps = [state[p]["step"] for p in params]
-        kernel = torch._fused_adamw_ if group.get("decoupled_weight_decay") else torch._fused_adam_
-        beta1, beta2 = group["betas"]
-
-        def update() -> None:
-            torch._foreach_add_(steps, 1)
-            kernel(params, grads, m, v, [], steps, amsgrad=False, lr=group["lr"], beta1=beta1, beta2=beta2,
-                   weight_decay=group["weight_decay"], eps=group["eps"], maximize=False,
-                   grad_scale=None, found_inf=None)
-
-        return update
 
 
 @dataclass
@@ -492,10 +523,11 @@ def fit(
     start_epoch = 0
     if resume is not None:
         optimizer.load_state_dict(resume.optimizer_state)
-        for p in model.parameters():  # give restored state the parameters' memory format (channels_last)
-            for k, v in optimizer.state.get(p, {}).items():
-                if isinstance(v, torch.Tensor) and v.shape == p.shape:
-                    optimizer.state[p][k] = torch.empty_like(p).copy_(v)
+        if not isinstance(optimizer, FusedAdam):  # give restored state the parameters' memory format
+            for p in model.parameters():
+                for k, v in optimizer.state.get(p, {}).items():
+                    if isinstance(v, torch.Tensor) and v.shape == p.shape:
+                        optimizer.state[p][k] = torch.empty_like(p).copy_(v)
         st = resume.state
         start_epoch = st.epoch
         history.rows = list(st.history)
@@ -508,7 +540,6 @@ def fit(
     else:
         step_fn = None
     progress = Progress(opts.epochs, steps_per_epoch, quiet)
-    update = Updater(optimizer, direct=fast)
     stepwise_lr = opts.schedule in ("cosine", "onecycle")
     higher_better = opts.monitor.endswith("accuracy")
 
@@ -533,8 +564,8 @@ def fit(
                 step_impl = step_fn
             perm = torch.randperm(n, generator=g).to(device)
             losses: list[torch.Tensor] = []
-            corrects: list[torch.Tensor] = []
-            seen = 0
+            preds: list[torch.Tensor] = []
+            labels: list[torch.Tensor] = []
             progress.start_epoch(epoch)
             model.train()
             for s, idx in enumerate(perm.split(opts.batch_size)):
@@ -546,17 +577,17 @@ def fit(
                         pg["lr"] = base * f
                 if world > 1:
                     idx = idx[rank::world]
-                loss_sum, correct = step_impl(xt.index_select(0, idx), yt.index_select(0, idx))
-                update()
+                yb = yt.index_select(0, idx)
+                loss_sum, pred = step_impl(xt.index_select(0, idx), yb)
+                optimizer.step()
                 losses.append(loss_sum)
-                corrects.append(correct)
-                seen += len(idx)
+                preds.append(pred)
+                labels.append(yb)
                 if progress.live and s % 16 == 15:
-                    progress.update(s + 1, losses, corrects, seen)
+                    progress.update(s + 1, losses, preds, labels)
             if interrupted:
                 break
-            loss_acc = float(torch.stack(losses).double().sum()) if losses else 0.0
-            correct_acc = int(torch.stack(corrects).sum()) if corrects else 0
+            loss_acc, correct_acc, seen = _running(losses, preds, labels)
             elapsed = time.perf_counter() - progress.t0
             if dist is not None:
                 loss_tot, correct_tot, seen_tot = dist.all_reduce_sum([loss_acc, correct_acc, seen])
@@ -727,9 +758,13 @@ def train(
     plots: bool = True,
     dist: Any = None,
     log: Callable[[str], None] | None = None,
+    data: Any = None,
 ) -> TrainResult:
     """Load the data, build the model, fit with a checkpoint per epoch, evaluate on the test set and
-    write the run folder (when ``run_dir`` is given; only rank 0 writes)."""
+    write the run folder (when ``run_dir`` is given; only rank 0 writes).
+
+    ``data`` may hold the dataset's arrays already, or a future that will (the CLI starts reading the
+    files while torch is still importing)."""
     from pathlib import Path
 
     from digitlab import runs
@@ -754,7 +789,20 @@ def train(
         run_path.mkdir(parents=True, exist_ok=True)
         runs.write_json(run_path / runs.CONFIG, config.to_json())
 
-    (x_train, y_train), (x_test, y_test) = load_data(config.dataset, data_dir=data_dir, quiet=quiet or not writer)
+    curves = None
+    if run_path is not None and writer and plots:
+        from digitlab.curves_worker import CurvesRenderer
+
+        curves = CurvesRenderer(run_path / runs.CURVES, background=torch.get_num_threads() < _cores()
+                                and (config.model == "mlp"))
+    if data is None:
+        data = load_data(config.dataset, data_dir=data_dir, quiet=quiet or not writer)
+    elif hasattr(data, "result"):
+        try:
+            data = data.result()
+        except DigitlabError:  # e.g. a corrupt cached file: load again in the foreground, with messages
+            data = load_data(config.dataset, data_dir=data_dir, quiet=quiet or not writer)
+    (x_train, y_train), (x_test, y_test) = data
     if config.val_split > 0:
         (x_tr, y_tr), (x_val, y_val) = train_val_split(x_train, y_train, config.val_split, config.split_seed)
         validation = (to_float(x_val), y_val.astype(np.int64))
@@ -789,6 +837,8 @@ def train(
                   on_epoch_end=checkpoint, resume=resume_state, dist=dist)
     train_s = time.perf_counter() - t0
     if history.interrupted:
+        if curves is not None:
+            curves.cancel()
         done = len(history.rows)
         raise Interrupted(f"interrupted during epoch {done + 1}; the checkpoint of epoch {done} is saved"
                           + (f"; continue with: digitlab train --resume {run_path}" if run_path else ""))
@@ -825,10 +875,8 @@ def train(
         runs.save_weights(run_path, model)
         runs.save_history(run_path, history.rows)
         runs.write_json(run_path / runs.METRICS, metrics)
-        if plots:
-            from digitlab.plots import save_figure, training_curves
-
-            save_figure(training_curves(history.rows), run_path / runs.CURVES)
+        if curves is not None:
+            curves.render(history.rows)
     return TrainResult(str(run_path) if run_path else None, history, metrics, model)
 
 

@@ -46,6 +46,32 @@ def _hidden(value: str | None) -> list[int] | None:
         raise ConfigError(f"--hidden takes comma-separated integers such as 256,128, got {value!r}") from None
 
 
+def _start_loading(resume: str | None, dataset: str | None, data_dir: str | None, quiet: bool):
+    """Read the dataset in a thread (gzip releases the GIL) while the caller imports torch."""
+    import json
+    from concurrent.futures import ThreadPoolExecutor
+    from pathlib import Path
+
+    name = dataset or "mnist"
+    if resume:
+        try:
+            name = json.loads((Path(resume) / "config.json").read_text()).get("dataset", "mnist")
+        except (OSError, ValueError, AttributeError):
+            return None  # train() reports the bad run folder
+    from digitlab.datasets import load_data, locate
+    from digitlab.errors import DigitlabError
+
+    try:
+        if locate(name, data_dir) is None:
+            return None  # nothing local: train() downloads in the foreground, after checking the options
+    except DigitlabError:
+        return None
+    pool = ThreadPoolExecutor(1)
+    future = pool.submit(load_data, name, data_dir, download_missing=False, quiet=True)
+    pool.shutdown(wait=False)
+    return future
+
+
 @app.command()
 def train(
     model: str = typer.Option(None, "--model", "-m", help="mlp (the tutorial's), cnn (the tutorial's CNN), cnn_bn."),
@@ -87,13 +113,14 @@ def train(
     """Train a model (the tutorial's protocol by default), evaluate it on the test set, save a run folder."""
     import sys
 
-    from digitlab.train import TrainConfig
-    from digitlab.train import train as run_training
-
     if nproc is not None and nproc > 1:
         from digitlab.distributed import launch
 
         raise typer.Exit(launch(nproc, sys.argv[1:]))
+    data = _start_loading(resume, dataset, data_dir, quiet)  # reads the files while torch imports
+
+    from digitlab.train import TrainConfig
+    from digitlab.train import train as run_training
     from digitlab.distributed import context_from_env
 
     dist = context_from_env()
@@ -122,7 +149,7 @@ def train(
             run_dir = default_run_dir(config.model, runs_dir)
     try:
         result = run_training(config, run_dir, data_dir=data_dir, resume=bool(resume), quiet=quiet,
-                              plots=plots, dist=dist)
+                              plots=plots, dist=dist, data=data)
     finally:
         if dist is not None:
             dist.close()
