@@ -87,7 +87,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", choices=["mlp", "cnn"], default="mlp")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--data-dir", type=Path, default=Path(os.environ.get("DIGITLAB_DATA_DIR", ROOT.parent / "shared" / "data")))
+    default_data = Path(os.environ.get("DIGITLAB_DATA_DIR", ROOT.parent / "shared" / "data"))
+    ap.add_argument("--data-dir", type=Path, default=default_data)
     ap.add_argument("--keras-runs", type=int, default=None, help="Keras runs (default: one per seed)")
     ap.add_argument("--no-keras", action="store_true")
     ap.add_argument("--json", type=Path, help="also write all measurements to this file")
@@ -105,7 +106,8 @@ def main() -> None:
     for i, seed in enumerate(a.seeds):
         if keras_python is not None and i < n_keras:
             rows.append(run_keras(keras_python, a.model, a.data_dir))
-            print(f"keras    {a.model}: {rows[-1]['wall_s']:.1f} s, test acc {rows[-1]['test_acc']:.4f}", file=sys.stderr)
+            k = rows[-1]
+            print(f"keras    {a.model}: {k['wall_s']:.1f} s, test acc {k['test_acc']:.4f}", file=sys.stderr)
         rows.append(run_digitlab(a.model, seed, a.data_dir, a.extra))
         print(f"digitlab {a.model} seed {seed}: {rows[-1]['wall_s']:.1f} s, test acc {rows[-1]['test_acc']:.4f}",
               file=sys.stderr)

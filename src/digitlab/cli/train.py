@@ -119,9 +119,9 @@ def train(
         raise typer.Exit(launch(nproc, sys.argv[1:]))
     data = _start_loading(resume, dataset, data_dir, quiet)  # reads the files while torch imports
 
+    from digitlab.distributed import context_from_env
     from digitlab.train import TrainConfig
     from digitlab.train import train as run_training
-    from digitlab.distributed import context_from_env
 
     dist = context_from_env()
     if resume:
