@@ -202,6 +202,15 @@ def test_an_unusable_photo_shows_the_servers_message(page, tmp_path, problems):
     problems.clear()
 
 
+def test_a_photo_over_the_upload_limit_is_refused_in_the_page(page, tmp_path):
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\0" * 4_500_000)
+    page.set_input_files("#file", str(big))
+    page.wait_for_function("document.querySelector('#status').classList.contains('error')")
+    assert "4.5 MB" in page.locator("#status").text_content()
+    assert "up to 4.0 MB" in page.locator("#status").text_content()
+
+
 def test_small_screen_layout(browser, server_url):
     context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=1,
                                   bypass_csp=True)

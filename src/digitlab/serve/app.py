@@ -28,7 +28,7 @@ from typing import Any
 
 import anyio
 import numpy as np
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -73,7 +73,14 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
                        (400, "Malformed multipart body")]
 }
 
+_ACTIVATIONS_PARAM = {
+    "name": "activations", "in": "query", "required": False,
+    "description": "Include each hidden layer's output (true/false, 1/0).",
+    "schema": {"type": "boolean", "default": False},
+}
+
 _PREDICT_BODY = {
+    "parameters": [_ACTIVATIONS_PARAM],
     "requestBody": {
         "required": True,
         "description": "One picture as a multipart upload (field `file`) or as the raw body with an "
@@ -273,10 +280,10 @@ def create_app(model_path: str | os.PathLike, max_upload_bytes: int = DEFAULT_MA
 
     @app.post("/api/predict", response_model=Prediction, responses=_ERRORS, tags=["predict"],
               openapi_extra=_PREDICT_BODY)
-    async def predict(request: Request,
-                      activations: bool = Query(False, description="Include each hidden layer's output.")
-                      ) -> Response:
+    async def predict(request: Request) -> Response:
         """Predict the digit in one picture, or in 28x28 JSON pixels."""
+        # (the query parameter is read by hand: FastAPI's parameter machinery costs more than the model)
+        activations = _flag(request, "activations")
         kind = _media_type(request)
         if kind == "multipart/form-data":
             async with request.form(max_files=1, max_fields=4) as form:
@@ -500,6 +507,21 @@ def _number_int(v: Any) -> int | None:
 def _rounded(a: np.ndarray) -> np.ndarray:
     """Activations rounded to 4 decimals (plenty for a heat map; keeps the JSON short)."""
     return np.ascontiguousarray(np.round(a.astype(np.float32, copy=False), 4))
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
+def _flag(request: Request, name: str) -> bool:
+    value = request.query_params.get(name)
+    if value is None:
+        return False
+    if value.lower() in _TRUE:
+        return True
+    if value.lower() in _FALSE:
+        return False
+    raise HTTPException(422, f"query parameter {name!r} must be true or false (1 or 0), got {value!r}")
 
 
 def _media_type(request: Request) -> str:

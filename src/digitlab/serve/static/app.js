@@ -278,6 +278,14 @@
     if (!file) return;
     generation += 1;
     const gen = generation;
+    const limit = model ? model.max_upload_bytes : Infinity;
+    if (file.size > limit - 1024) {  // leave room for the form's own bytes
+      showIdle(`No answer for ${file.name}.`);
+      setStatus(`That photo is ${(file.size / 1e6).toFixed(1)} MB; this server takes up to ` +
+                `${(limit / 1e6).toFixed(1)} MB. Try a smaller picture.`, true);
+      e.target.value = "";
+      return;
+    }
     setStatus(`Reading ${file.name}…`, false);
     const form = new FormData();
     form.append("file", file, file.name);
