@@ -11,7 +11,8 @@ from digitlab.cli.app import QUIET, app, err, out
 
 @app.command()
 def serve(
-    model: Path = typer.Argument(..., help="A run folder (from 'digitlab train') or an exported .onnx file."),
+    model: Path = typer.Argument(..., metavar="RUN_OR_ONNX",
+                                 help="A run folder (from 'digitlab train') or an exported .onnx file."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every network)."),
     port: int = typer.Option(8000, "--port", "-p", help="Port to listen on (0: any free port)."),
     workers: int = typer.Option(1, "--workers", "-w", help="Worker processes, each loading the model once."),
