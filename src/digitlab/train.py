@@ -113,11 +113,12 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def default_threads(model: Net, device: torch.device) -> int:
-    """Small matmuls (an MLP at batch 32) run faster on one thread than two; convolutions use all."""
+def default_threads(model: Net, device: torch.device, local_world_size: int = 1) -> int:
+    """Small matmuls (an MLP at batch 32) run faster on one thread than two; convolutions use all
+    cores, shared out between the ``local_world_size`` processes of a data-parallel job."""
     if device.type != "cpu":
         return torch.get_num_threads()
-    return 1 if not model.image_input else _cores()
+    return 1 if not model.image_input else max(1, _cores() // max(1, local_world_size))
 
 
 def make_optimizer(opts: FitOptions, params: list[torch.nn.Parameter]) -> Any:
@@ -319,20 +320,27 @@ class FastMLPStep:
         return loss_sum, pred
 
 
-def _autograd_step(model: Net, opts: FitOptions, device: torch.device, gen: torch.Generator):
+def _autograd_step(model: Net, opts: FitOptions, device: torch.device, gen: torch.Generator, world: int = 1):
     use_bf16 = opts.bf16
 
-    def step(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(xb: torch.Tensor, yb: torch.Tensor, global_count: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if opts.augment:
             xb = augment_batch(xb, gen)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             logits = model(xb)
         logits = logits.float()
-        loss = F.cross_entropy(logits, yb, label_smoothing=opts.label_smoothing)
         for p in model.parameters():
             p.grad = None
-        loss.backward()
-        return loss.detach() * xb.shape[0], logits.detach().argmax(1)
+        if global_count is None:
+            loss = F.cross_entropy(logits, yb, label_smoothing=opts.label_smoothing)
+            loss.backward()
+            return loss.detach() * xb.shape[0], logits.detach().argmax(1)
+        # Data-parallel: DDP averages the ranks' gradients, so each rank's loss is its images' summed
+        # loss times world / global_count: the average is then the global batch's mean whatever the
+        # split (an uneven last batch, or a rank left with no image at all, whose mean would be NaN).
+        loss_sum = F.cross_entropy(logits, yb, label_smoothing=opts.label_smoothing, reduction="sum")
+        (loss_sum * (world / global_count)).backward()
+        return loss_sum.detach(), logits.detach().argmax(1)
 
     return step
 
@@ -487,7 +495,8 @@ def fit(
         setattr(opts, k, v)
     opts.validate()
     device = resolve_device(opts.device)
-    torch.set_num_threads(opts.threads or default_threads(model, device))
+    local_world = getattr(dist, "local_world_size", 1) if dist is not None else 1
+    torch.set_num_threads(opts.threads or default_threads(model, device, local_world))
     rank, world = (dist.rank, dist.world_size) if dist is not None else (0, 1)
     quiet = quiet or rank != 0
 
@@ -559,7 +568,7 @@ def fit(
             g = torch.Generator().manual_seed(_epoch_seed(opts.seed, epoch))
             torch.manual_seed(_epoch_seed(opts.seed, epoch) + 1)
             if step_fn is None:
-                step_impl = _autograd_step(train_model, opts, device, g)
+                step_impl = _autograd_step(train_model, opts, device, g, world)
             else:
                 step_impl = step_fn
             perm = torch.randperm(n, generator=g).to(device)
@@ -576,9 +585,13 @@ def fit(
                     for pg, base in zip(optimizer.param_groups, base_lrs, strict=True):
                         pg["lr"] = base * f
                 if world > 1:
+                    global_count = len(idx)
                     idx = idx[rank::world]
-                yb = yt.index_select(0, idx)
-                loss_sum, pred = step_impl(xt.index_select(0, idx), yb)
+                    yb = yt.index_select(0, idx)
+                    loss_sum, pred = step_impl(xt.index_select(0, idx), yb, global_count)
+                else:
+                    yb = yt.index_select(0, idx)
+                    loss_sum, pred = step_impl(xt.index_select(0, idx), yb)
                 optimizer.step()
                 losses.append(loss_sum)
                 preds.append(pred)
@@ -587,6 +600,8 @@ def fit(
                     progress.update(s + 1, losses, preds, labels)
             if interrupted:
                 break
+            if dist is not None:
+                dist.sync_buffers(model)  # batch-norm running statistics: rank 0's on every rank
             loss_acc, correct_acc, seen = _running(losses, preds, labels)
             elapsed = time.perf_counter() - progress.t0
             if dist is not None:
