@@ -291,3 +291,27 @@ def test_fused_adam_equals_torch_optim_bit_for_bit(optimizer):
     assert all(torch.equal(states[0]["state"][i][k], states[1]["state"][i][k])
                for i in range(6) for k in ("step", "exp_avg", "exp_avg_sq"))
     torch.optim.Adam(list(build_model("mlp").parameters())).load_state_dict(states[0])  # loads as torch's
+
+
+def test_keras_style_api_reads_like_the_tutorial():
+    import digitlab as dl
+
+    x, y = synthetic_digits(640, 3)
+    (x_tr, y_tr), (x_val, y_val) = dl.train_val_split(x, y)
+    assert len(x_tr) == 512 and len(x_val) == 128
+    torch.manual_seed(0)
+    model = dl.build_model("mlp")
+    history = model.fit(x_tr, y_tr, epochs=2, batch_size=32, optimizer="adam", validation_data=(x_val, y_val),
+                        quiet=True)
+    assert set(history.history) == {"loss", "accuracy", "val_loss", "val_accuracy", "lr", "time"}
+    loss, acc = model.evaluate(x_val, y_val)
+    assert acc == pytest.approx(history.history["val_accuracy"][-1])
+    assert loss == pytest.approx(history.history["val_loss"][-1], rel=1e-5)
+    probs = model.predict(x_val)
+    assert probs.shape == (128, 10) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    np.testing.assert_array_equal(probs, model.predict(dl.to_float(x_val)))  # uint8 and [0, 1] floats agree
+
+
+def test_import_digitlab_does_not_import_torch():
+    code = "import sys, digitlab; digitlab.load_digit; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

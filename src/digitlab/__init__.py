@@ -1,7 +1,45 @@
-"""digitlab: train, evaluate, explain and serve handwritten-digit recognisers."""
+"""digitlab: train, evaluate, explain and serve handwritten-digit recognisers.
+
+The names below load their module on first use, so ``import digitlab`` stays light (and works
+without PyTorch for ONNX inference)::
+
+    import digitlab as dl
+    (x_train, y_train), (x_test, y_test) = dl.load_data("mnist")
+    model = dl.build_model("mlp")
+    history = model.fit(x_train, y_train, epochs=5, batch_size=32)
+    loss, acc = model.evaluate(x_test, y_test)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from digitlab.errors import DigitlabError
 
 __version__ = "0.1.0"
 
-__all__ = ["DigitlabError", "__version__"]
+_LAZY = {
+    "load_data": "digitlab.datasets",
+    "train_val_split": "digitlab.preprocess",
+    "to_float": "digitlab.preprocess",
+    "build_model": "digitlab.models",
+    "summary_text": "digitlab.models",
+    "count_params": "digitlab.models",
+    "fit": "digitlab.train",
+    "train": "digitlab.train",
+    "TrainConfig": "digitlab.train",
+    "FitOptions": "digitlab.train",
+    "load_model": "digitlab.runs",
+    "load_predictor": "digitlab.predict",
+    "load_digit": "digitlab.images",
+    "to_mnist": "digitlab.images",
+}
+
+__all__ = ["DigitlabError", "__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'digitlab' has no attribute {name!r}")

@@ -38,6 +38,25 @@ class Net(nn.Sequential):
             x = x.reshape(x.shape[0], 1, 28, 28)
         return super().forward(x)
 
+    # Keras-style conveniences: numpy in (uint8 images or floats in [0, 1]), numpy out.
+    def fit(self, x, y, **kwargs):
+        """``digitlab.train.fit(self, x, y, **kwargs)``: ``epochs``, ``batch_size``, ``validation_data``..."""
+        from digitlab.train import fit
+
+        return fit(self, x, y, **kwargs)
+
+    def evaluate(self, x, y, batch_size: int = 2000) -> tuple[float, float]:
+        """Mean cross-entropy and accuracy on images ``x`` and labels ``y``."""
+        from digitlab.train import evaluate_arrays
+
+        return evaluate_arrays(self, x, y, batch_size)
+
+    def predict(self, x, batch_size: int = 2000):
+        """(N, 10) probabilities (softmax of the logits) as a numpy array."""
+        from digitlab.train import predict_arrays
+
+        return predict_arrays(self, x, batch_size)
+
     def activations(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         """Output of every hidden activation layer (the ones a learner wants to see), in order."""
         out: OrderedDict[str, torch.Tensor] = OrderedDict()

@@ -462,9 +462,35 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 
 def _as_tensor(x: np.ndarray | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Arrays to tensors; uint8 images become floats in [0, 1] through ``preprocess.to_float``."""
     if isinstance(x, torch.Tensor):
         return x.to(dtype)
+    x = np.asarray(x)
+    if dtype.is_floating_point and x.dtype == np.uint8:
+        from digitlab.preprocess import to_float
+
+        x = to_float(x)
     return torch.from_numpy(np.ascontiguousarray(x)).to(dtype)
+
+
+def evaluate_arrays(model: nn.Module, x, y, batch_size: int = 2000) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy for numpy (or tensor) images and labels."""
+    device = next(model.parameters()).device
+    return evaluate_tensors(model, _as_tensor(x, torch.float32).to(device), _as_tensor(y, torch.int64).to(device),
+                            batch_size)
+
+
+@torch.no_grad()
+def predict_arrays(model: nn.Module, x, batch_size: int = 2000) -> np.ndarray:
+    """(N, 10) float32 probabilities for (N, 28, 28) images (uint8, or floats in [0, 1])."""
+    was = model.training
+    model.eval()
+    xt = _as_tensor(x, torch.float32).to(next(model.parameters()).device)
+    if xt.ndim == 2:
+        xt = xt[None]
+    out = [torch.softmax(model(xt[i : i + batch_size]).float(), 1) for i in range(0, len(xt), batch_size)]
+    model.train(was)
+    return torch.cat(out).cpu().numpy() if out else np.zeros((0, 10), np.float32)
 
 
 def fit(
