@@ -66,3 +66,16 @@ def test_summary_cli_prints_the_tutorial_totals():
     assert result.exit_code == 0, result.output
     assert "Total params: 225,034" in result.output
     assert "(None, 11, 11, 64)" in result.output
+
+
+def test_pooling_before_relu_is_the_tutorials_function():
+    """The CNN pools before its ReLU; Keras's Conv2D(relu) -> MaxPooling2D computes exactly the same."""
+    torch.manual_seed(0)
+    m = build_model("cnn").eval()
+    x = torch.rand(8, 1, 28, 28)
+    pool = torch.nn.functional.max_pool2d
+    h = pool(torch.relu(m.conv2d(x)), 2)
+    h = pool(torch.relu(m.conv2d_1(h)), 2)
+    keras_order = m.dense_1(torch.relu(m.dense(h.flatten(1))))
+    with torch.no_grad():
+        assert torch.equal(m(x[:, 0]), keras_order)
