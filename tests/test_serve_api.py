@@ -371,12 +371,20 @@ def test_empty_body_and_missing_form_field_are_422(client):
     assert_error(r, 422, "field named 'file'")
 
 
+def test_several_pictures_in_one_predict_request_is_422(client):
+    r = client.post("/api/predict", files=[("file", ("a.png", seven(), "image/png"))] * 2)
+    assert_error(r, 422, "send one picture per request, in the field 'file' (several go to /api/predict/batch)")
+
+
 def test_malformed_json_is_422(client):
     json_type = {"Content-Type": "application/json"}
     r = client.post("/api/predict", content=b'{"pixels": [[0, 0, ', headers=json_type)
     assert_error(r, 422, "malformed JSON")
     r = client.post("/api/predict", content=b"\xff\xfe", headers={"Content-Type": "application/json"})
     assert_error(r, 422)
+    for body in (b"null", b"[0, 0]", b'"pixels"'):
+        r = client.post("/api/predict", content=body, headers=json_type)
+        assert_error(r, 422, 'the JSON body must be an object like {"pixels"')
 
 
 @pytest.mark.parametrize(("payload", "message"), [
@@ -384,9 +392,11 @@ def test_malformed_json_is_422(client):
     ({"pixels": [[0] * 27] * 28}, "got 28 rows of 27 values"),
     ({"pixels": [[0] * 28] * 27 + [[0] * 5]}, "got 28 rows of 5-28 values"),
     ({"pixels": [0] * 783}, "got a flat list of 783 values"),
-    ({"pixels": [[[0] * 28] * 28]}, "pixels must be 28 rows of 28 numbers"),
-    ({"pixels": "seven"}, "pixels must be 28 rows of 28 numbers"),
-    ({"pixels": [["a"] * 28] * 28}, "pixels must be 28 rows of 28 numbers"),
+    ({"pixels": [[[0] * 28] * 28]}, "pixel values must be numbers; found something else at row 0, column 0"),
+    ({"pixels": "seven"}, "pixels must be 28 rows of 28 numbers or a flat list of 784 numbers"),
+    ({"pixels": [[0] * 28] * 27 + [[0] * 27 + ["a"]]}, "found something else at row 27, column 27"),
+    ({"pixels": [0] * 783 + [True]}, "pixel values must be numbers; found something else at index 783"),
+    ({"pixels": [0] * 783 + [None]}, "found something else at index 783"),
     ({"image": [0] * 784}, "missing 'pixels'"),
     ({"pixels": [0] * 784, "scale": "percent"}, "scale"),
     ({"pixels": [0] * 784, "colour": "red"}, "colour"),

@@ -286,7 +286,7 @@ def create_app(model_path: str | os.PathLike, max_upload_bytes: int = DEFAULT_MA
         activations = _flag(request, "activations")
         kind = _media_type(request)
         if kind == "multipart/form-data":
-            async with request.form(max_files=1, max_fields=4) as form:
+            async with _form(request, max_files=1) as form:
                 upload = form.get("file")
                 if not isinstance(upload, UploadFile):
                     raise HTTPException(422, "no picture in the form; upload it in a field named 'file'")
@@ -398,6 +398,32 @@ def _batch(model: ServedModel, uploads: list[tuple[str | None, bytes]]) -> dict[
     return {"count": len(items), "ok": len(good), "results": items}
 
 
+def _form(request: Request, max_files: int):
+    """The multipart form, with 'one picture please' instead of Starlette's 400 for extra files."""
+    return _FormWithLimit(request, max_files)
+
+
+class _FormWithLimit:
+    def __init__(self, request: Request, max_files: int):
+        self.request = request
+        self.max_files = max_files
+        self.form = None
+
+    async def __aenter__(self):
+        try:
+            self.form = await self.request.form(max_files=self.max_files, max_fields=4)
+        except HTTPException as e:
+            if "Too many files" in str(e.detail):
+                raise HTTPException(422, "send one picture per request, in the field 'file' "
+                                         "(several go to /api/predict/batch)") from None
+            raise
+        return self.form
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.form is not None:
+            await self.form.close()
+
+
 def _parse_pixels(body: bytes) -> PixelsRequest:
     try:
         return PixelsRequest.model_validate_json(body)
@@ -413,10 +439,18 @@ def _validation_message(errors: Iterable[dict[str, Any]]) -> str:
         return f"malformed JSON ({err.get('ctx', {}).get('error', err.get('msg'))}); send e.g. " \
                '{"pixels": [[0, 0, ...], ...]}'
     if any(err.get("loc", ())[:1] == ("pixels",) for err in errors):
-        first = next(err for err in errors if err.get("loc", ())[:1] == ("pixels",))
-        if first.get("type") == "missing":
+        mine = [err for err in errors if err.get("loc", ())[:1] == ("pixels",)]
+        if mine[0].get("type") == "missing":
             return "missing 'pixels': send 28 rows of 28 numbers or a flat list of 784 numbers"
-        return "pixels must be 28 rows of 28 numbers or a flat list of 784 numbers (" + first["msg"] + ")"
+        # the union branch that got furthest: the deepest error, a wrong value before a wrong shape
+        deepest = max(mine, key=lambda err: (len(err["loc"]), err.get("type") == "float_type"))
+        where = [p for p in deepest["loc"][2:] if isinstance(p, int)]
+        if deepest.get("type") == "float_type" and where:
+            at = f"row {where[0]}, column {where[1]}" if len(where) == 2 else f"index {where[0]}"
+            return f"pixel values must be numbers; found something else at {at}"
+        return "pixels must be 28 rows of 28 numbers or a flat list of 784 numbers"
+    if any(err.get("type") == "model_type" and not err.get("loc") for err in errors):
+        return 'the JSON body must be an object like {"pixels": [[0, 0, ...], ...]}'
     parts = []
     for err in errors[:3]:
         where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body",)) or "body"

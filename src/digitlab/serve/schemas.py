@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat
 
 
 class PixelsRequest(BaseModel):
@@ -22,7 +22,7 @@ class PixelsRequest(BaseModel):
                                          "scale": "byte", "preprocess": False}]},
     )
 
-    pixels: list[list[float]] | list[float] = Field(
+    pixels: list[list[StrictFloat]] | list[StrictFloat] = Field(
         description="28 rows of 28 values, or a flat list of 784 values (row-major).")
     scale: Literal["byte", "unit"] = Field(
         "byte", description="'byte': values in [0, 255] (rounded); 'unit': values in [0, 1].")
