@@ -11,7 +11,7 @@ budget is spent. Prints requests/s and p50/p95/p99 latency per run and input kin
     python benchmarks/bench_serve.py runs/mlp --workers 2 --input png --input json --input canvas
 
 Inputs: ``png`` = 100 real MNIST test digits as 28x28 PNG files, sent in turn (synthetic digits
-without DIGITLAB_DATA_DIR); ``canvas`` = a 560x560 PNG like the drawing page sends; ``json`` =
+without DIGITLAB_DATA_DIR); ``canvas`` = 140x140 PNGs like the drawing page sends; ``json`` =
 28x28 JSON pixels (no picture decoding: the server and model alone).
 """
 
@@ -83,7 +83,7 @@ def make_bodies(kind: str) -> tuple[list[bytes], str]:
     if kind == "canvas":
         from PIL import Image
 
-        big = [np.asarray(Image.fromarray(d).resize((560, 560), Image.Resampling.BILINEAR)) for d in digits[:20]]
+        big = [np.asarray(Image.fromarray(d).resize((140, 140), Image.Resampling.BILINEAR)) for d in digits[:20]]
         return [_png(b) for b in big], "image/png"
     raise SystemExit(f"unknown input kind {kind!r}; use png, canvas or json")
 
