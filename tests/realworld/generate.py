@@ -248,7 +248,9 @@ def place(glyph: Image.Image, canvas: tuple[int, int], rng: np.random.Generator,
     m = rot @ m
     corners = np.array([[-gw / 2, -gh / 2], [gw / 2, -gh / 2], [-gw / 2, gh / 2], [gw / 2, gh / 2]]) @ m.T
     ext = corners.max(axis=0) - corners.min(axis=0)
-    margin = 3
+    margin = 3 + (0.06 * max(w, h) if photo else 0)  # the perspective below moves corners up to 6%
+    fit = min(1.0, (w - 2 * margin) / ext[0], (h - 2 * margin) / ext[1])  # never cut the digit off
+    m, ext = m * fit, ext * fit
     cx = rng.uniform(ext[0] / 2 + margin, max(ext[0] / 2 + margin, w - ext[0] / 2 - margin))
     cy = rng.uniform(ext[1] / 2 + margin, max(ext[1] / 2 + margin, h - ext[1] / 2 - margin))
     inv = np.linalg.inv(m * SS)
