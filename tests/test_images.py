@@ -323,6 +323,18 @@ def test_photo_of_paper_with_texture_lighting_and_noise(reference):
     assert same(out, reference["8"]) > 0.9
 
 
+def test_big_jpeg_is_decoded_at_reduced_scale(reference):
+    grey = paint(ink_mask("7", (2400, 3000), (900, 1000, 1400, 1800), width=60))
+    data = encode(Image.fromarray(grey), "JPEG", quality=90)
+    assert open_image(data).size == (2400, 3000)
+    assert open_image(data, draft=1024).size == (1200, 1500)  # half scale keeps both sides >= 1024
+    assert open_image(data, draft=500).size == (600, 750)
+    out = load_digit(data)  # drafts at WORK_SIDE
+    assert_mnist_like(out)
+    assert same(out, to_mnist(open_image(data))) > 0.97
+    assert same(out, reference["7"]) > 0.95
+
+
 def test_specks_far_from_the_digit_are_ignored(reference):
     grey = paint(ink_mask("4", (200, 200), (60, 50, 130, 150), 9))
     grey[10:13, 10:13] = 0
