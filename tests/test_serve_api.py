@@ -361,7 +361,7 @@ def test_blank_white_png_is_422(client):
     r = client.post("/api/predict", content=png(Image.new("RGB", (64, 64), "white")),
                     headers={"Content-Type": "image/png"})
     detail = assert_error(r, 422, "blank")
-    assert detail.startswith("the image is blank")
+    assert detail.startswith("the upload is blank")
 
 
 def test_empty_body_and_missing_form_field_are_422(client):

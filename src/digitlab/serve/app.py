@@ -124,19 +124,15 @@ class ServedModel:
     # -- pictures -> model input -------------------------------------------------------------
 
     def picture_to_input(self, data: bytes) -> np.ndarray:
-        """Encoded picture bytes -> (28, 28) uint8, through the same steps as ``digitlab predict``."""
-        from digitlab.images import open_image, to_mnist
+        """Encoded picture bytes -> (28, 28) uint8, through ``load_digit`` exactly as ``digitlab predict``."""
+        from digitlab.images import load_digit
 
         if not data:
             raise HTTPException(422, "the body is empty; send a picture of a digit")
         try:
-            image = open_image(data, self.max_pixels)
+            x = load_digit(data, self.max_pixels)
         except ImageError as e:
-            raise HTTPException(_open_error_status(e), _upload_message(e)) from None
-        try:
-            x = to_mnist(image)
-        except ImageError as e:
-            raise HTTPException(422, _upload_message(e)) from None
+            raise HTTPException(_image_error_status(e), _upload_message(e)) from None
         return np.asarray(x, dtype=np.uint8).reshape(28, 28)
 
     async def picture_to_input_async(self, data: bytes) -> np.ndarray:
@@ -466,17 +462,17 @@ def _describe_shape(pixels: list) -> str:
     return f"a flat list of {len(pixels)} values"
 
 
-def _open_error_status(e: ImageError) -> int:
-    """413 for pictures too large to decode, 422 for damaged ones, 415 for anything that is not an image."""
+def _image_error_status(e: ImageError) -> int:
+    """413 for pictures too large to decode, 415 for what is not an image, 422 for the rest (blank...)."""
     status = getattr(e, "status", None)
     if isinstance(status, int):
         return status
     text = str(e).lower()
     if "too large" in text or "decompression" in text:
         return 413
-    if "damaged" in text or "empty image" in text:
-        return 422
-    return 415
+    if "not an image" in text or "cannot be read" in text:
+        return 415
+    return 422
 
 
 def _upload_message(e: ImageError) -> str:
