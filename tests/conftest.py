@@ -46,19 +46,22 @@ def mnist(data_dir):
     return load_data("mnist", data_dir=data_dir)
 
 
-def make_run(path: Path, model: str = "mlp", steps: int = 300, seed: int = 0, data=None, **options) -> Path:
-    """A small but real run folder: the model trained for a few hundred Adam steps.
+def make_run(path: Path, model: str = "mlp", steps: int = 300, seed: int = 0, data=None, batch: int = 64,
+             augment: bool = False, **options) -> Path:
+    """A small but real run folder: ``model`` trained by ``digitlab.train.fit`` for about ``steps``
+    Adam steps of ``batch`` images (one thread), saved like ``digitlab train`` saves a run.
 
     ``data`` is ``(x_uint8, y)``; without it a synthetic 'digit' set is used (class k lights up
     a distinct block of pixels), so the fixture needs no dataset.
     """
+    import math
+
     import torch
 
     from digitlab.models import build_model
     from digitlab.runs import CONFIG, METRICS, save_weights, write_json
+    from digitlab.train import fit
 
-    torch.manual_seed(seed)
-    torch.set_num_threads(1)
     if data is None:
         rng = np.random.default_rng(seed)
         y = rng.integers(0, 10, 2000)
@@ -67,27 +70,41 @@ def make_run(path: Path, model: str = "mlp", steps: int = 300, seed: int = 0, da
             r, c = divmod(k, 4)
             x[y == k, 4 + r * 7 : 10 + r * 7, 2 + c * 6 : 8 + c * 6] = 255
         data = (x, y)
-    x = torch.from_numpy(data[0].astype(np.float32) / 255.0)
-    y = torch.from_numpy(np.asarray(data[1], dtype=np.int64))
+    x, y = data[0], np.asarray(data[1], dtype=np.int64)
+    needed = steps * batch
+    if len(x) > needed:
+        keep = np.random.default_rng(seed).permutation(len(x))[:needed]
+        x, y = x[keep], y[keep]
+    torch.manual_seed(seed)
     net = build_model(model, **options)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    g = torch.Generator().manual_seed(seed)
-    net.train()
-    for _ in range(steps):
-        idx = torch.randint(0, len(x), (64,), generator=g)
-        loss = torch.nn.functional.cross_entropy(net(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    net.eval()
+    fit(net, x, y, epochs=max(1, math.ceil(needed / len(x))), batch_size=batch, augment=augment, seed=seed,
+        threads=1, quiet=True)
     path.mkdir(parents=True, exist_ok=True)
     write_json(path / CONFIG, {"model": {"name": net.name, **net.options}, "dataset": "mnist",
                                "labels": [str(i) for i in range(10)]})
     save_weights(path, net)
-    with torch.no_grad():
-        acc = float((net(x).argmax(1) == y).float().mean())
+    _, acc = net.evaluate(x, y)
     write_json(path / METRICS, {"test_accuracy": acc, "test_loss": None})
     return path
+
+
+def cli(capsys, *args: str) -> tuple[int, str, str]:
+    """Run ``digitlab ARGS`` in-process: (exit code, stdout, stderr)."""
+    from digitlab.cli import main
+
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as e:
+        code = e.code or 0
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="session")
+def real_run(tmp_path_factory, mnist) -> Path:
+    """An MLP trained for 300 Adam steps on real MNIST (> 90% on the test set)."""
+    return make_run(tmp_path_factory.mktemp("real") / "mlp", "mlp", steps=300, data=mnist[0])
 
 
 @pytest.fixture(scope="session")

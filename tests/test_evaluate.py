@@ -8,39 +8,13 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
+from conftest import cli
 from PIL import Image
 
 from digitlab.errors import ConfigError
 from digitlab.evaluate import EPSILON, cross_entropy, evaluate_predictor, load_split, summarize
 
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
-
-
-def cli(capsys, *args: str) -> tuple[int, str, str]:
-    """Run ``digitlab ARGS`` in-process: (exit code, stdout, stderr)."""
-    from digitlab.cli import main
-
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-@pytest.fixture(scope="module")
-def real_run(tmp_path_factory, mnist):
-    """An MLP trained for 300 Adam steps on real MNIST (> 90% on the test set)."""
-    from conftest import make_run
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return make_run(tmp_path_factory.mktemp("eval") / "mlp", "mlp", steps=300, data=mnist[0])
-    finally:
-        torch.set_num_threads(threads)
 
 
 class FixedPredictor:

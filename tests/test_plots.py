@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import cli
 from matplotlib.colors import to_hex
 from PIL import Image
 
@@ -28,20 +29,6 @@ def png_size(path: Path) -> tuple[int, int]:
 
 def digits(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (n, 28, 28)).astype(np.uint8)
-
-
-def cli(capsys, *args: str) -> tuple[int, str, str]:
-    """Run ``digitlab ARGS`` in-process: (exit code, stdout, stderr)."""
-    import digitlab.cli.plot  # noqa: F401  (registers 'plot' until cli/__init__ imports it)
-    from digitlab.cli import main
-
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_samples_grid_titles_and_size(tmp_path):

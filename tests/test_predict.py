@@ -11,38 +11,13 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from conftest import cli
 from PIL import Image
 
 from digitlab.errors import ImageError
 from digitlab.predict import load_predictor, predict_arrays, predict_files, predict_proba
 
 FIRST_TEST_LABELS = [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
-
-
-def cli(capsys, *args: str) -> tuple[int, str, str]:
-    """Run ``digitlab ARGS`` in-process: (exit code, stdout, stderr)."""
-    from digitlab.cli import main
-
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-@pytest.fixture(scope="module")
-def real_run(tmp_path_factory, mnist):
-    """An MLP trained for 300 Adam steps on real MNIST (> 90% on the test set)."""
-    from conftest import make_run
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return make_run(tmp_path_factory.mktemp("predict") / "mlp", "mlp", steps=300, data=mnist[0])
-    finally:
-        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

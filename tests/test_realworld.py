@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import math
 from collections import Counter
 from pathlib import Path
 
@@ -109,62 +108,13 @@ def test_every_picture_preprocesses_to_an_mnist_style_digit():
 # --- accuracy of a model ----------------------------------------------------------------------
 
 
-def _augment(x, generator):
-    """Random rotation (+-12 deg), scale (+-12%), shear and shift (+-2.5 px) of a batch (N, 28, 28)."""
-    import torch
-    import torch.nn.functional as F
-
-    n = len(x)
-
-    def uniform(*shape):
-        return torch.rand(*shape, generator=generator) * 2 - 1
-
-    angle, scale, shear = uniform(n) * math.radians(12), 1 + uniform(n) * 0.12, uniform(n) * 0.15
-    theta = torch.zeros(n, 2, 3)
-    theta[:, 0, 0] = torch.cos(angle) / scale
-    theta[:, 0, 1] = (shear - torch.sin(angle)) / scale
-    theta[:, 1, 0] = torch.sin(angle) / scale
-    theta[:, 1, 1] = torch.cos(angle) / scale
-    theta[:, :, 2] = uniform(n, 2) * (2.5 / 14)
-    grid = F.affine_grid(theta, (n, 1, 28, 28), align_corners=False)
-    return F.grid_sample(x[:, None], grid, align_corners=False)[:, 0]
-
-
-def train_cnn_run(path: Path, x: np.ndarray, y: np.ndarray, steps: int = 400, batch: int = 64,
-                  seed: int = 0) -> Path:
-    """The tutorial CNN trained briefly (Adam, light augmentation) and saved as a run folder."""
-    import torch
-
-    from digitlab.models import build_model
-    from digitlab.preprocess import to_float
-    from digitlab.runs import CONFIG, METRICS, save_weights, write_json
-
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    xs, ys = torch.from_numpy(to_float(x)), torch.from_numpy(y.astype(np.int64))
-    net = build_model("cnn")
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    net.train()
-    for _ in range(steps):
-        idx = torch.randint(0, len(xs), (batch,), generator=generator)
-        loss = torch.nn.functional.cross_entropy(net(_augment(xs[idx], generator)), ys[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    net.eval()
-    path.mkdir(parents=True, exist_ok=True)
-    write_json(path / CONFIG, {"model": {"name": net.name, **net.options}, "dataset": "mnist",
-                               "labels": [str(i) for i in range(10)]})
-    save_weights(path, net)
-    write_json(path / METRICS, {"test_accuracy": None, "test_loss": None})
-    return path
-
-
 @pytest.fixture(scope="module")
 def realworld_cnn_run(mnist, tmp_path_factory) -> Path:
     """The tutorial CNN after 400 augmented Adam steps of 64 real MNIST digits (~20 s of one CPU core)."""
-    (x, y), _ = mnist
-    return train_cnn_run(tmp_path_factory.mktemp("realworld") / "cnn", x, y)
+    from conftest import make_run
+
+    return make_run(tmp_path_factory.mktemp("realworld") / "cnn", "cnn", steps=400, batch=64, augment=True,
+                    data=mnist[0])
 
 
 @pytest.mark.slow
