@@ -174,7 +174,9 @@ class FusedAdam:
         self.defaults = {k: v for k, v in self.param_groups[0].items() if k != "params"}
         self.exp_avg = [torch.zeros_like(p) for p in self.params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
-        self.steps = [torch.zeros((), dtype=torch.float32, device=p.device) for p in self.params]
+        # one step counter shared by every parameter (they all step together): one add per step
+        self.step_count = torch.zeros((), dtype=torch.float32, device=self.params[0].device)
+        self.steps = [self.step_count] * len(self.params)
         self.kernel = torch._fused_adamw_ if decoupled else torch._fused_adam_
 
     @property
@@ -185,7 +187,7 @@ class FusedAdam:
     def step(self) -> None:
         g = self.param_groups[0]
         beta1, beta2 = g["betas"]
-        torch._foreach_add_(self.steps, 1)
+        self.step_count.add_(1)
         self.kernel(self.params, [p.grad for p in self.params], self.exp_avg, self.exp_avg_sq, [], self.steps,
                     amsgrad=False, lr=g["lr"], beta1=beta1, beta2=beta2, weight_decay=g["weight_decay"],
                     eps=g["eps"], maximize=False, grad_scale=None, found_inf=None)
@@ -207,11 +209,11 @@ class FusedAdam:
         if len(group.pop("params")) != len(self.params):
             raise ConfigError("the checkpoint's optimizer state belongs to a different model")
         self.param_groups[0].update(group)
-        for i, (s, m, v) in enumerate(zip(self.steps, self.exp_avg, self.exp_avg_sq, strict=True)):
+        for i, (m, v) in enumerate(zip(self.exp_avg, self.exp_avg_sq, strict=True)):
             saved = state_dict["state"].get(i) or state_dict["state"].get(str(i))
             if saved is None:
                 continue
-            s.copy_(saved["step"])
+            self.step_count.copy_(saved["step"])
             m.copy_(saved["exp_avg"])
             v.copy_(saved["exp_avg_sq"])
 
@@ -281,7 +283,10 @@ class FastMLPStep:
         self.linears = [m for m in model if isinstance(m, nn.Linear)]
         for p in model.parameters():
             p.grad = torch.zeros_like(p)
+        # views stay valid: the optimizer updates the weights in place
+        self.weights_t = [lin.weight.t() for lin in self.linears]
         self.rows: dict[int, torch.Tensor] = {}
+        self.ones: dict[int, torch.Tensor] = {}
         self.minus_one = torch.tensor(-1.0)
 
     @staticmethod
@@ -297,24 +302,24 @@ class FastMLPStep:
         h = xb.reshape(n, -1)
         acts = [h]
         last = len(self.linears) - 1
-        for i, lin in enumerate(self.linears):
-            h = torch.addmm(lin.bias, h, lin.weight.t())
+        for i, (lin, wt) in enumerate(zip(self.linears, self.weights_t, strict=True)):
+            h = torch.addmm(lin.bias, h, wt)
             if i < last:
                 h.relu_()
             acts.append(h)
         logp = torch.log_softmax(h, 1)
         loss_sum = F.nll_loss(logp, yb, reduction="sum")
         pred = h.argmax(1)
-        rows = self.rows.get(n)
+        rows, ones = self.rows.get(n), self.ones.get(n)
         if rows is None:
-            rows = self.rows[n] = torch.arange(n)
-        g = logp.exp_()  # softmax; minus one-hot, over n: d(mean loss)/d(logits)
+            rows, ones = self.rows[n], self.ones[n] = torch.arange(n), torch.ones(n)
+        g = logp.exp_()  # softmax minus one-hot: n times d(mean loss)/d(logits); the 1/n goes in alpha
         g.index_put_((rows, yb), self.minus_one, accumulate=True)
-        g.div_(n)
         for i in range(last, -1, -1):
             lin, a = self.linears[i], acts[i]
-            torch.mm(g.t(), a, out=lin.weight.grad)
-            torch.sum(g, 0, out=lin.bias.grad)
+            gt = g.t()
+            torch.addmm(lin.weight.grad, gt, a, beta=0, alpha=1.0 / n, out=lin.weight.grad)
+            torch.addmv(lin.bias.grad, gt, ones, beta=0, alpha=1.0 / n, out=lin.bias.grad)
             if i:
                 g = torch.ops.aten.threshold_backward(torch.mm(g, lin.weight), a, 0)
         return loss_sum, pred
@@ -598,6 +603,7 @@ def fit(
             else:
                 step_impl = step_fn
             perm = torch.randperm(n, generator=g).to(device)
+            y_epoch = yt.index_select(0, perm).split(opts.batch_size)  # label batches as views
             losses: list[torch.Tensor] = []
             preds: list[torch.Tensor] = []
             labels: list[torch.Tensor] = []
@@ -613,10 +619,10 @@ def fit(
                 if world > 1:
                     global_count = len(idx)
                     idx = idx[rank::world]
-                    yb = yt.index_select(0, idx)
+                    yb = y_epoch[s][rank::world]
                     loss_sum, pred = step_impl(xt.index_select(0, idx), yb, global_count)
                 else:
-                    yb = yt.index_select(0, idx)
+                    yb = y_epoch[s]
                     loss_sum, pred = step_impl(xt.index_select(0, idx), yb)
                 optimizer.step()
                 losses.append(loss_sum)
