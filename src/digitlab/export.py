@@ -279,13 +279,8 @@ def _export_module(net):
             self.net = net
 
         def forward(self, x: torch.Tensor):
-            h = x.unsqueeze(1) if self.net.image_input else x
-            acts = []
-            for lname, layer in self.net.named_children():
-                h = layer(h)
-                if lname.startswith("act"):
-                    acts.append(h)
-            return (torch.softmax(h.float(), dim=1), *acts)
+            logits, acts = self.net.trace(x)
+            return (torch.softmax(logits.float(), dim=1), *acts.values())
 
     return Exported(net).eval()
 

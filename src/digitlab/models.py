@@ -58,10 +58,15 @@ class Net(nn.Sequential):
         return predict_arrays(self, x, batch_size)
 
     def activations(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
-        """Output of every hidden activation layer (the ones a learner wants to see), in order.
+        """Output of every hidden activation layer (the ones a learner wants to see), in order."""
+        return self.trace(x)[1]
 
-        Where a ReLU follows a pooling layer, what is reported is the rectified map before pooling
-        (e.g. the CNN's 32 feature maps of 26x26), as a Conv2D(activation="relu") layer produces it.
+    def trace(self, x: torch.Tensor) -> tuple[torch.Tensor, OrderedDict[str, torch.Tensor]]:
+        """``(logits, activations)`` in one pass.
+
+        Where a ReLU follows a pooling layer, the activation reported is the rectified map before
+        pooling (e.g. the CNN's 32 feature maps of 26x26), as a Conv2D(activation="relu") layer
+        produces it.
         """
         out: OrderedDict[str, torch.Tensor] = OrderedDict()
         if self.image_input:
@@ -76,7 +81,7 @@ class Net(nn.Sequential):
                 before_pool = None
             elif not isinstance(layer, nn.MaxPool2d):
                 before_pool = None
-        return out
+        return x, out
 
 
 def _keras_init(model: nn.Module) -> None:
