@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from digitlab.errors import DataError, ExportError
-from digitlab.preprocess import to_float
+from digitlab.preprocess import image_batch, to_float
 
 FORMATS = ("onnx",)
 FORMAT_TAG = "digitlab-onnx/1"  # metadata "digitlab_format": marks a file this module wrote
@@ -141,12 +141,7 @@ class OnnxPredictor:
         self.metadata: dict[str, str] = meta
 
     def _input_array(self, images: np.ndarray) -> np.ndarray:
-        images = np.asarray(images)
-        if images.ndim == 2:
-            images = images[None]
-        if images.ndim != 3 or images.shape[1:] != (28, 28):
-            raise ValueError(f"expected images of shape (N, 28, 28), got {images.shape}")
-        return np.ascontiguousarray(to_float(images), dtype=np.float32)
+        return image_batch(images)
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         """(N, 28, 28) uint8 [0, 255] or float32 [0, 1] -> (N, K) float32 probabilities."""

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from digitlab.datasets import DATASETS
-from digitlab.preprocess import to_float
+from digitlab.preprocess import image_batch
 from digitlab.runs import load_model, read_metrics
 
 
@@ -28,12 +28,7 @@ class TorchPredictor:
         self.batch_size = batch_size
 
     def _tensor(self, images: np.ndarray) -> torch.Tensor:
-        images = np.asarray(images)
-        if images.ndim == 2:
-            images = images[None]
-        if images.ndim != 3 or images.shape[1:] != (28, 28):
-            raise ValueError(f"expected images of shape (N, 28, 28), got {images.shape}")
-        return torch.from_numpy(to_float(images)).to(self.device)
+        return torch.from_numpy(image_batch(images)).to(self.device)
 
     @torch.inference_mode()
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
