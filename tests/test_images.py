@@ -543,3 +543,18 @@ def test_find_images_errors(tmp_path):
 def test_returned_paths_are_paths(tmp_path):
     Image.new("L", (10, 10)).save(tmp_path / "one.png")
     assert find_images([str(tmp_path)]) == [Path(tmp_path / "one.png")]
+
+
+@pytest.mark.realdata
+def test_mnist_style_pictures_go_to_the_model_unchanged(mnist):
+    """A 28x28 picture that is already MNIST-style (an MNIST digit, a --save-inputs image) is not
+    re-processed; one that is 28x28 but off-centre still is."""
+    _, (x_test, _) = mnist
+    same = [np.array_equal(to_mnist(x), x) for x in x_test[:1000]]
+    assert np.mean(same) >= 0.98
+    moved = np.roll(x_test[0], (-5, 4), axis=(0, 1))
+    out = to_mnist(moved)
+    assert not np.array_equal(out, moved)
+    mass = out.astype(np.float64)
+    i = np.arange(28)
+    assert abs((mass.sum(1) @ i) / mass.sum() - 14) <= 1 and abs((mass.sum(0) @ i) / mass.sum() - 14) <= 1

@@ -501,6 +501,26 @@ def _mnist_geometry(ink: np.ndarray) -> np.ndarray:
     return out
 
 
+def _already_mnist(grey: np.ndarray) -> bool:
+    """True for a picture that is already an MNIST-style input: 28x28, white ink on a black border,
+    the ink's longer side 19-21 px and its centre of mass within a pixel of (14, 14). Such a picture
+    (an MNIST digit, a saved ``--save-inputs`` image) goes to the model unchanged."""
+    if grey.shape != (SIZE, SIZE):
+        return False
+    if max(float(grey[0].max()), float(grey[-1].max()), float(grey[:, 0].max()), float(grey[:, -1].max())) > 0.02:
+        return False
+    ink = grey > 0.1
+    total = float(grey.sum())
+    if total < 5.0 or not ink.any():
+        return False
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    if not 19 <= max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 <= 21:
+        return False
+    idx = np.arange(SIZE)
+    cy, cx = float(grey.sum(axis=1) @ idx) / total, float(grey.sum(axis=0) @ idx) / total
+    return abs(cy - CENTRE) <= 1.0 and abs(cx - CENTRE) <= 1.0
+
+
 def to_mnist(image: Image.Image | np.ndarray) -> np.ndarray:
     """Any picture of one digit -> (28, 28) uint8, white ink on black, MNIST-centred.
 
@@ -513,6 +533,8 @@ def to_mnist(image: Image.Image | np.ndarray) -> np.ndarray:
         grey, alpha = _pil_arrays(image)
     else:
         grey, alpha = _array_arrays(image)
+    if alpha is None and _already_mnist(grey):
+        return np.round(grey * 255.0).astype(np.uint8)
     ink = _thicken(_digit(*_contrast(_composite(grey, alpha))))
     out = _mnist_geometry(ink)
     return np.round(out * 255.0).astype(np.uint8)
