@@ -130,8 +130,15 @@ class Context:
         except RuntimeError as e:
             raise self._fail("barrier", e) from None
 
-    def close(self) -> None:
+    def close(self, wait: bool = False) -> None:
+        """Leave the process group. ``wait``: after a successful run, first wait for every rank (rank 0
+        may still be writing the run folder), so no rank tears the group down under another."""
         if tdist.is_available() and tdist.is_initialized():
+            if wait:
+                try:
+                    tdist.barrier()
+                except RuntimeError:
+                    pass  # a rank is gone: nothing left to wait for
             tdist.destroy_process_group()
 
 

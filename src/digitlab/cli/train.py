@@ -147,12 +147,14 @@ def train(
             from digitlab.train import default_run_dir
 
             run_dir = default_run_dir(config.model, runs_dir)
+    finished = False
     try:
         result = run_training(config, run_dir, data_dir=data_dir, resume=bool(resume), quiet=quiet,
                               plots=plots, dist=dist, data=data)
+        finished = True
     finally:
         if dist is not None:
-            dist.close()
+            dist.close(wait=finished)
     if dist is not None and dist.rank != 0:
         return
     m = result.metrics
