@@ -67,8 +67,11 @@ def wrap(self, model):
 
 
 d.Context.wrap = wrap
+code = 0
 try:
     main(sys.argv[1:])
+except SystemExit as e:
+    code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
 finally:
     out = os.environ.get("PROBE_OUT")
     if out and "model" in captured:
@@ -76,6 +79,10 @@ finally:
 
         state = {k: v.detach().contiguous() for k, v in captured["model"].state_dict().items()}
         save_file(state, os.path.join(out, "rank%s.safetensors" % os.environ["RANK"]))
+# leave as `python -m digitlab` does under torchrun: no interpreter teardown
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(code)
 '''
 
 

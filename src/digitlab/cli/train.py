@@ -155,8 +155,11 @@ def train(
     finally:
         if dist is not None:
             dist.close(wait=finished)
-    if dist is not None and dist.rank != 0:
-        return
+    if dist is None or dist.rank == 0:
+        _report(result, quiet, json_out)
+
+
+def _report(result, quiet: bool, json_out: bool) -> None:
     m = result.metrics
     if json_out:
         print_json({"run_dir": result.run_dir, **m, "history": result.history.rows})
