@@ -27,6 +27,15 @@ def _need(name: str) -> Path:
     return root
 
 
+def isolate_data_env(tmp_path: Path, monkeypatch) -> None:
+    """digitlab's cache and the Keras home inside tmp_path; no data dir, mirrors or offline switch
+    from the environment, so a test sees only the files it makes."""
+    for var in ("DIGITLAB_DATA_DIR", "DIGITLAB_MIRRORS", "DIGITLAB_OFFLINE", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("DIGITLAB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The folder holding mnist/ (and fashion-mnist/) as IDX .gz files."""

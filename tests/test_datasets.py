@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import isolate_data_env
 from PIL import Image
 
 from digitlab import datasets
@@ -69,11 +70,7 @@ def assert_same(a, b):
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
-    """Cache and Keras home inside tmp_path; no data dir, mirrors or offline switch from outside."""
-    for var in ("DIGITLAB_DATA_DIR", "DIGITLAB_MIRRORS", "DIGITLAB_OFFLINE", "XDG_CACHE_HOME"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("DIGITLAB_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    isolate_data_env(tmp_path, monkeypatch)
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import isolate_data_env
 
 from digitlab.datasets import DATASETS, FILES, Dataset, load_data, load_dataset
 from digitlab.errors import DataError, DownloadError
@@ -90,10 +91,7 @@ class Server:
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
-    for var in ("DIGITLAB_DATA_DIR", "DIGITLAB_MIRRORS", "DIGITLAB_OFFLINE", "XDG_CACHE_HOME"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("DIGITLAB_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    isolate_data_env(tmp_path, monkeypatch)
 
 
 @pytest.fixture(scope="module")

@@ -575,10 +575,7 @@ def fit(
         best_value, history.best_epoch, bad_epochs = st.best_value, st.best_epoch, st.bad_epochs
         best_state = resume.best_weights
 
-    if fast:
-        step_fn = FastMLPStep(model)
-    else:
-        step_fn = None
+    step_fn = FastMLPStep(model) if fast else None
     progress = Progress(opts.epochs, steps_per_epoch, quiet)
     stepwise_lr = opts.schedule in ("cosine", "onecycle")
     higher_better = opts.monitor.endswith("accuracy")
@@ -840,8 +837,9 @@ def train(
     if run_path is not None and writer and plots:
         from digitlab.curves_worker import CurvesRenderer
 
-        curves = CurvesRenderer(run_path / runs.CURVES, background=torch.get_num_threads() < _cores()
-                                and (config.model == "mlp"))
+        # the MLP trains on one thread (default_threads): the idle core can import matplotlib meanwhile
+        curves = CurvesRenderer(run_path / runs.CURVES,
+                                background=config.model == "mlp" and (config.fit.threads or 1) < _cores())
     if data is None:
         data = load_data(config.dataset, data_dir=data_dir, quiet=quiet or not writer)
     elif hasattr(data, "result"):
@@ -858,9 +856,7 @@ def train(
     torch.manual_seed(config.fit.seed)
     model = build_model(config.model, **config.model_options)
     if resume:
-        from digitlab.runs import load_state
-
-        load_state(model, model_t, run_path / runs.CHECKPOINT / runs.CKPT_MODEL)
+        runs.load_state(model, model_t, run_path / runs.CHECKPOINT / runs.CKPT_MODEL)
         resume_state = Resume(optim_state, EpochState(
             epoch=state["epoch"], history=state["history"], plateau=state["plateau"],
             best_value=state.get("best_value"), best_epoch=state.get("best_epoch"),
