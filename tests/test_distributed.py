@@ -238,7 +238,7 @@ def test_killed_rank_stops_the_job_and_resume_finishes_it(ddp_run, subset_dir, t
 
     from digitlab.runs import load_checkpoint
 
-    st, model_t, _, _ = load_checkpoint(runs / "cut")
+    st, model_t, _, _, _ = load_checkpoint(runs / "cut")
     done = st["epoch"]
     assert 1 <= done < EPOCHS and set(model_t) == set(_load(ddp_run[0] / "model.safetensors"))
 
@@ -270,7 +270,7 @@ def test_hung_rank_times_out_instead_of_hanging(subset_dir, probe, tmp_path):
 
     from digitlab.runs import load_checkpoint
 
-    st, _, _, _ = load_checkpoint(runs / "hung")
+    st, _, _, _, _ = load_checkpoint(runs / "hung")
     assert st["epoch"] == 1 and len(st["history"]) == 1
     assert not (runs / "hung" / "metrics.json").exists()
 

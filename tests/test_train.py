@@ -259,11 +259,31 @@ def test_existing_run_is_not_overwritten(synth_dir, tmp_path):
 
 
 @pytest.mark.realdata
-def test_tutorial_mlp_one_epoch_on_real_mnist(data_dir, tmp_path):
-    result = train(TrainConfig.from_preset("tutorial", epochs=1), tmp_path / "mlp", data_dir=data_dir,
-                   quiet=True, plots=False)
+@pytest.mark.parametrize("engine", ["native", "torch"])
+def test_tutorial_mlp_one_epoch_on_real_mnist(data_dir, tmp_path, engine):
+    from digitlab import native
+
+    if engine == "native" and not native.available():
+        pytest.skip(f"native engine not built: {native.load_error()}")
+    result = train(TrainConfig.from_preset("tutorial", epochs=1, device="cpu", engine=engine), tmp_path / "mlp",
+                   data_dir=data_dir, quiet=True, plots=False)
+    assert result.metrics["engine"] == engine
     assert result.metrics["test_accuracy"] >= 0.95
     assert result.metrics["val_accuracy"] >= 0.95
+
+
+@pytest.mark.realdata
+def test_tutorial_protocol_on_real_mnist_natively(data_dir, tmp_path):
+    """The whole tutorial protocol (5 epochs) is cheap on the native engine: hold its accuracy."""
+    from digitlab import native
+
+    if not native.available():
+        pytest.skip(f"native engine not built: {native.load_error()}")
+    result = train(TrainConfig.from_preset("tutorial", device="cpu"), tmp_path / "mlp", data_dir=data_dir,
+                   quiet=True, plots=False)
+    assert result.metrics["engine"] == "native" and result.metrics["epochs"] == 5
+    assert result.metrics["test_accuracy"] >= 0.97
+    assert [r["epoch"] for r in result.history.rows] == [1, 2, 3, 4, 5]
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "adamw"])

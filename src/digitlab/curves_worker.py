@@ -49,6 +49,8 @@ def draw(history: list[dict], path: Path) -> Path:
 
 
 def main() -> None:
+    if hasattr(os, "nice"):
+        os.nice(19)  # training comes first: this runs in the gaps it leaves
     import digitlab.plots  # noqa: F401  (the slow import, done while the parent trains)
 
     job = json.loads(sys.stdin.buffer.read() or b"null")

@@ -269,7 +269,7 @@ def _train_args(args: list[str]) -> tuple[list[str], str | None]:
     runs_dir = _option(args, "--runs-dir") or "runs"
     name = _option(args, "--name")
     if name is None:
-        from digitlab.train import default_run_dir
+        from digitlab.config import default_run_dir
 
         model = _option(args, "--model") or _option(args, "-m") or "mlp"
         name = os.path.basename(default_run_dir(model, runs_dir))

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from digitlab.config import mlp_options
 from digitlab.errors import ConfigError
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -103,12 +104,8 @@ def _activation(name: str) -> nn.Module:
 def mlp(hidden: Sequence[int] = (128, 64), activation: str = "relu", dropout: float = 0.0,
         num_classes: int = 10) -> Net:
     """The tutorial's network: Flatten -> Dense(128, relu) -> Dense(64, relu) -> Dense(10)."""
-    hidden = [int(h) for h in hidden]
-    if not hidden or any(h <= 0 for h in hidden):
-        raise ConfigError(f"hidden sizes must be positive integers, got {hidden}")
-    if not 0.0 <= dropout < 1.0:
-        raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
-    _activation(activation)
+    options = mlp_options(hidden, activation, dropout, num_classes)
+    hidden = options["hidden"]
     layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
     width = 28 * 28
     for i, h in enumerate(hidden):
@@ -119,7 +116,7 @@ def mlp(hidden: Sequence[int] = (128, 64), activation: str = "relu", dropout: fl
             layers[f"dropout{suffix}"] = nn.Dropout(dropout)
         width = h
     layers[f"dense_{len(hidden)}"] = nn.Linear(width, num_classes)
-    net = Net(layers, "mlp", {"hidden": hidden, "activation": activation, "dropout": dropout}, False)
+    net = Net(layers, "mlp", options, False)
     _keras_init(net)
     return net
 

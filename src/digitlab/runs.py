@@ -18,15 +18,18 @@ import io
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+import numpy as np
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save
 
 from digitlab.errors import ConfigError, RunError
 from digitlab.formats import atomic_write_bytes
-from digitlab.models import Net, build_model
+
+if TYPE_CHECKING:  # torch is imported only by the functions that need it
+    import torch
+
+    from digitlab.models import Net
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -51,16 +54,32 @@ def read_json(path: str | os.PathLike) -> Any:
         raise RunError(f"{path}: not valid JSON ({e})") from None
 
 
-def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None):
+def save_tensors(path: str | os.PathLike, tensors: dict[str, Any], metadata: dict[str, str] | None = None):
+    """Write torch tensors, or numpy arrays (the native engine's), as one safetensors file: the same
+    bytes for the same names, dtypes, shapes and values either way."""
+    if all(isinstance(v, np.ndarray) for v in tensors.values()):
+        from safetensors.numpy import save as save_arrays
+
+        arrays = {k: np.asarray(v, order="C") for k, v in tensors.items()}  # (ascontiguousarray makes 0-d 1-d)
+        return atomic_write_bytes(path, save_arrays(arrays, metadata=metadata))
+    from safetensors.torch import save
+
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     return atomic_write_bytes(path, save(tensors, metadata=metadata))
 
 
-def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+def load_tensors(path: str | os.PathLike, arrays: bool = False) -> dict[str, Any]:
+    """A safetensors file's tensors (torch), or numpy arrays with ``arrays=True``."""
     path = Path(path)
     if not path.is_file():
         raise RunError(f"{path}: missing")
     try:
+        if arrays:
+            from safetensors.numpy import load_file as load_arrays
+
+            return load_arrays(path)
+        from safetensors.torch import load_file
+
         return load_file(path)
     except (SafetensorError, OSError, ValueError) as e:
         raise RunError(f"{path}: not a readable safetensors file ({e})") from None
@@ -98,6 +117,8 @@ def read_config(run_dir: str | os.PathLike) -> dict:
 
 
 def model_from_config(config: dict) -> Net:
+    from digitlab.models import build_model
+
     spec = dict(config["model"])
     name = spec.pop("name", None)
     try:
@@ -153,7 +174,10 @@ CKPT_OPTIM = "optimizer.safetensors"
 CKPT_BEST = "best.safetensors"
 
 
-def _flatten_optimizer(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
+def flatten_optimizer(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """A torch optimizer's ``state_dict()`` as ``(tensors, meta)``: tensors named ``state.<param>.<key>``."""
+    import torch
+
     tensors: dict[str, torch.Tensor] = {}
     plain: dict[str, dict] = {}
     for pid, entries in state_dict["state"].items():
@@ -165,7 +189,7 @@ def _flatten_optimizer(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]
     return tensors, {"param_groups": state_dict["param_groups"], "plain": plain}
 
 
-def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+def unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     state: dict[int, dict] = {}
     for name, value in tensors.items():
         _, pid, key = name.split(".", 2)
@@ -179,19 +203,18 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     return {"state": state, "param_groups": groups}
 
 
-def save_checkpoint(run_dir: str | os.PathLike, model: Net, optimizer: torch.optim.Optimizer,
-                    state: dict, best_weights: dict[str, torch.Tensor] | None = None) -> Path:
+def save_checkpoint(run_dir: str | os.PathLike, weights: dict[str, Any], optimizer_tensors: dict[str, Any],
+                    optimizer_meta: dict, state: dict, best_weights: dict[str, Any] | None = None) -> Path:
     """Write the checkpoint of a completed epoch. Tensors first, then ``state.json`` naming the epoch:
     a crash in between leaves the previous state.json, whose epoch no longer matches and is refused."""
     ckpt = Path(run_dir) / CHECKPOINT
     ckpt.mkdir(parents=True, exist_ok=True)
     epoch = str(state["epoch"])
-    save_tensors(ckpt / CKPT_MODEL, model.state_dict(), {"epoch": epoch})
-    opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
-    save_tensors(ckpt / CKPT_OPTIM, opt_tensors, {"epoch": epoch})
+    save_tensors(ckpt / CKPT_MODEL, weights, {"epoch": epoch})
+    save_tensors(ckpt / CKPT_OPTIM, optimizer_tensors, {"epoch": epoch})
     if best_weights is not None:
         save_tensors(ckpt / CKPT_BEST, best_weights, {"epoch": epoch})
-    write_json(ckpt / CKPT_STATE, {**state, "optimizer": opt_meta, "has_best": best_weights is not None})
+    write_json(ckpt / CKPT_STATE, {**state, "optimizer": optimizer_meta, "has_best": best_weights is not None})
     return ckpt
 
 
@@ -199,14 +222,14 @@ def _epoch_of(path: Path) -> str | None:
     from safetensors import safe_open
 
     try:
-        with safe_open(path, framework="pt") as f:
+        with safe_open(path, framework="numpy") as f:
             return (f.metadata() or {}).get("epoch")
     except (SafetensorError, OSError) as e:
         raise RunError(f"{path}: not a readable safetensors file ({e})") from None
 
 
-def load_checkpoint(run_dir: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor], dict, dict | None]:
-    """``(state, model_tensors, optimizer_state_dict, best_weights)`` of a run's last completed epoch."""
+def check_checkpoint(run_dir: str | os.PathLike) -> dict:
+    """The checkpoint's ``state.json``, after checking that every file it needs is there and of its epoch."""
     ckpt = Path(run_dir) / CHECKPOINT
     if not (ckpt / CKPT_STATE).is_file():
         raise RunError(f"{run_dir}: has no checkpoint to resume from (no {CHECKPOINT}/{CKPT_STATE})")
@@ -219,7 +242,16 @@ def load_checkpoint(run_dir: str | os.PathLike) -> tuple[dict, dict[str, torch.T
         if _epoch_of(ckpt / name) != epoch:
             raise RunError(f"{ckpt / name}: belongs to another epoch than {CKPT_STATE} (epoch {epoch}); "
                            "the checkpoint is inconsistent")
-    model_t = load_tensors(ckpt / CKPT_MODEL)
-    optim = _unflatten_optimizer(load_tensors(ckpt / CKPT_OPTIM), state.pop("optimizer"))
-    best = load_tensors(ckpt / CKPT_BEST) if state.get("has_best") else None
-    return state, model_t, optim, best
+    return state
+
+
+def load_checkpoint(run_dir: str | os.PathLike, arrays: bool = False) -> tuple[dict, dict, dict, dict, dict | None]:
+    """``(state, model_tensors, optimizer_tensors, optimizer_meta, best_weights)`` of a run's last
+    completed epoch; torch tensors, or numpy arrays with ``arrays=True``."""
+    ckpt = Path(run_dir) / CHECKPOINT
+    state = check_checkpoint(run_dir)
+    model_t = load_tensors(ckpt / CKPT_MODEL, arrays)
+    optim_t = load_tensors(ckpt / CKPT_OPTIM, arrays)
+    meta = state.pop("optimizer")
+    best = load_tensors(ckpt / CKPT_BEST, arrays) if state.get("has_best") else None
+    return state, model_t, optim_t, meta, best

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import math
 import os
-import signal
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,70 +20,30 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from digitlab.errors import ConfigError, DigitlabError
+from digitlab.config import (  # noqa: F401  (re-exported: digitlab.train is where users look)
+    MONITORS,
+    OPTIMIZER_DEFAULTS,
+    PRESETS,
+    SCHEDULES,
+    FitOptions,
+    TrainConfig,
+    default_run_dir,
+)
+from digitlab.errors import ConfigError
+from digitlab.job import Interrupted, Split, TrainResult, train  # noqa: F401
+from digitlab.loop import (  # noqa: F401
+    EpochBook,
+    EpochState,
+    History,
+    Plateau,
+    Progress,
+    SigintGuard,
+    epoch_seed,
+    epoch_state_from_json,
+    lr_factor,
+    run_state_json,
+)
 from digitlab.models import Net
-
-# Keras's default hyper-parameters for each optimizer the tutorial names.
-OPTIMIZER_DEFAULTS: dict[str, dict[str, Any]] = {
-    "adam": {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-7},
-    "adamw": {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-7},
-    "sgd": {"lr": 1e-2, "momentum": 0.0, "nesterov": False},
-    "adagrad": {"lr": 1e-3, "initial_accumulator_value": 0.1, "eps": 1e-7},
-    "rmsprop": {"lr": 1e-3, "alpha": 0.9, "eps": 1e-7, "momentum": 0.0},
-    "adadelta": {"lr": 1e-3, "rho": 0.95, "eps": 1e-7},
-}
-SCHEDULES = ("constant", "cosine", "onecycle", "plateau")
-MONITORS = ("val_loss", "val_accuracy", "loss", "accuracy")
-
-
-@dataclass
-class FitOptions:
-    """Everything :func:`fit` needs besides the model and the data (all JSON-serialisable)."""
-
-    epochs: int = 5
-    batch_size: int = 32
-    optimizer: str = "adam"
-    lr: float | None = None  # None: the optimizer's Keras default
-    weight_decay: float = 0.0
-    momentum: float | None = None  # sgd / rmsprop
-    nesterov: bool = False
-    schedule: str = "constant"
-    augment: bool = False
-    label_smoothing: float = 0.0
-    early_stopping: int = 0  # patience in epochs; 0 = off
-    monitor: str = "val_loss"
-    seed: int = 0
-    device: str = "auto"
-    bf16: bool = False
-    compile: bool = False
-    threads: int | None = None
-    fast: bool = True  # allow the hand-written MLP step
-
-    def validate(self) -> None:
-        if self.epochs < 1:
-            raise ConfigError(f"epochs must be at least 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
-        if self.optimizer not in OPTIMIZER_DEFAULTS:
-            raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZER_DEFAULTS)}")
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"unknown schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
-        if self.monitor not in MONITORS:
-            raise ConfigError(f"unknown monitor {self.monitor!r}; choose one of: {', '.join(MONITORS)}")
-        if self.lr is not None and not self.lr > 0:
-            raise ConfigError(f"learning rate must be positive, got {self.lr}")
-        if self.weight_decay < 0:
-            raise ConfigError(f"weight decay must be >= 0, got {self.weight_decay}")
-        if not 0 <= self.label_smoothing < 1:
-            raise ConfigError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.early_stopping < 0:
-            raise ConfigError(f"early-stopping patience must be >= 0, got {self.early_stopping}")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"threads must be at least 1, got {self.threads}")
-        resolve_device(self.device)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -218,45 +176,6 @@ class FusedAdam:
             v.copy_(saved["exp_avg_sq"])
 
 
-def lr_factor(schedule: str, step: int, total_steps: int) -> float:
-    """Multiplier of the base learning rate at ``step`` (0-based) for step-wise schedules."""
-    if schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(1, total_steps)))
-    if schedule == "onecycle":
-        warm = max(1, int(0.3 * total_steps))
-        if step < warm:  # cosine warm-up from lr/25
-            return 0.04 + 0.96 * 0.5 * (1 - math.cos(math.pi * step / warm))
-        t = (step - warm) / max(1, total_steps - warm)
-        return 1e-4 + (1 - 1e-4) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
-    return 1.0
-
-
-class Plateau:
-    """Reduce-on-plateau: halve the learning rate when val_loss has not improved for ``patience`` epochs."""
-
-    def __init__(self, factor: float = 0.5, patience: int = 1, min_factor: float = 1e-3):
-        self.factor, self.patience, self.min_factor = factor, patience, min_factor
-        self.best = math.inf
-        self.bad = 0
-        self.scale = 1.0
-
-    def update(self, value: float) -> None:
-        if value < self.best - 1e-6:
-            self.best, self.bad = value, 0
-        else:
-            self.bad += 1
-            if self.bad > self.patience:
-                self.scale = max(self.scale * self.factor, self.min_factor)
-                self.bad = 0
-
-    def state(self) -> dict:
-        return {"best": self.best if math.isfinite(self.best) else None, "bad": self.bad, "scale": self.scale}
-
-    def load(self, state: dict) -> None:
-        self.best = math.inf if state.get("best") is None else state["best"]
-        self.bad, self.scale = state["bad"], state["scale"]
-
-
 def augment_batch(x: torch.Tensor, gen: torch.Generator, max_shift: float = 2.0, max_rot: float = 12.0,
                   scale: tuple[float, float] = (0.9, 1.1)) -> torch.Tensor:
     """Random small shifts (pixels), rotations (degrees) and scaling of a (B, 28, 28) batch."""
@@ -378,92 +297,11 @@ def _running(losses: list[torch.Tensor], preds: list[torch.Tensor], labels: list
     return float(torch.stack(losses).double().sum()), int((torch.cat(preds) == y).sum()), len(y)
 
 
-class Progress:
-    """A Keras-like progress line on stderr: ``Epoch 1/5`` then steps, loss, accuracy, time."""
-
-    def __init__(self, epochs: int, steps: int, quiet: bool = False, stream=None):
-        self.epochs, self.steps, self.quiet = epochs, steps, quiet
-        self.stream = stream or sys.stderr
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.last = 0.0
-
-    def start_epoch(self, epoch: int) -> None:
-        if not self.quiet:
-            print(f"Epoch {epoch + 1}/{self.epochs}", file=self.stream, flush=True)
-        self.t0 = time.perf_counter()
-        self.last = self.t0
-
-    def _bar(self, step: int) -> str:
-        width = 20
-        done = int(width * step / max(1, self.steps))
-        return "━" * done + ("╸" if done < width else "") + " " * max(0, width - done - 1)
-
-    @property
-    def live(self) -> bool:
-        return not self.quiet and self.tty
-
-    def update(self, step: int, losses: list[torch.Tensor], preds: list[torch.Tensor],
-               labels: list[torch.Tensor]) -> None:
-        now = time.perf_counter()
-        if now - self.last < 0.1:
-            return
-        self.last = now
-        loss_sum, correct, seen = _running(losses, preds, labels)
-        loss, acc = loss_sum / max(1, seen), correct / max(1, seen)
-        el = now - self.t0
-        print(f"\r{step}/{self.steps} {self._bar(step)} {el:.0f}s {1000 * el / max(1, step):.2f}ms/step"
-              f" - accuracy: {acc:.4f} - loss: {loss:.4f}", end="", file=self.stream, flush=True)
-
-    def end_epoch(self, row: dict) -> None:
-        if self.quiet:
-            return
-        el = row["time"]
-        per_step = 1000 * el / max(1, self.steps)
-        parts = [f"{self.steps}/{self.steps} {self._bar(self.steps)} {el:.1f}s {per_step:.2f}ms/step",
-                 f"accuracy: {row['accuracy']:.4f}", f"loss: {row['loss']:.4f}"]
-        if "val_loss" in row:
-            parts += [f"val_accuracy: {row['val_accuracy']:.4f}", f"val_loss: {row['val_loss']:.4f}"]
-        parts.append(f"lr: {row['lr']:.3g}")
-        print(("\r" if self.tty else "") + " - ".join(parts) + ("\033[K" if self.tty else ""),
-              file=self.stream, flush=True)
-
-
-@dataclass
-class History:
-    """Per-epoch records, like Keras's ``History.history`` (``history.history["val_accuracy"]``)."""
-
-    rows: list[dict[str, float]] = field(default_factory=list)
-    best_epoch: int | None = None
-    stopped_early: bool = False
-    interrupted: bool = False
-
-    @property
-    def history(self) -> dict[str, list[float]]:
-        keys = list(self.rows[0]) if self.rows else []
-        return {k: [r[k] for r in self.rows] for k in keys if k != "epoch"}
-
-
-@dataclass
-class EpochState:
-    """What a checkpoint holds besides tensors: enough to continue exactly where an epoch ended."""
-
-    epoch: int  # number of completed epochs
-    history: list[dict[str, float]]
-    plateau: dict
-    best_value: float | None
-    best_epoch: int | None
-    bad_epochs: int
-
-
 @dataclass
 class Resume:
     optimizer_state: dict
     state: EpochState
     best_weights: dict[str, torch.Tensor] | None = None
-
-
-def _epoch_seed(seed: int, epoch: int) -> int:
-    return (seed * 1_000_003 + epoch * 7_919 + 12_345) % (2**63 - 1)
 
 
 def _as_tensor(x: np.ndarray | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -554,13 +392,8 @@ def fit(
 
     n = len(xt)
     steps_per_epoch = math.ceil(n / opts.batch_size)
-    total_steps = steps_per_epoch * opts.epochs
-    plateau = Plateau()
-    history = History()
-    best_value: float | None = None
+    book = EpochBook(opts, quiet, resume.state if resume is not None else None)
     best_state: dict[str, torch.Tensor] | None = None
-    bad_epochs = 0
-    start_epoch = 0
     if resume is not None:
         optimizer.load_state_dict(resume.optimizer_state)
         if not isinstance(optimizer, FusedAdam):  # give restored state the parameters' memory format
@@ -568,33 +401,19 @@ def fit(
                 for k, v in optimizer.state.get(p, {}).items():
                     if isinstance(v, torch.Tensor) and v.shape == p.shape:
                         optimizer.state[p][k] = torch.empty_like(p).copy_(v)
-        st = resume.state
-        start_epoch = st.epoch
-        history.rows = list(st.history)
-        plateau.load(st.plateau)
-        best_value, history.best_epoch, bad_epochs = st.best_value, st.best_epoch, st.bad_epochs
         best_state = resume.best_weights
+        for pg, base in zip(optimizer.param_groups, base_lrs, strict=True):
+            pg["lr"] = base * book.plateau.scale
 
     step_fn = FastMLPStep(model) if fast else None
     progress = Progress(opts.epochs, steps_per_epoch, quiet)
     stepwise_lr = opts.schedule in ("cosine", "onecycle")
-    higher_better = opts.monitor.endswith("accuracy")
+    history = book.history
 
-    interrupted = False
-    previous = signal.getsignal(signal.SIGINT)
-
-    def _sigint(signum, frame):
-        nonlocal interrupted
-        if interrupted:  # second Ctrl-C: stop now
-            raise KeyboardInterrupt
-        interrupted = True
-
-    if rank == 0 and previous is signal.default_int_handler:
-        signal.signal(signal.SIGINT, _sigint)
-    try:
-        for epoch in range(start_epoch, opts.epochs):
-            g = torch.Generator().manual_seed(_epoch_seed(opts.seed, epoch))
-            torch.manual_seed(_epoch_seed(opts.seed, epoch) + 1)
+    with SigintGuard(active=rank == 0) as guard:
+        for epoch in range(book.start_epoch, opts.epochs):
+            g = torch.Generator().manual_seed(epoch_seed(opts.seed, epoch))
+            torch.manual_seed(epoch_seed(opts.seed, epoch) + 1)
             if step_fn is None:
                 step_impl = _autograd_step(train_model, opts, device, g, world)
             else:
@@ -607,10 +426,10 @@ def fit(
             progress.start_epoch(epoch)
             model.train()
             for s, idx in enumerate(perm.split(opts.batch_size)):
-                if interrupted:
+                if guard.stop:
                     break
                 if stepwise_lr:
-                    f = lr_factor(opts.schedule, epoch * steps_per_epoch + s, total_steps) * plateau.scale
+                    f = book.lr_scale(epoch, s, steps_per_epoch)
                     for pg, base in zip(optimizer.param_groups, base_lrs, strict=True):
                         pg["lr"] = base * f
                 if world > 1:
@@ -626,8 +445,8 @@ def fit(
                 preds.append(pred)
                 labels.append(yb)
                 if progress.live and s % 16 == 15:
-                    progress.update(s + 1, losses, preds, labels)
-            if interrupted:
+                    progress.update(s + 1, *_running(losses, preds, labels))
+            if guard.stop:
                 break
             if dist is not None:
                 dist.sync_buffers(model)  # batch-norm running statistics: rank 0's on every rank
@@ -644,41 +463,19 @@ def fit(
                 row["val_loss"], row["val_accuracy"] = vl, va
             row["lr"] = optimizer.param_groups[0]["lr"]
             row["time"] = elapsed
-            history.rows.append(row)
-            progress.end_epoch(row)
-
+            improved, stop = book.end_epoch(row, progress)
             if opts.schedule == "plateau":
-                plateau.update(row.get("val_loss", row["loss"]))
                 for pg, base in zip(optimizer.param_groups, base_lrs, strict=True):
-                    pg["lr"] = base * plateau.scale
-            stop = False
-            if opts.early_stopping:
-                if opts.monitor not in row:
-                    raise ConfigError(f"early stopping monitors {opts.monitor}, which needs validation data")
-                value = row[opts.monitor]
-                improved = best_value is None or (value > best_value if higher_better else value < best_value)
-                if improved:
-                    best_value, history.best_epoch, bad_epochs = value, epoch + 1, 0
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                else:
-                    bad_epochs += 1
-                    stop = bad_epochs >= opts.early_stopping
+                    pg["lr"] = base * book.plateau.scale
+            if improved:
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             if on_epoch_end is not None:
-                on_epoch_end(model, optimizer, EpochState(epoch + 1, list(history.rows), plateau.state(),
-                                                          best_value, history.best_epoch, bad_epochs),
-                             best_state)
+                on_epoch_end(model, optimizer, book.state(), best_state)
             if stop:
-                history.stopped_early = True
-                if not quiet:
-                    print(f"Early stopping: {opts.monitor} has not improved for {bad_epochs} epochs; "
-                          f"restoring the weights of epoch {history.best_epoch}", file=sys.stderr)
                 break
-    finally:
-        if rank == 0 and previous is signal.default_int_handler:
-            signal.signal(signal.SIGINT, previous)
-    if opts.early_stopping and best_state is not None and not interrupted:
+    if opts.early_stopping and best_state is not None and not guard.stop:
         model.load_state_dict(best_state)
-    history.interrupted = interrupted
+    history.interrupted = guard.stop
     model.eval()
     return history
 
@@ -693,235 +490,68 @@ def _evaluate_maybe_sharded(model: Net, x: torch.Tensor, y: torch.Tensor, bf16: 
     return loss_sum / total, correct / total
 
 
-# --- a whole training job: data -> model -> fit -> test -> run folder ---------------------------
+class TorchEngine:
+    """The job's torch engine (see :mod:`digitlab.job`): every model, device and optimizer."""
 
-PRESETS: dict[str, dict[str, Any]] = {
-    # The tutorial's protocol: MLP, sklearn-identical 80/20 split, 5 epochs, batch 32, Adam.
-    "tutorial": {},
-    # Top accuracy: the batch-normalised CNN, augmentation, one-cycle AdamW, all 60,000 images.
-    "best": {
-        "model": "cnn_bn", "val_split": 0.0,
-        "fit": {"epochs": 12, "batch_size": 128, "optimizer": "adamw", "lr": 3e-3, "weight_decay": 5e-4,
-                "schedule": "onecycle", "augment": True, "label_smoothing": 0.05},
-    },
-}
+    name = "torch"
 
+    def __init__(self, config: TrainConfig, dist: Any = None):
+        self.config, self.dist = config, dist
+        self.device = resolve_device(config.fit.device)  # a missing GPU is reported before any file is written
+        self.model: Net | None = None
+        self.optimizer: Any = None
 
-@dataclass
-class TrainConfig:
-    """Everything needed to rebuild the model and repeat the run (saved as config.json)."""
-
-    model: str = "mlp"
-    model_options: dict[str, Any] = field(default_factory=dict)
-    dataset: str = "mnist"
-    val_split: float = 0.2
-    split_seed: int = 42
-    fit: FitOptions = field(default_factory=FitOptions)
-    preset: str = "tutorial"
-
-    @classmethod
-    def from_preset(cls, name: str = "tutorial", **overrides: Any) -> TrainConfig:
-        if name not in PRESETS:
-            raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
-        p = PRESETS[name]
-        cfg = cls(preset=name, fit=FitOptions(**p.get("fit", {})),
-                  **{k: v for k, v in p.items() if k != "fit"})
-        for k, v in overrides.items():
-            if v is None:
-                continue
-            if hasattr(cfg, k) and k != "fit":
-                setattr(cfg, k, v)
-            elif hasattr(cfg.fit, k):
-                setattr(cfg.fit, k, v)
-            else:
-                raise ConfigError(f"unknown training option {k!r}")
-        return cfg
-
-    def validate(self) -> None:
-        from digitlab.datasets import get_dataset
+    def build(self) -> None:
         from digitlab.models import build_model
 
-        get_dataset(self.dataset)
-        self.model_options = dict(build_model(self.model, **self.model_options).options)  # resolved defaults
-        if not 0.0 <= self.val_split < 1.0:
-            raise ConfigError(f"validation split must be in [0, 1), got {self.val_split}")
-        self.fit.validate()
+        torch.manual_seed(self.config.fit.seed)
+        self.model = build_model(self.config.model, **self.config.model_options)
 
-    def to_json(self) -> dict[str, Any]:
-        from digitlab import __version__
-        from digitlab.datasets import get_dataset
+    def resume(self, run_path) -> tuple[EpochState, Resume]:
+        from digitlab import runs
 
-        return {
-            "digitlab_version": __version__,
-            "preset": self.preset,
-            "model": {"name": self.model, **self.model_options},
-            "dataset": self.dataset,
-            "labels": list(get_dataset(self.dataset).classes),
-            "input": {"shape": [28, 28], "dtype": "uint8", "normalisation": "x / 255",
-                      "polarity": "white ink on black", "output": "logits; softmax for probabilities"},
-            "val_split": self.val_split,
-            "split_seed": self.split_seed,
-            "fit": self.fit.to_dict(),
-        }
+        state, model_t, optim_t, optim_meta, best = runs.load_checkpoint(run_path)
+        runs.load_state(self.model, model_t, run_path / runs.CHECKPOINT / runs.CKPT_MODEL)
+        st = epoch_state_from_json(state)
+        return st, Resume(runs.unflatten_optimizer(optim_t, optim_meta), st, best)
 
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> TrainConfig:
-        model = dict(data["model"])
-        name = model.pop("name")
-        fit_opts = FitOptions(**{k: v for k, v in data.get("fit", {}).items() if k in FitOptions.__dataclass_fields__})
-        return cls(model=name, model_options=model, dataset=data.get("dataset", "mnist"),
-                   val_split=data.get("val_split", 0.2), split_seed=data.get("split_seed", 42),
-                   fit=fit_opts, preset=data.get("preset", "tutorial"))
+    def fit(self, split: Split, quiet: bool, on_epoch_end, resume) -> History:
+        from digitlab.preprocess import to_float
 
+        def hook(model, optimizer, st, best):
+            self.optimizer = optimizer
+            if on_epoch_end is not None:
+                on_epoch_end(st, best)
 
-@dataclass
-class TrainResult:
-    run_dir: str | None
-    history: History
-    metrics: dict[str, Any]
-    model: Net
+        validation = None if split.x_val is None else (to_float(split.x_val), split.y_val)
+        return fit(self.model, to_float(split.x_train), split.y_train, validation, self.config.fit, quiet=quiet,
+                   on_epoch_end=hook, resume=resume[1] if resume else None, dist=self.dist)
 
+    def checkpoint(self, run_path, state: EpochState, best) -> None:
+        from digitlab import runs
 
-def default_run_dir(model: str, root: str | os.PathLike = "runs") -> str:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = os.path.join(root, f"{model}-{stamp}")
-    k = 1
-    while os.path.exists(path):
-        k += 1
-        path = os.path.join(root, f"{model}-{stamp}-{k}")
-    return path
+        opt_tensors, opt_meta = runs.flatten_optimizer(self.optimizer.state_dict())
+        runs.save_checkpoint(run_path, self.model.state_dict(), opt_tensors, opt_meta, run_state_json(state), best)
 
+    def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        from digitlab.preprocess import to_float
 
-def train(
-    config: TrainConfig,
-    run_dir: str | os.PathLike | None,
-    *,
-    data_dir: str | os.PathLike | None = None,
-    resume: bool = False,
-    quiet: bool = False,
-    plots: bool = True,
-    dist: Any = None,
-    log: Callable[[str], None] | None = None,
-    data: Any = None,
-) -> TrainResult:
-    """Load the data, build the model, fit with a checkpoint per epoch, evaluate on the test set and
-    write the run folder (when ``run_dir`` is given; only rank 0 writes).
+        device = next(self.model.parameters()).device
+        xt = torch.from_numpy(to_float(x)).to(device)
+        yt = torch.from_numpy(np.asarray(y, np.int64)).to(device)
+        return _evaluate_maybe_sharded(self.model, xt, yt, self.config.fit.bf16, self.dist)
 
-    ``data`` may hold the dataset's arrays already, or a future that will (the CLI starts reading the
-    files while torch is still importing)."""
-    from pathlib import Path
+    def save_weights(self, run_path) -> None:
+        from digitlab import runs
 
-    from digitlab import runs
-    from digitlab.datasets import load_data
-    from digitlab.models import build_model
-    from digitlab.preprocess import to_float, train_val_split
+        runs.save_weights(run_path, self.model)
 
-    writer = dist is None or dist.rank == 0
-    say = log or (lambda msg: None if quiet or not writer else print(msg, file=sys.stderr, flush=True))
-    run_path = Path(run_dir) if run_dir is not None else None
-    resume_state = None
-    if resume:
-        if run_path is None:
-            raise ConfigError("--resume needs a run folder")
-        saved = runs.read_config(run_path)
-        config = TrainConfig.from_json(saved) if config is None else config
-        state, model_t, optim_state, best = runs.load_checkpoint(run_path)
-    config.validate()
-    if run_path is not None and writer and not resume:
-        if runs.is_run(run_path):
-            raise ConfigError(f"{run_path} already holds a run; pick another --name or continue it with --resume")
-        run_path.mkdir(parents=True, exist_ok=True)
-        runs.write_json(run_path / runs.CONFIG, config.to_json())
+    def info(self) -> dict[str, Any]:
+        from digitlab.models import count_params
 
-    curves = None
-    if run_path is not None and writer and plots:
-        from digitlab.curves_worker import CurvesRenderer
+        return {"params": count_params(self.model), "device": str(next(self.model.parameters()).device),
+                "threads": torch.get_num_threads(), "engine": self.name, "torch": torch.__version__}
 
-        # the MLP trains on one thread (default_threads): the idle core can import matplotlib meanwhile
-        curves = CurvesRenderer(run_path / runs.CURVES,
-                                background=config.model == "mlp" and (config.fit.threads or 1) < _cores())
-    if data is None:
-        data = load_data(config.dataset, data_dir=data_dir, quiet=quiet or not writer)
-    elif hasattr(data, "result"):
-        try:
-            data = data.result()
-        except DigitlabError:  # e.g. a corrupt cached file: load again in the foreground, with messages
-            data = load_data(config.dataset, data_dir=data_dir, quiet=quiet or not writer)
-    (x_train, y_train), (x_test, y_test) = data
-    if config.val_split > 0:
-        (x_tr, y_tr), (x_val, y_val) = train_val_split(x_train, y_train, config.val_split, config.split_seed)
-        validation = (to_float(x_val), y_val.astype(np.int64))
-    else:
-        x_tr, y_tr, validation = x_train, y_train, None
-    torch.manual_seed(config.fit.seed)
-    model = build_model(config.model, **config.model_options)
-    if resume:
-        runs.load_state(model, model_t, run_path / runs.CHECKPOINT / runs.CKPT_MODEL)
-        resume_state = Resume(optim_state, EpochState(
-            epoch=state["epoch"], history=state["history"], plateau=state["plateau"],
-            best_value=state.get("best_value"), best_epoch=state.get("best_epoch"),
-            bad_epochs=state.get("bad_epochs", 0)), best)
-        if state["epoch"] >= config.fit.epochs:
-            say(f"{run_path} already completed {state['epoch']} epochs; evaluating")
-        else:
-            say(f"Resuming {run_path} after epoch {state['epoch']} of {config.fit.epochs}")
+    def torch_model(self) -> Net:
+        return self.model
 
-    def checkpoint(model: Net, optimizer: torch.optim.Optimizer, st: EpochState, best_state) -> None:
-        if run_path is None or not writer:
-            return
-        runs.save_checkpoint(run_path, model, optimizer, {
-            "epoch": st.epoch, "history": st.history, "plateau": st.plateau,
-            "best_value": st.best_value, "best_epoch": st.best_epoch, "bad_epochs": st.bad_epochs,
-        }, best_state if config.fit.early_stopping else None)
-        runs.save_history(run_path, st.history)
-
-    t0 = time.perf_counter()
-    history = fit(model, to_float(x_tr), y_tr.astype(np.int64), validation, config.fit, quiet=quiet,
-                  on_epoch_end=checkpoint, resume=resume_state, dist=dist)
-    train_s = time.perf_counter() - t0
-    if history.interrupted:
-        if curves is not None:
-            curves.cancel()
-        done = len(history.rows)
-        raise Interrupted(f"interrupted during epoch {done + 1}; the checkpoint of epoch {done} is saved"
-                          + (f"; continue with: digitlab train --resume {run_path}" if run_path else ""))
-
-    device = next(model.parameters()).device
-    xt = torch.from_numpy(to_float(x_test)).to(device)
-    yt = torch.from_numpy(y_test.astype(np.int64)).to(device)
-    test_loss, test_acc = _evaluate_maybe_sharded(model, xt, yt, config.fit.bf16, dist)
-    last = history.rows[-1] if history.rows else {}
-    epoch_times = [r["time"] for r in history.rows]
-    new_epochs = epoch_times[resume_state.state.epoch:] if resume_state else epoch_times
-    from digitlab.models import count_params
-
-    metrics = {
-        "test_loss": test_loss,
-        "test_accuracy": test_acc,
-        "val_loss": last.get("val_loss"),
-        "val_accuracy": last.get("val_accuracy"),
-        "train_loss": last.get("loss"),
-        "train_accuracy": last.get("accuracy"),
-        "epochs": len(history.rows),
-        "best_epoch": history.best_epoch,
-        "stopped_early": history.stopped_early,
-        "epoch_time_s": epoch_times,
-        "train_time_s": train_s,
-        "samples_per_s": (len(x_tr) * len(new_epochs) / sum(new_epochs)) if new_epochs and sum(new_epochs) else None,
-        "params": count_params(model),
-        "device": str(device),
-        "threads": torch.get_num_threads(),
-        "world_size": dist.world_size if dist is not None else 1,
-        "torch": torch.__version__,
-    }
-    if run_path is not None and writer:
-        runs.save_weights(run_path, model)
-        runs.save_history(run_path, history.rows)
-        runs.write_json(run_path / runs.METRICS, metrics)
-        if curves is not None:
-            curves.render(history.rows)
-    return TrainResult(str(run_path) if run_path else None, history, metrics, model)
-
-
-class Interrupted(DigitlabError):
-    """Training stopped by Ctrl-C after the last completed epoch's checkpoint."""

@@ -101,7 +101,10 @@ def train(
     device: str = typer.Option(None, "--device", help="auto, cpu, cuda or mps."),
     bf16: bool = typer.Option(None, "--bf16/--no-bf16", help="bfloat16 autocast (GPU, or CPUs with AVX512-BF16)."),
     compile: bool = typer.Option(None, "--compile/--no-compile", help="torch.compile the model."),
-    threads: int = typer.Option(None, "--threads", help="CPU threads (default: 1 for the MLP, all cores otherwise)."),
+    threads: int = typer.Option(None, "--threads",
+                                help="CPU threads (default: all cores; 1 for the MLP on the torch engine)."),
+    engine: str = typer.Option(None, "--engine",
+                               help="auto (native where it can: ReLU MLPs with Adam on the CPU), native or torch."),
     name: str = typer.Option(None, "--name", help="Run folder name under --runs-dir (default: model-timestamp)."),
     runs_dir: str = typer.Option("runs", "--runs-dir", help="Where run folders go."),
     resume: str = typer.Option(None, "--resume", metavar="RUN", help="Continue an interrupted run folder."),
@@ -111,19 +114,23 @@ def train(
     json_out: bool = JSON,
 ) -> None:
     """Train a model (the tutorial's protocol by default), evaluate it on the test set, save a run folder."""
+    import os
     import sys
 
     if nproc is not None and nproc > 1:
         from digitlab.distributed import launch
 
         raise typer.Exit(launch(nproc, sys.argv[1:]))
-    data = _start_loading(resume, dataset, data_dir, quiet)  # reads the files while torch imports
+    data = _start_loading(resume, dataset, data_dir, quiet)  # reads the files while the engine loads
 
-    from digitlab.distributed import context_from_env
-    from digitlab.train import TrainConfig
-    from digitlab.train import train as run_training
+    from digitlab.config import TrainConfig
+    from digitlab.job import train as run_training
 
-    dist = context_from_env()
+    dist = None
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:  # under torchrun (--nproc)
+        from digitlab.distributed import context_from_env
+
+        dist = context_from_env()
     if resume:
         config, run_dir = None, resume
     else:
@@ -132,7 +139,7 @@ def train(
             batch_size=batch_size, optimizer=optimizer, lr=lr, weight_decay=weight_decay, momentum=momentum,
             nesterov=nesterov, schedule=schedule, augment=augment, label_smoothing=label_smoothing,
             early_stopping=early_stopping, monitor=monitor, seed=seed, device=device, bf16=bf16,
-            compile=compile, threads=threads)
+            compile=compile, threads=threads, engine=engine)
         options = dict(config.model_options)
         if hidden:
             options["hidden"] = _hidden(hidden)
@@ -144,7 +151,7 @@ def train(
         config.validate()
         run_dir = f"{runs_dir}/{name}" if name else None
         if run_dir is None:
-            from digitlab.train import default_run_dir
+            from digitlab.config import default_run_dir
 
             run_dir = default_run_dir(config.model, runs_dir)
     finished = False

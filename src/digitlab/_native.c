@@ -1,0 +1,609 @@
+/* Native training engine for ReLU multilayer perceptrons (the tutorial's MLP) on the CPU.
+ *
+ * A plain C library (loaded with ctypes, no Python API): a training step at batch 32 is a few
+ * small matrix products, so what decides the speed is the work around them. Here a whole run of
+ * steps is one call: the batch is gathered from the uint8 images and scaled by 1/255 in place,
+ * every layer is split by output columns between threads that meet at spin barriers, and the
+ * weight gradient of each column block is used for its Adam update while it is still in
+ * registers, never written out.
+ *
+ * Layout: layer l has weights W[l] of shape (dims[l], dims[l+1]) (input-major, the transpose of
+ * torch.nn.Linear.weight) and bias b[l] of dims[l+1]; Adam moments have the same shapes. Every
+ * output column is computed by the same sequence of operations whatever the number of threads, so
+ * results do not depend on it.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define DL_X86 1
+#define AVX2 __attribute__((target("avx2,fma")))
+#endif
+
+#define DL_MAXL 16
+#define DL_MAXT 64
+
+/* --- threads ------------------------------------------------------------------------------- */
+
+typedef struct {
+    atomic_int count;
+    atomic_int sense;
+    int n;
+} barrier_t;
+
+static inline void cpu_relax(void) {
+#ifdef DL_X86
+    _mm_pause();
+#endif
+}
+
+static void barrier_wait(barrier_t *b, int *local) {
+    int s = !*local;
+    *local = s;
+    if (b->n == 1) return;
+    if (atomic_fetch_add_explicit(&b->count, 1, memory_order_acq_rel) == b->n - 1) {
+        atomic_store_explicit(&b->count, 0, memory_order_relaxed);
+        atomic_store_explicit(&b->sense, s, memory_order_release);
+        return;
+    }
+    int spins = 0;
+    while (atomic_load_explicit(&b->sense, memory_order_acquire) != s) {
+        if (++spins < 4000) cpu_relax();
+        else sched_yield(); /* the other thread lost its core: stop burning this one */
+    }
+}
+
+typedef void (*work_fn)(void *ctx, int tid);
+typedef struct { work_fn fn; void *ctx; int tid; atomic_int *go; } thread_arg;
+
+static void *thread_main(void *p) {
+    thread_arg *a = (thread_arg *)p;
+    int go;
+    while ((go = atomic_load_explicit(a->go, memory_order_acquire)) == 0) sched_yield();
+    if (go > 0) a->fn(a->ctx, a->tid);
+    return NULL;
+}
+
+/* Run fn(ctx, t) for t in 0..nthreads-1, t = 0 on the calling thread. Nothing runs unless every
+ * thread could be started (the workers meet at barriers sized for all of them): returns -1 then. */
+static int run_threads(work_fn fn, void *ctx, int nthreads) {
+    pthread_t th[DL_MAXT];
+    thread_arg args[DL_MAXT];
+    atomic_int go;
+    atomic_init(&go, 0);
+    int started = 1;
+    for (; started < nthreads; started++) {
+        args[started] = (thread_arg){fn, ctx, started, &go};
+        if (pthread_create(&th[started], NULL, thread_main, &args[started]) != 0) break;
+    }
+    int ok = started == nthreads;
+    atomic_store_explicit(&go, ok ? 1 : -1, memory_order_release);
+    if (ok) fn(ctx, 0);
+    for (int t = 1; t < started; t++) pthread_join(th[t], NULL);
+    return ok ? 0 : -1;
+}
+
+/* Columns [c0, c1) of n that thread t owns: blocks of 16 so the vector kernels stay whole. */
+static void part(int n, int t, int nthreads, int *c0, int *c1) {
+    int chunk = (n + nthreads - 1) / nthreads;
+    chunk = (chunk + 15) / 16 * 16;
+    int a = t * chunk, b = a + chunk;
+    *c0 = a < n ? a : n;
+    *c1 = b < n ? b : n;
+}
+
+/* Rows [r0, r1) of n that thread t owns: blocks of 4. */
+static void part4(int n, int t, int nthreads, int *r0, int *r1) {
+    int chunk = (n + nthreads - 1) / nthreads;
+    chunk = (chunk + 3) / 4 * 4;
+    int a = t * chunk, b = a + chunk;
+    *r0 = a < n ? a : n;
+    *r1 = b < n ? b : n;
+}
+
+static int have_avx2(void) {
+#ifdef DL_X86
+    static int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        if (getenv("DIGITLAB_NATIVE_GENERIC")) cached = 0; /* tests: the portable kernels */
+    }
+    return cached;
+#else
+    return 0;
+#endif
+}
+
+/* --- kernels: out[i, c0:c1] = bias + A[i, :] @ W[:, c0:c1], optional ReLU ---------------------- */
+
+static void fwd_generic(int M, int K, const float *A, int lda, const float *W, int ldw, const float *bias,
+                        float *out, int ldo, int c0, int c1, int relu) {
+    for (int i = 0; i < M; i++) {
+        float *o = out + (size_t)i * ldo;
+        for (int j = c0; j < c1; j++) o[j] = bias[j];
+        const float *a = A + (size_t)i * lda;
+        for (int k = 0; k < K; k++) {
+            float ak = a[k];
+            const float *w = W + (size_t)k * ldw;
+            for (int j = c0; j < c1; j++) o[j] += ak * w[j];
+        }
+        if (relu)
+            for (int j = c0; j < c1; j++) o[j] = o[j] > 0.0f ? o[j] : 0.0f;
+    }
+}
+
+#ifdef DL_X86
+AVX2 static void fwd_avx2(int M, int K, const float *A, int lda, const float *W, int ldw, const float *bias,
+                          float *out, int ldo, int c0, int c1, int relu) {
+    int j = c0;
+    const __m256 zero = _mm256_setzero_ps();
+    for (; j + 16 <= c1; j += 16) {
+        __m256 b0 = _mm256_loadu_ps(bias + j), b1 = _mm256_loadu_ps(bias + j + 8);
+        int i = 0;
+        for (; i + 4 <= M; i += 4) {
+            __m256 c00 = b0, c01 = b1, c10 = b0, c11 = b1, c20 = b0, c21 = b1, c30 = b0, c31 = b1;
+            const float *a0 = A + (size_t)i * lda, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda;
+            const float *w = W + j;
+            for (int k = 0; k < K; k++, w += ldw) {
+                __m256 w0 = _mm256_loadu_ps(w), w1 = _mm256_loadu_ps(w + 8);
+                __m256 x = _mm256_broadcast_ss(a0 + k);
+                c00 = _mm256_fmadd_ps(x, w0, c00); c01 = _mm256_fmadd_ps(x, w1, c01);
+                x = _mm256_broadcast_ss(a1 + k);
+                c10 = _mm256_fmadd_ps(x, w0, c10); c11 = _mm256_fmadd_ps(x, w1, c11);
+                x = _mm256_broadcast_ss(a2 + k);
+                c20 = _mm256_fmadd_ps(x, w0, c20); c21 = _mm256_fmadd_ps(x, w1, c21);
+                x = _mm256_broadcast_ss(a3 + k);
+                c30 = _mm256_fmadd_ps(x, w0, c30); c31 = _mm256_fmadd_ps(x, w1, c31);
+            }
+            if (relu) {
+                c00 = _mm256_max_ps(c00, zero); c01 = _mm256_max_ps(c01, zero);
+                c10 = _mm256_max_ps(c10, zero); c11 = _mm256_max_ps(c11, zero);
+                c20 = _mm256_max_ps(c20, zero); c21 = _mm256_max_ps(c21, zero);
+                c30 = _mm256_max_ps(c30, zero); c31 = _mm256_max_ps(c31, zero);
+            }
+            float *o = out + (size_t)i * ldo + j;
+            _mm256_storeu_ps(o, c00); _mm256_storeu_ps(o + 8, c01); o += ldo;
+            _mm256_storeu_ps(o, c10); _mm256_storeu_ps(o + 8, c11); o += ldo;
+            _mm256_storeu_ps(o, c20); _mm256_storeu_ps(o + 8, c21); o += ldo;
+            _mm256_storeu_ps(o, c30); _mm256_storeu_ps(o + 8, c31);
+        }
+        for (; i < M; i++) {
+            __m256 c0v = b0, c1v = b1;
+            const float *a = A + (size_t)i * lda, *w = W + j;
+            for (int k = 0; k < K; k++, w += ldw) {
+                __m256 x = _mm256_broadcast_ss(a + k);
+                c0v = _mm256_fmadd_ps(x, _mm256_loadu_ps(w), c0v);
+                c1v = _mm256_fmadd_ps(x, _mm256_loadu_ps(w + 8), c1v);
+            }
+            if (relu) { c0v = _mm256_max_ps(c0v, zero); c1v = _mm256_max_ps(c1v, zero); }
+            _mm256_storeu_ps(out + (size_t)i * ldo + j, c0v);
+            _mm256_storeu_ps(out + (size_t)i * ldo + j + 8, c1v);
+        }
+    }
+    if (j < c1) fwd_generic(M, K, A, lda, W, ldw, bias, out, ldo, j, c1, relu);
+}
+#endif
+
+static void forward_cols(int M, int K, const float *A, int lda, const float *W, int ldw, const float *bias,
+                         float *out, int ldo, int c0, int c1, int relu) {
+    if (c1 <= c0 || M <= 0) return;
+#ifdef DL_X86
+    if (have_avx2()) { fwd_avx2(M, K, A, lda, W, ldw, bias, out, ldo, c0, c1, relu); return; }
+#endif
+    fwd_generic(M, K, A, lda, W, ldw, bias, out, ldo, c0, c1, relu);
+}
+
+/* --- kernels: dA[i, r0:r1] = (dZ[i, :] @ W[r0:r1, :]^T) * (A[i, r0:r1] > 0) (backward through ReLU) */
+
+static void back_hidden(int M, int N, const float *dZ, int ldz, const float *W, int ldw,
+                        const float *H, float *dH, int ldh, int r0, int r1) {
+    for (int i = 0; i < M; i++) {
+        const float *dz = dZ + (size_t)i * ldz;
+        for (int r = r0; r < r1; r++) {
+            float h = H[(size_t)i * ldh + r];
+            float s = 0.0f;
+            if (h > 0.0f) {
+                const float *w = W + (size_t)r * ldw;
+                for (int j = 0; j < N; j++) s += dz[j] * w[j];
+            }
+            dH[(size_t)i * ldh + r] = s;
+        }
+    }
+}
+
+#ifdef DL_X86
+AVX2 static inline __m256 hsum8(__m256 a0, __m256 a1, __m256 a2, __m256 a3, __m256 a4, __m256 a5,
+                                __m256 a6, __m256 a7) {
+    __m256 u = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+    __m256 v = _mm256_hadd_ps(_mm256_hadd_ps(a4, a5), _mm256_hadd_ps(a6, a7));
+    return _mm256_add_ps(_mm256_permute2f128_ps(u, v, 0x20), _mm256_permute2f128_ps(u, v, 0x31));
+}
+
+/* 8 rows r at a time for one sample i: eight dot products over N (a multiple of 8), summed across
+ * lanes at once. The ReLU mask is applied after: the sum is the same, masked or not. */
+AVX2 static void back_hidden_avx2(int M, int N, const float *dZ, int ldz, const float *W, int ldw,
+                                  const float *H, float *dH, int ldh, int r0, int r1) {
+    if (N % 8) { back_hidden(M, N, dZ, ldz, W, ldw, H, dH, ldh, r0, r1); return; }
+    int r = r0;
+    for (; r + 8 <= r1; r += 8) {
+        const float *w = W + (size_t)r * ldw;
+        for (int i = 0; i < M; i++) {
+            const float *dz = dZ + (size_t)i * ldz;
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+            for (int j = 0; j < N; j += 8) {
+                __m256 d = _mm256_loadu_ps(dz + j);
+                a0 = _mm256_fmadd_ps(d, _mm256_loadu_ps(w + j), a0);
+                a1 = _mm256_fmadd_ps(d, _mm256_loadu_ps(w + ldw + j), a1);
+                a2 = _mm256_fmadd_ps(d, _mm256_loadu_ps(w + 2 * ldw + j), a2);
+                a3 = _mm256_fmadd_ps(d, _mm256_loadu_ps(w + 3 * ldw + j), a3);
+                a4 = _mm256_fmadd_ps(d, _mm256_loadu_ps(w + 4 * ldw + j), a4);
+                a5 = _mm256_fmadd_ps(d, _mm256_loadu_ps(w + 5 * ldw + j), a5);
+                a6 = _mm256_fmadd_ps(d, _mm256_loadu_ps(w + 6 * ldw + j), a6);
+                a7 = _mm256_fmadd_ps(d, _mm256_loadu_ps(w + 7 * ldw + j), a7);
+            }
+            __m256 s = hsum8(a0, a1, a2, a3, a4, a5, a6, a7);
+            __m256 h = _mm256_loadu_ps(H + (size_t)i * ldh + r);
+            s = _mm256_and_ps(s, _mm256_cmp_ps(h, _mm256_setzero_ps(), _CMP_GT_OQ));
+            _mm256_storeu_ps(dH + (size_t)i * ldh + r, s);
+        }
+    }
+    if (r < r1) back_hidden(M, N, dZ, ldz, W, ldw, H, dH, ldh, r, r1);
+}
+#endif
+
+static void backward_hidden(int M, int N, const float *dZ, int ldz, const float *W, int ldw,
+                            const float *H, float *dH, int ldh, int r0, int r1) {
+    if (r1 <= r0) return;
+#ifdef DL_X86
+    if (have_avx2()) { back_hidden_avx2(M, N, dZ, ldz, W, ldw, H, dH, ldh, r0, r1); return; }
+#endif
+    back_hidden(M, N, dZ, ldz, W, ldw, H, dH, ldh, r0, r1);
+}
+
+/* --- kernels: G = A^T @ dZ for columns [c0, c1), consumed at once by Adam ---------------------- */
+
+typedef struct {
+    float lr, b1, b2, eps, wd, step_size, inv_sqrt_bc2;
+    int decoupled;
+} adam_t;
+
+static inline void adam_scalar(const adam_t *o, float g, float *w, float *m, float *v) {
+    float wv = *w;
+    if (o->decoupled) wv *= 1.0f - o->lr * o->wd;
+    else g += o->wd * wv;
+    float mv = *m + (1.0f - o->b1) * (g - *m);
+    float vv = o->b2 * *v + (1.0f - o->b2) * g * g;
+    *m = mv;
+    *v = vv;
+    *w = wv - o->step_size * mv / (sqrtf(vv) * o->inv_sqrt_bc2 + o->eps);
+}
+
+static void grad_adam_generic(int M, int K, const float *A, int lda, const float *dZ, int ldz, float *W,
+                              float *Mo, float *V, int ldw, int c0, int c1, const adam_t *o) {
+    for (int k = 0; k < K; k++) {
+        for (int j = c0; j < c1; j++) {
+            float g = 0.0f;
+            for (int i = 0; i < M; i++) g += A[(size_t)i * lda + k] * dZ[(size_t)i * ldz + j];
+            size_t at = (size_t)k * ldw + j;
+            adam_scalar(o, g, W + at, Mo + at, V + at);
+        }
+    }
+}
+
+#ifdef DL_X86
+AVX2 static inline void adam_vec(const adam_t *o, __m256 g, float *w, float *m, float *v) {
+    __m256 wv = _mm256_loadu_ps(w), mv = _mm256_loadu_ps(m), vv = _mm256_loadu_ps(v);
+    if (o->decoupled) wv = _mm256_mul_ps(wv, _mm256_set1_ps(1.0f - o->lr * o->wd));
+    else if (o->wd != 0.0f) g = _mm256_fmadd_ps(_mm256_set1_ps(o->wd), wv, g);
+    mv = _mm256_fmadd_ps(_mm256_set1_ps(1.0f - o->b1), _mm256_sub_ps(g, mv), mv);
+    vv = _mm256_fmadd_ps(_mm256_set1_ps(1.0f - o->b2), _mm256_mul_ps(g, g), _mm256_mul_ps(_mm256_set1_ps(o->b2), vv));
+    __m256 den = _mm256_fmadd_ps(_mm256_sqrt_ps(vv), _mm256_set1_ps(o->inv_sqrt_bc2), _mm256_set1_ps(o->eps));
+    wv = _mm256_sub_ps(wv, _mm256_div_ps(_mm256_mul_ps(_mm256_set1_ps(o->step_size), mv), den));
+    _mm256_storeu_ps(w, wv);
+    _mm256_storeu_ps(m, mv);
+    _mm256_storeu_ps(v, vv);
+}
+
+AVX2 static void grad_adam_avx2(int M, int K, const float *A, int lda, const float *dZ, int ldz, float *W,
+                                float *Mo, float *V, int ldw, int c0, int c1, const adam_t *o) {
+    int j = c0;
+    for (; j + 16 <= c1; j += 16) {
+        int k = 0;
+        for (; k + 4 <= K; k += 4) {
+            __m256 g00 = _mm256_setzero_ps(), g01 = g00, g10 = g00, g11 = g00, g20 = g00, g21 = g00,
+                   g30 = g00, g31 = g00;
+            const float *a = A + k, *dz = dZ + j;
+            for (int i = 0; i < M; i++, a += lda, dz += ldz) {
+                __m256 d0 = _mm256_loadu_ps(dz), d1 = _mm256_loadu_ps(dz + 8);
+                __m256 x = _mm256_broadcast_ss(a);
+                g00 = _mm256_fmadd_ps(x, d0, g00); g01 = _mm256_fmadd_ps(x, d1, g01);
+                x = _mm256_broadcast_ss(a + 1);
+                g10 = _mm256_fmadd_ps(x, d0, g10); g11 = _mm256_fmadd_ps(x, d1, g11);
+                x = _mm256_broadcast_ss(a + 2);
+                g20 = _mm256_fmadd_ps(x, d0, g20); g21 = _mm256_fmadd_ps(x, d1, g21);
+                x = _mm256_broadcast_ss(a + 3);
+                g30 = _mm256_fmadd_ps(x, d0, g30); g31 = _mm256_fmadd_ps(x, d1, g31);
+            }
+            size_t at = (size_t)k * ldw + j;
+            adam_vec(o, g00, W + at, Mo + at, V + at); adam_vec(o, g01, W + at + 8, Mo + at + 8, V + at + 8);
+            at += ldw;
+            adam_vec(o, g10, W + at, Mo + at, V + at); adam_vec(o, g11, W + at + 8, Mo + at + 8, V + at + 8);
+            at += ldw;
+            adam_vec(o, g20, W + at, Mo + at, V + at); adam_vec(o, g21, W + at + 8, Mo + at + 8, V + at + 8);
+            at += ldw;
+            adam_vec(o, g30, W + at, Mo + at, V + at); adam_vec(o, g31, W + at + 8, Mo + at + 8, V + at + 8);
+        }
+        for (; k < K; k++) {
+            __m256 g0 = _mm256_setzero_ps(), g1 = g0;
+            const float *a = A + k, *dz = dZ + j;
+            for (int i = 0; i < M; i++, a += lda, dz += ldz) {
+                __m256 x = _mm256_broadcast_ss(a);
+                g0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(dz), g0);
+                g1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(dz + 8), g1);
+            }
+            size_t at = (size_t)k * ldw + j;
+            adam_vec(o, g0, W + at, Mo + at, V + at); adam_vec(o, g1, W + at + 8, Mo + at + 8, V + at + 8);
+        }
+    }
+    if (j < c1) grad_adam_generic(M, K, A, lda, dZ, ldz, W, Mo, V, ldw, j, c1, o);
+}
+#endif
+
+static void grad_adam(int M, int K, const float *A, int lda, const float *dZ, int ldz, float *W, float *Mo,
+                      float *V, int ldw, int c0, int c1, const adam_t *o) {
+    if (c1 <= c0) return;
+#ifdef DL_X86
+    if (have_avx2()) { grad_adam_avx2(M, K, A, lda, dZ, ldz, W, Mo, V, ldw, c0, c1, o); return; }
+#endif
+    grad_adam_generic(M, K, A, lda, dZ, ldz, W, Mo, V, ldw, c0, c1, o);
+}
+
+/* Softmax cross-entropy on logits row by row: returns the summed loss, counts correct argmaxes,
+ * and (when dZ is given) writes (softmax - onehot) * scale. */
+static double softmax_xent(int M, int N, const float *Z, const int64_t *y, float *dZ, float scale,
+                           float *probs, int64_t *correct) {
+    double loss = 0.0;
+    int64_t ok = 0;
+    for (int i = 0; i < M; i++) {
+        const float *z = Z + (size_t)i * N;
+        int arg = 0;
+        float mx = z[0];
+        for (int j = 1; j < N; j++)
+            if (z[j] > mx) { mx = z[j]; arg = j; }
+        float sum = 0.0f;
+        for (int j = 0; j < N; j++) sum += expf(z[j] - mx);
+        float lse = mx + logf(sum);
+        if (y) {
+            loss += (double)(lse - z[y[i]]);
+            ok += arg == y[i];
+        }
+        if (dZ) {
+            float *d = dZ + (size_t)i * N;
+            for (int j = 0; j < N; j++) d[j] = (expf(z[j] - lse) - (y && j == y[i] ? 1.0f : 0.0f)) * scale;
+        }
+        if (probs) {
+            float *p = probs + (size_t)i * N;
+            for (int j = 0; j < N; j++) p[j] = expf(z[j] - lse);
+        }
+    }
+    *correct += ok;
+    return loss;
+}
+
+/* x / 255 in float32 for every byte value: exactly numpy's uint8 -> float32 division. */
+static float scale_lut[256];
+
+static void init_lut(void) {
+    for (int v = 0; v < 256; v++) scale_lut[v] = (float)v / 255.0f;
+}
+
+static void to_float_rows(const uint8_t *X, const int64_t *rows, int64_t first, int count, int d, float *out,
+                          int t, int nthreads) {
+    for (int i = t; i < count; i += nthreads) {
+        const uint8_t *src = X + (size_t)rows[first + i] * d;
+        float *dst = out + (size_t)i * d;
+        for (int k = 0; k < d; k++) dst[k] = scale_lut[src[k]];
+    }
+}
+
+/* --- training ------------------------------------------------------------------------------ */
+
+typedef struct {
+    int L, nthreads, batch;
+    const int *dims;
+    float **W, **b, **mW, **vW, **mb, **vb;
+    const uint8_t *X;
+    const int64_t *y, *idx;
+    int64_t n, t0;
+    const float *lr;
+    float b1, b2, eps, wd;
+    int decoupled;
+    double *loss_out;
+    int64_t *correct_out;
+    float *xb[2], *H[DL_MAXL], *dZ[DL_MAXL];
+    int64_t *yb;
+    barrier_t bar;
+} train_ctx;
+
+static void train_worker(void *p, int t) {
+    train_ctx *c = (train_ctx *)p;
+    const int L = c->L, T = c->nthreads, B = c->batch, d0 = c->dims[0];
+    int sense = 0;
+    int64_t steps = (c->n + B - 1) / B;
+    for (int64_t s = 0; s < steps; s++) {
+        int64_t first = s * B;
+        int bs = (int)(c->n - first < B ? c->n - first : B);
+        float *xb = c->xb[s & 1];
+        to_float_rows(c->X, c->idx, first, bs, d0, xb, t, T);
+        barrier_wait(&c->bar, &sense);
+
+        const float *A = xb;
+        for (int l = 0; l < L; l++) {
+            int c0, c1;
+            part(c->dims[l + 1], t, T, &c0, &c1);
+            forward_cols(bs, c->dims[l], A, c->dims[l], c->W[l], c->dims[l + 1], c->b[l], c->H[l],
+                         c->dims[l + 1], c0, c1, l < L - 1);
+            barrier_wait(&c->bar, &sense);
+            A = c->H[l];
+        }
+        if (t == 0) {
+            const int nc = c->dims[L];
+            for (int i = 0; i < bs; i++) c->yb[i] = c->y[c->idx[first + i]];
+            int64_t ok = 0;
+            c->loss_out[s] = softmax_xent(bs, nc, c->H[L - 1], c->yb, c->dZ[L - 1], 1.0f / (float)bs, NULL, &ok);
+            c->correct_out[s] = ok;
+        }
+        barrier_wait(&c->bar, &sense);
+        for (int l = L - 1; l >= 1; l--) {
+            int r0, r1;
+            part(c->dims[l], t, T, &r0, &r1);
+            backward_hidden(bs, c->dims[l + 1], c->dZ[l], c->dims[l + 1], c->W[l], c->dims[l + 1], c->H[l - 1],
+                            c->dZ[l - 1], c->dims[l], r0, r1);
+            barrier_wait(&c->bar, &sense);
+        }
+
+        int64_t step = c->t0 + s + 1;
+        float lr = c->lr[s];
+        double bc1 = 1.0 - pow(c->b1, (double)step), bc2 = 1.0 - pow(c->b2, (double)step);
+        adam_t o = {lr, c->b1, c->b2, c->eps, c->wd, (float)(lr / bc1), (float)(1.0 / sqrt(bc2)), c->decoupled};
+        for (int l = 0; l < L; l++) {
+            /* kernels by input rows: each thread streams one contiguous block of W, m and v */
+            int k0, k1, c0, c1, din = c->dims[l], dout = c->dims[l + 1];
+            part4(din, t, T, &k0, &k1);
+            const float *Al = l == 0 ? xb : c->H[l - 1];
+            size_t at = (size_t)k0 * dout;
+            grad_adam(bs, k1 - k0, Al + k0, din, c->dZ[l], dout, c->W[l] + at, c->mW[l] + at, c->vW[l] + at, dout,
+                      0, dout, &o);
+            part(dout, t, T, &c0, &c1);
+            for (int j = c0; j < c1; j++) {
+                float g = 0.0f;
+                for (int i = 0; i < bs; i++) g += c->dZ[l][(size_t)i * dout + j];
+                adam_scalar(&o, g, c->b[l] + j, c->mb[l] + j, c->vb[l] + j);
+            }
+        }
+    }
+}
+
+/* Train on the samples idx[0:n] in order, `batch` at a time (the last batch may be smaller).
+ * lr[s] is the learning rate of step s; t0 the number of Adam steps already taken.
+ * Writes the summed loss and the number of correct predictions of each step.
+ * Returns 0, or -1 when memory or threads are short. */
+int dl_train(int L, const int *dims, float **W, float **b, float **mW, float **vW, float **mb, float **vb,
+             const uint8_t *X, const int64_t *y, const int64_t *idx, int64_t n, int batch, const float *lr,
+             int64_t t0, float beta1, float beta2, float eps, float weight_decay, int decoupled,
+             double *loss_out, int64_t *correct_out, int nthreads) {
+    if (L < 1 || L > DL_MAXL || batch < 1 || n < 0) return -2;
+    init_lut();
+    if (nthreads < 1) nthreads = 1;
+    if (nthreads > DL_MAXT) nthreads = DL_MAXT;
+    train_ctx c = {.L = L, .nthreads = nthreads, .batch = batch, .dims = dims, .W = W, .b = b, .mW = mW,
+                   .vW = vW, .mb = mb, .vb = vb, .X = X, .y = y, .idx = idx, .n = n, .t0 = t0, .lr = lr,
+                   .b1 = beta1, .b2 = beta2, .eps = eps, .wd = weight_decay, .decoupled = decoupled,
+                   .loss_out = loss_out, .correct_out = correct_out};
+    atomic_init(&c.bar.count, 0);
+    atomic_init(&c.bar.sense, 0);
+    c.bar.n = nthreads;
+    size_t total = 2 * (size_t)batch * dims[0];
+    for (int l = 0; l < L; l++) total += 2 * (size_t)batch * dims[l + 1];
+    float *mem = (float *)aligned_alloc(64, ((total * sizeof(float)) + 63) / 64 * 64);
+    c.yb = (int64_t *)malloc(sizeof(int64_t) * (size_t)batch);
+    if (!mem || !c.yb) { free(mem); free(c.yb); return -1; }
+    float *p = mem;
+    c.xb[0] = p; p += (size_t)batch * dims[0];
+    c.xb[1] = p; p += (size_t)batch * dims[0];
+    for (int l = 0; l < L; l++) {
+        c.H[l] = p; p += (size_t)batch * dims[l + 1];
+        c.dZ[l] = p; p += (size_t)batch * dims[l + 1];
+    }
+    int rc = run_threads(train_worker, &c, nthreads);
+    if (rc != 0) { /* no threads to be had: the same work on this one */
+        c.nthreads = c.bar.n = 1;
+        rc = run_threads(train_worker, &c, 1);
+    }
+    free(mem);
+    free(c.yb);
+    return rc;
+}
+
+/* --- inference ----------------------------------------------------------------------------- */
+
+typedef struct {
+    int L, nthreads;
+    const int *dims;
+    float **W, **b;
+    const uint8_t *X;
+    const int64_t *y;
+    int64_t n;
+    float *probs;
+    double loss[DL_MAXT];
+    int64_t correct[DL_MAXT];
+    int failed[DL_MAXT];
+} eval_ctx;
+
+#define EVAL_BLOCK 64
+
+static void eval_worker(void *p, int t) {
+    eval_ctx *c = (eval_ctx *)p;
+    const int L = c->L, d0 = c->dims[0], nc = c->dims[L];
+    int widest = d0;
+    for (int l = 1; l <= L; l++) widest = c->dims[l] > widest ? c->dims[l] : widest;
+    float *buf = (float *)malloc(sizeof(float) * EVAL_BLOCK * (size_t)widest * 2);
+    int64_t *rows = (int64_t *)malloc(sizeof(int64_t) * EVAL_BLOCK);
+    c->loss[t] = 0.0;
+    c->correct[t] = 0;
+    c->failed[t] = !buf || !rows;
+    if (c->failed[t]) { free(buf); free(rows); return; }
+    int64_t nblocks = (c->n + EVAL_BLOCK - 1) / EVAL_BLOCK;
+    for (int64_t blk = t; blk < nblocks; blk += c->nthreads) {
+        int64_t first = blk * EVAL_BLOCK;
+        int m = (int)(c->n - first < EVAL_BLOCK ? c->n - first : EVAL_BLOCK);
+        for (int i = 0; i < m; i++) rows[i] = first + i;
+        float *in = buf, *out = buf + (size_t)EVAL_BLOCK * widest;
+        to_float_rows(c->X, rows, 0, m, d0, in, 0, 1);
+        for (int l = 0; l < L; l++) {
+            forward_cols(m, c->dims[l], in, c->dims[l], c->W[l], c->dims[l + 1], c->b[l], out, c->dims[l + 1], 0,
+                         c->dims[l + 1], l < L - 1);
+            float *tmp = in; in = out; out = tmp;
+        }
+        c->loss[t] += softmax_xent(m, nc, in, c->y ? c->y + first : NULL, NULL, 1.0f,
+                                   c->probs ? c->probs + (size_t)first * nc : NULL, &c->correct[t]);
+    }
+    free(buf);
+    free(rows);
+}
+
+/* Forward X[0:n] (uint8 rows of dims[0] pixels): summed loss and correct count when labels y are
+ * given, probabilities into probs (n x dims[L]) when it is not NULL. Returns 0, or -1. */
+int dl_evaluate(int L, const int *dims, float **W, float **b, const uint8_t *X, const int64_t *y, int64_t n,
+                float *probs, double *loss_out, int64_t *correct_out, int nthreads) {
+    if (L < 1 || L > DL_MAXL || n < 0) return -2;
+    if (nthreads < 1) nthreads = 1;
+    if (nthreads > DL_MAXT) nthreads = DL_MAXT;
+    init_lut();
+    eval_ctx c = {.L = L, .nthreads = nthreads, .dims = dims, .W = W, .b = b, .X = X, .y = y, .n = n,
+                  .probs = probs};
+    if (run_threads(eval_worker, &c, nthreads) != 0) {
+        c.nthreads = 1;
+        run_threads(eval_worker, &c, 1);
+    }
+    double loss = 0.0;
+    int64_t ok = 0;
+    for (int t = 0; t < c.nthreads; t++) {
+        if (c.failed[t]) return -1;
+        loss += c.loss[t];
+        ok += c.correct[t];
+    }
+    *loss_out = loss;
+    *correct_out = ok;
+    return 0;
+}
+
+/* Which kernels run here: 1 = AVX2/FMA, 0 = portable C. */
+int dl_kernels(void) { return have_avx2(); }

@@ -1,0 +1,208 @@
+"""What a training run is asked to do: fit options, presets, the whole run's config (no torch here).
+
+The CLI builds and checks a :class:`TrainConfig` before choosing an engine, so a bad option is
+reported before anything heavy is imported or any file is written.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from digitlab.errors import ConfigError
+
+# Keras's default hyper-parameters for each optimizer the tutorial names.
+OPTIMIZER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "adam": {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-7},
+    "adamw": {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-7},
+    "sgd": {"lr": 1e-2, "momentum": 0.0, "nesterov": False},
+    "adagrad": {"lr": 1e-3, "initial_accumulator_value": 0.1, "eps": 1e-7},
+    "rmsprop": {"lr": 1e-3, "alpha": 0.9, "eps": 1e-7, "momentum": 0.0},
+    "adadelta": {"lr": 1e-3, "rho": 0.95, "eps": 1e-7},
+}
+SCHEDULES = ("constant", "cosine", "onecycle", "plateau")
+MONITORS = ("val_loss", "val_accuracy", "loss", "accuracy")
+
+
+@dataclass
+class FitOptions:
+    """Everything :func:`fit` needs besides the model and the data (all JSON-serialisable)."""
+
+    epochs: int = 5
+    batch_size: int = 32
+    optimizer: str = "adam"
+    lr: float | None = None  # None: the optimizer's Keras default
+    weight_decay: float = 0.0
+    momentum: float | None = None  # sgd / rmsprop
+    nesterov: bool = False
+    schedule: str = "constant"
+    augment: bool = False
+    label_smoothing: float = 0.0
+    early_stopping: int = 0  # patience in epochs; 0 = off
+    monitor: str = "val_loss"
+    seed: int = 0
+    device: str = "auto"
+    bf16: bool = False
+    compile: bool = False
+    threads: int | None = None
+    fast: bool = True  # allow the hand-written MLP step
+    engine: str = "auto"  # auto: native where it can run the config, torch otherwise
+
+    def validate(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
+        if self.optimizer not in OPTIMIZER_DEFAULTS:
+            raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZER_DEFAULTS)}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"unknown schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
+        if self.monitor not in MONITORS:
+            raise ConfigError(f"unknown monitor {self.monitor!r}; choose one of: {', '.join(MONITORS)}")
+        if self.lr is not None and not self.lr > 0:
+            raise ConfigError(f"learning rate must be positive, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight decay must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.early_stopping < 0:
+            raise ConfigError(f"early-stopping patience must be >= 0, got {self.early_stopping}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be at least 1, got {self.threads}")
+        check_device_name(self.device)
+        if self.engine not in ("auto", "native", "torch"):
+            raise ConfigError(f"unknown engine {self.engine!r}; choose auto, native or torch")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+ACTIVATION_NAMES = ("relu", "sigmoid", "tanh", "gelu")
+
+
+def check_device_name(name: str) -> None:
+    """A device name's spelling; whether that device exists is the torch engine's question."""
+    if name in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", name):
+        return
+    raise ConfigError(f"unknown device {name!r}; choose auto, cpu, cuda or mps")
+
+
+def mlp_options(hidden: Sequence[int] = (128, 64), activation: str = "relu", dropout: float = 0.0,
+                num_classes: int = 10) -> dict[str, Any]:
+    """The MLP's options checked and with defaults filled in (what config.json records)."""
+    try:
+        hidden = [int(h) for h in hidden]
+    except (TypeError, ValueError):
+        raise ConfigError(f"hidden sizes must be positive integers, got {hidden}") from None
+    if not hidden or any(h <= 0 for h in hidden):
+        raise ConfigError(f"hidden sizes must be positive integers, got {hidden}")
+    if not 0.0 <= dropout < 1.0:
+        raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
+    if activation not in ACTIVATION_NAMES:
+        raise ConfigError(f"unknown activation {activation!r}; choose one of: {', '.join(ACTIVATION_NAMES)}")
+    options: dict[str, Any] = {"hidden": hidden, "activation": activation, "dropout": dropout}
+    if num_classes != 10:
+        options["num_classes"] = num_classes
+    return options
+
+
+# --- a whole training run: data -> model -> fit -> test -> run folder --------------------
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The tutorial's protocol: MLP, sklearn-identical 80/20 split, 5 epochs, batch 32, Adam.
+    "tutorial": {},
+    # Top accuracy: the batch-normalised CNN, augmentation, one-cycle AdamW, all 60,000 images.
+    "best": {
+        "model": "cnn_bn", "val_split": 0.0,
+        "fit": {"epochs": 12, "batch_size": 128, "optimizer": "adamw", "lr": 3e-3, "weight_decay": 5e-4,
+                "schedule": "onecycle", "augment": True, "label_smoothing": 0.05},
+    },
+}
+
+
+@dataclass
+class TrainConfig:
+    """Everything needed to rebuild the model and repeat the run (saved as config.json)."""
+
+    model: str = "mlp"
+    model_options: dict[str, Any] = field(default_factory=dict)
+    dataset: str = "mnist"
+    val_split: float = 0.2
+    split_seed: int = 42
+    fit: FitOptions = field(default_factory=FitOptions)
+    preset: str = "tutorial"
+
+    @classmethod
+    def from_preset(cls, name: str = "tutorial", **overrides: Any) -> TrainConfig:
+        if name not in PRESETS:
+            raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+        p = PRESETS[name]
+        cfg = cls(preset=name, fit=FitOptions(**p.get("fit", {})),
+                  **{k: v for k, v in p.items() if k != "fit"})
+        for k, v in overrides.items():
+            if v is None:
+                continue
+            if hasattr(cfg, k) and k != "fit":
+                setattr(cfg, k, v)
+            elif hasattr(cfg.fit, k):
+                setattr(cfg.fit, k, v)
+            else:
+                raise ConfigError(f"unknown training option {k!r}")
+        return cfg
+
+    def validate(self) -> None:
+        from digitlab.datasets import get_dataset
+
+        get_dataset(self.dataset)
+        if self.model == "mlp":  # resolved without importing torch: the native engine may train it
+            try:
+                self.model_options = mlp_options(**self.model_options)
+            except TypeError as e:
+                raise ConfigError(f"bad options for model 'mlp': {e}") from None
+        else:
+            from digitlab.models import build_model
+
+            self.model_options = dict(build_model(self.model, **self.model_options).options)  # resolved defaults
+        if not 0.0 <= self.val_split < 1.0:
+            raise ConfigError(f"validation split must be in [0, 1), got {self.val_split}")
+        self.fit.validate()
+
+    def to_json(self) -> dict[str, Any]:
+        from digitlab import __version__
+        from digitlab.datasets import get_dataset
+
+        return {
+            "digitlab_version": __version__,
+            "preset": self.preset,
+            "model": {"name": self.model, **self.model_options},
+            "dataset": self.dataset,
+            "labels": list(get_dataset(self.dataset).classes),
+            "input": {"shape": [28, 28], "dtype": "uint8", "normalisation": "x / 255",
+                      "polarity": "white ink on black", "output": "logits; softmax for probabilities"},
+            "val_split": self.val_split,
+            "split_seed": self.split_seed,
+            "fit": self.fit.to_dict(),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrainConfig:
+        model = dict(data["model"])
+        name = model.pop("name")
+        fit_opts = FitOptions(**{k: v for k, v in data.get("fit", {}).items() if k in FitOptions.__dataclass_fields__})
+        return cls(model=name, model_options=model, dataset=data.get("dataset", "mnist"),
+                   val_split=data.get("val_split", 0.2), split_seed=data.get("split_seed", 42),
+                   fit=fit_opts, preset=data.get("preset", "tutorial"))
+
+
+def default_run_dir(model: str, root: str | os.PathLike = "runs") -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = os.path.join(root, f"{model}-{stamp}")
+    k = 1
+    while os.path.exists(path):
+        k += 1
+        path = os.path.join(root, f"{model}-{stamp}-{k}")
+    return path

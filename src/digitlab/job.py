@@ -1,0 +1,219 @@
+"""A whole training job: data -> model -> fit -> test -> run folder, on one of two engines.
+
+The **native** engine (:mod:`digitlab.native`) trains ReLU MLPs with Adam on the CPU without
+importing torch; the **torch** engine (:mod:`digitlab.train`) trains everything. ``engine="auto"``
+(the default) takes the native one when it can run the config, so the tutorial's protocol starts
+training before torch would have finished importing. Both write the same run folder: the same
+weight names and shapes, the same checkpoint files, the same history and metrics.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from digitlab.config import TrainConfig
+from digitlab.errors import ConfigError, DigitlabError
+from digitlab.loop import EpochState, History
+
+ENGINES = ("auto", "native", "torch")
+
+
+class Interrupted(DigitlabError):
+    """Training stopped by Ctrl-C after the last completed epoch's checkpoint."""
+
+
+@dataclass
+class Split:
+    """The run's data: uint8 images (N, 28, 28) and int64 labels; no validation part when val_split is 0."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray | None
+    y_val: np.ndarray | None
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+class Engine(Protocol):
+    name: str
+
+    def build(self) -> None: ...
+    def resume(self, run_path: Path) -> tuple[EpochState, Any]: ...
+    def fit(self, split: Split, quiet: bool, on_epoch_end: Callable[..., None] | None,
+            resume: tuple[EpochState, Any] | None) -> History: ...
+    def checkpoint(self, run_path: Path, state: EpochState, best: Any) -> None: ...
+    def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]: ...
+    def save_weights(self, run_path: Path) -> None: ...
+    def info(self) -> dict[str, Any]: ...
+    def torch_model(self) -> Any: ...
+
+
+class TrainResult:
+    """``run_dir``, ``history``, ``metrics``; ``model`` is the trained network as a torch ``Net``
+    (built from the native engine's weights on first use, so torch is imported only if asked)."""
+
+    def __init__(self, run_dir: str | None, history: History, metrics: dict[str, Any], engine: Engine):
+        self.run_dir, self.history, self.metrics, self.engine = run_dir, history, metrics, engine
+        self._model = None
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            self._model = self.engine.torch_model()
+        return self._model
+
+
+def choose_engine(config: TrainConfig, dist: Any = None) -> str:
+    """``native`` or ``torch`` for this config (``config.fit.engine`` may force one)."""
+    wanted = config.fit.engine
+    if wanted == "torch":
+        return "torch"
+    from digitlab import native
+
+    reason = "data-parallel training needs the torch engine" if dist is not None else native.unsupported(config)
+    if reason is None:
+        return "native"
+    if wanted == "native":
+        raise ConfigError(f"the native engine cannot run this config: {reason}")
+    return "torch"
+
+
+def make_engine(config: TrainConfig, dist: Any = None) -> Engine:
+    if choose_engine(config, dist) == "native":
+        from digitlab.native import NativeEngine
+
+        return NativeEngine(config)
+    from digitlab.train import TorchEngine
+
+    return TorchEngine(config, dist)
+
+
+def load_split(config: TrainConfig, data: Any, data_dir: str | os.PathLike | None, quiet: bool) -> Split:
+    """The run's arrays from ``data`` (arrays, a future of them, or None: load now)."""
+    from digitlab.datasets import load_data
+    from digitlab.preprocess import train_val_split
+
+    if data is None:
+        data = load_data(config.dataset, data_dir=data_dir, quiet=quiet)
+    elif hasattr(data, "result"):
+        try:
+            data = data.result()
+        except DigitlabError:  # e.g. a corrupt cached file: load again in the foreground, with messages
+            data = load_data(config.dataset, data_dir=data_dir, quiet=quiet)
+    (x_train, y_train), (x_test, y_test) = data
+    if config.val_split > 0:
+        (x_tr, y_tr), (x_val, y_val) = train_val_split(x_train, y_train, config.val_split, config.split_seed)
+        return Split(x_tr, y_tr.astype(np.int64), x_val, y_val.astype(np.int64), x_test, y_test.astype(np.int64))
+    return Split(x_train, y_train.astype(np.int64), None, None, x_test, y_test.astype(np.int64))
+
+
+def train(
+    config: TrainConfig | None,
+    run_dir: str | os.PathLike | None,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    quiet: bool = False,
+    plots: bool = True,
+    dist: Any = None,
+    log: Callable[[str], None] | None = None,
+    data: Any = None,
+) -> TrainResult:
+    """Load the data, build the model, fit with a checkpoint per epoch, evaluate on the test set and
+    write the run folder (when ``run_dir`` is given; only rank 0 writes).
+
+    ``data`` may hold the dataset's arrays already, or a future that will (the CLI starts reading the
+    files while the engine loads)."""
+    from digitlab import runs
+
+    writer = dist is None or dist.rank == 0
+    say = log or (lambda msg: None if quiet or not writer else print(msg, file=sys.stderr, flush=True))
+    run_path = Path(run_dir) if run_dir is not None else None
+    if resume:
+        if run_path is None:
+            raise ConfigError("--resume needs a run folder")
+        saved = runs.read_config(run_path)
+        config = TrainConfig.from_json(saved) if config is None else config
+        runs.check_checkpoint(run_path)
+    assert config is not None
+    config.validate()
+    engine = make_engine(config, dist)
+    if run_path is not None and writer and not resume:
+        if runs.is_run(run_path):
+            raise ConfigError(f"{run_path} already holds a run; pick another --name or continue it with --resume")
+        run_path.mkdir(parents=True, exist_ok=True)
+        runs.write_json(run_path / runs.CONFIG, config.to_json())
+
+    curves = None
+    if run_path is not None and writer and plots:
+        from digitlab.curves_worker import CurvesRenderer
+
+        curves = CurvesRenderer(run_path / runs.CURVES, background=engine.name == "native" or (
+            config.model == "mlp" and (config.fit.threads or 1) < _cores()))
+    split = load_split(config, data, data_dir, quiet or not writer)
+    engine.build()
+    resumed = None
+    if resume:
+        assert run_path is not None
+        resumed = engine.resume(run_path)
+        done = resumed[0].epoch
+        if done >= config.fit.epochs:
+            say(f"{run_path} already completed {done} epochs; evaluating")
+        else:
+            say(f"Resuming {run_path} after epoch {done} of {config.fit.epochs}")
+
+    def checkpoint(state: EpochState, best: Any) -> None:
+        if run_path is not None and writer:
+            engine.checkpoint(run_path, state, best if config.fit.early_stopping else None)
+            runs.save_history(run_path, state.history)
+
+    t0 = time.perf_counter()
+    history = engine.fit(split, quiet, checkpoint, resumed)
+    train_s = time.perf_counter() - t0
+    if history.interrupted:
+        if curves is not None:
+            curves.cancel()
+        done = len(history.rows)
+        raise Interrupted(f"interrupted during epoch {done + 1}; the checkpoint of epoch {done} is saved"
+                          + (f"; continue with: digitlab train --resume {run_path}" if run_path else ""))
+
+    test_loss, test_acc = engine.evaluate(split.x_test, split.y_test)
+    last = history.rows[-1] if history.rows else {}
+    epoch_times = [r["time"] for r in history.rows]
+    new_epochs = epoch_times[resumed[0].epoch:] if resumed else epoch_times
+    metrics = {
+        "test_loss": test_loss,
+        "test_accuracy": test_acc,
+        "val_loss": last.get("val_loss"),
+        "val_accuracy": last.get("val_accuracy"),
+        "train_loss": last.get("loss"),
+        "train_accuracy": last.get("accuracy"),
+        "epochs": len(history.rows),
+        "best_epoch": history.best_epoch,
+        "stopped_early": history.stopped_early,
+        "epoch_time_s": epoch_times,
+        "train_time_s": train_s,
+        "samples_per_s": (len(split.x_train) * len(new_epochs) / sum(new_epochs))
+        if new_epochs and sum(new_epochs) else None,
+        **engine.info(),
+        "world_size": dist.world_size if dist is not None else 1,
+    }
+    if run_path is not None and writer:
+        engine.save_weights(run_path)
+        runs.save_history(run_path, history.rows)
+        runs.write_json(run_path / runs.METRICS, metrics)
+        if curves is not None:
+            curves.render(history.rows)
+    return TrainResult(str(run_path) if run_path else None, history, metrics, engine)
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -1,0 +1,405 @@
+"""The native engine: trains and runs ReLU MLPs on the CPU without importing torch.
+
+The kernels live in ``_native.c``, built with the package into a small shared library and loaded
+with ctypes. Importing torch costs 1.5-3 s here, more than the whole tutorial MLP takes to train
+natively, so the CLI sends runs this engine can do (:func:`supports`) here and everything else to
+the torch engine. Weights, checkpoints and optimizer state use the torch engine's names, shapes and
+files: a run trained here evaluates, predicts, serves, exports and resumes like any other.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_LIB: ctypes.CDLL | None = None
+_LOAD_ERROR: str | None = None
+
+_f32p = ctypes.POINTER(ctypes.c_float)
+_i64p = ctypes.POINTER(ctypes.c_int64)
+_ptrs = ctypes.POINTER(ctypes.c_void_p)
+
+
+def _library_path() -> Path | None:
+    here = Path(__file__).resolve().parent
+    for pattern in ("_native.*.so", "_native.so", "_native.*.pyd", "_native*.dylib"):
+        found = sorted(here.glob(pattern))
+        if found:
+            return found[0]
+    return None
+
+
+def library() -> ctypes.CDLL | None:
+    """The loaded kernels, or None when the library was not built (see :func:`load_error`)."""
+    global _LIB, _LOAD_ERROR
+    if _LIB is not None or _LOAD_ERROR is not None:
+        return _LIB
+    path = _library_path()
+    if path is None:
+        _LOAD_ERROR = "the native library was not built with this installation"
+        return None
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError as e:
+        _LOAD_ERROR = f"cannot load {path.name}: {e}"
+        return None
+    lib.dl_train.restype = ctypes.c_int
+    lib.dl_train.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_int)] + [_ptrs] * 6 + [
+        ctypes.c_void_p, _i64p, _i64p, ctypes.c_int64, ctypes.c_int, _f32p, ctypes.c_int64,
+        ctypes.c_float, ctypes.c_float, ctypes.c_float, ctypes.c_float, ctypes.c_int,
+        ctypes.POINTER(ctypes.c_double), _i64p, ctypes.c_int]
+    lib.dl_evaluate.restype = ctypes.c_int
+    lib.dl_evaluate.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_int), _ptrs, _ptrs, ctypes.c_void_p, _i64p,
+                                ctypes.c_int64, _f32p, ctypes.POINTER(ctypes.c_double), _i64p, ctypes.c_int]
+    lib.dl_kernels.restype = ctypes.c_int
+    _LIB = lib
+    return lib
+
+
+def load_error() -> str | None:
+    library()
+    return _LOAD_ERROR
+
+
+def available() -> bool:
+    return library() is not None
+
+
+def kernels() -> str:
+    lib = library()
+    if lib is None:
+        return "unavailable"
+    return "avx2+fma" if lib.dl_kernels() else "portable C"
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _accelerator_present() -> bool:
+    """Whether ``--device auto`` would find a GPU (told without importing torch)."""
+    if sys.platform == "darwin":
+        return True  # Apple silicon: MPS
+    return any(os.path.exists(p) for p in ("/dev/nvidia0", "/dev/nvidiactl", "/dev/kfd"))
+
+
+def unsupported(config: Any) -> str | None:
+    """Why the native engine cannot run ``config`` (a TrainConfig), or None when it can."""
+    fit = config.fit
+    opts = config.model_options
+    checks = [
+        (config.model == "mlp", f"model {config.model}"),
+        (opts.get("activation", "relu") == "relu", f"activation {opts.get('activation')}"),
+        (not opts.get("dropout"), "dropout"),
+        (fit.optimizer in ("adam", "adamw"), f"optimizer {fit.optimizer}"),
+        (not fit.augment, "augmentation"),
+        (not fit.label_smoothing, "label smoothing"),
+        (not fit.bf16 and not fit.compile, "bf16/compile"),
+        (fit.device == "cpu" or (fit.device == "auto" and not _accelerator_present()), f"device {fit.device}"),
+        (int(os.environ.get("WORLD_SIZE", "1") or 1) == 1, "data-parallel training"),
+    ]
+    for ok, what in checks:
+        if not ok:
+            return f"{what} needs the torch engine"
+    if not available():
+        return load_error()
+    return None
+
+
+def _ptr_array(arrays: list[np.ndarray]) -> ctypes.Array:
+    return (ctypes.c_void_p * len(arrays))(*[a.ctypes.data for a in arrays])
+
+
+def _rows(x: np.ndarray, width: int) -> np.ndarray:
+    x = np.ascontiguousarray(x)
+    if x.dtype != np.uint8:
+        raise TypeError(f"the native engine reads uint8 images, got {x.dtype}")
+    return x.reshape(len(x), width)
+
+
+class NativeMLP:
+    """A ReLU MLP's parameters and Adam state as numpy arrays, trained and run by the native kernels.
+
+    ``dims`` are the layer widths, input first: the tutorial's network is ``(784, 128, 64, 10)``.
+    Kernels are stored input-major ``(in, out)``; :meth:`state_dict` gives torch's ``(out, in)``.
+    """
+
+    def __init__(self, dims: list[int], seed: int = 0, names: list[str] | None = None):
+        if library() is None:
+            raise RuntimeError(f"native engine unavailable: {load_error()}")
+        self.dims = [int(d) for d in dims]
+        self.L = len(self.dims) - 1
+        self.names = names or (["dense"] + [f"dense_{i}" for i in range(1, self.L)])
+        rng = np.random.default_rng(seed)
+        self.W: list[np.ndarray] = []
+        self.b: list[np.ndarray] = []
+        for fan_in, fan_out in zip(self.dims[:-1], self.dims[1:], strict=True):
+            limit = np.sqrt(6.0 / (fan_in + fan_out))  # Glorot-uniform, as Keras initialises Dense
+            self.W.append(rng.uniform(-limit, limit, (fan_in, fan_out)).astype(np.float32))
+            self.b.append(np.zeros(fan_out, np.float32))
+        self.mW = [np.zeros_like(w) for w in self.W]
+        self.vW = [np.zeros_like(w) for w in self.W]
+        self.mb = [np.zeros_like(b) for b in self.b]
+        self.vb = [np.zeros_like(b) for b in self.b]
+        self.step = 0  # Adam steps taken
+        self._dims_c = (ctypes.c_int * len(self.dims))(*self.dims)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        self._p = [_ptr_array(a) for a in (self.W, self.b, self.mW, self.vW, self.mb, self.vb)]
+
+    # --- training and inference ---------------------------------------------------------------
+
+    def train_steps(self, x: np.ndarray, y: np.ndarray, idx: np.ndarray, batch_size: int, lrs: np.ndarray, *,
+                    betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-7, weight_decay: float = 0.0,
+                    decoupled: bool = False, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Adam steps over ``x[idx]`` in batches of ``batch_size``; ``lrs[s]`` is step s's learning rate.
+
+        Returns each step's summed loss and number of correct predictions."""
+        x = _rows(x, self.dims[0])
+        y = np.ascontiguousarray(y, dtype=np.int64)
+        idx = np.ascontiguousarray(idx, dtype=np.int64)
+        steps = -(-len(idx) // batch_size)
+        lrs = np.ascontiguousarray(lrs, dtype=np.float32)
+        if len(lrs) != steps:
+            raise ValueError(f"{steps} steps need {steps} learning rates, got {len(lrs)}")
+        loss = np.zeros(steps, np.float64)
+        correct = np.zeros(steps, np.int64)
+        rc = library().dl_train(
+            self.L, self._dims_c, *self._p, x.ctypes.data, y.ctypes.data_as(_i64p), idx.ctypes.data_as(_i64p),
+            len(idx), batch_size, lrs.ctypes.data_as(_f32p), self.step, betas[0], betas[1], eps, weight_decay,
+            int(decoupled), loss.ctypes.data_as(ctypes.POINTER(ctypes.c_double)), correct.ctypes.data_as(_i64p),
+            threads)
+        if rc != 0:
+            raise MemoryError("the native engine could not allocate its training buffers")
+        self.step += steps
+        return loss, correct
+
+    def _forward(self, x: np.ndarray, y: np.ndarray | None, probs: bool, threads: int):
+        x = _rows(x, self.dims[0])
+        y_arr = None if y is None else np.ascontiguousarray(y, dtype=np.int64)
+        out = np.empty((len(x), self.dims[-1]), np.float32) if probs else None
+        loss, correct = ctypes.c_double(0.0), ctypes.c_int64(0)
+        rc = library().dl_evaluate(
+            self.L, self._dims_c, self._p[0], self._p[1], x.ctypes.data,
+            None if y_arr is None else y_arr.ctypes.data_as(_i64p), len(x),
+            None if out is None else out.ctypes.data_as(_f32p), ctypes.byref(loss), ctypes.byref(correct), threads)
+        if rc != 0:
+            raise MemoryError("the native engine could not allocate its inference buffers")
+        return loss.value, correct.value, out
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray, threads: int = 1) -> tuple[float, float]:
+        """Mean cross-entropy and accuracy on uint8 images ``x`` and labels ``y``."""
+        loss, correct, _ = self._forward(x, y, False, threads)
+        n = max(1, len(x))
+        return loss / n, correct / n
+
+    def predict(self, x: np.ndarray, threads: int = 1) -> np.ndarray:
+        """(N, classes) softmax probabilities for uint8 images ``x``."""
+        return self._forward(x, None, True, threads)[2]
+
+    # --- torch-compatible state -----------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Weights under torch's names and shapes (``dense.weight`` is ``(out, in)``)."""
+        out: dict[str, np.ndarray] = {}
+        for name, w, b in zip(self.names, self.W, self.b, strict=True):
+            out[f"{name}.weight"] = np.ascontiguousarray(w.T)
+            out[f"{name}.bias"] = b.copy()
+        return out
+
+    def load_state_dict(self, tensors: dict[str, np.ndarray]) -> None:
+        for i, name in enumerate(self.names):
+            w = np.asarray(tensors[f"{name}.weight"], np.float32)
+            if w.shape != self.W[i].T.shape:
+                raise ValueError(f"{name}.weight has shape {w.shape}, expected {self.W[i].T.shape}")
+            self.W[i][...] = w.T
+            self.b[i][...] = np.asarray(tensors[f"{name}.bias"], np.float32)
+
+    def optimizer_state(self, lr: float, betas: tuple[float, float], eps: float, weight_decay: float,
+                        decoupled: bool) -> tuple[dict[str, np.ndarray], dict]:
+        """Adam state flattened as the torch engine's checkpoints store it: ``(tensors, meta)``."""
+        tensors: dict[str, np.ndarray] = {}
+        for i in range(self.L):
+            for k, (m, v, transpose) in enumerate(((self.mW[i], self.vW[i], True), (self.mb[i], self.vb[i], False))):
+                pid = 2 * i + k
+                tensors[f"state.{pid}.exp_avg"] = np.ascontiguousarray(m.T if transpose else m)
+                tensors[f"state.{pid}.exp_avg_sq"] = np.ascontiguousarray(v.T if transpose else v)
+                tensors[f"state.{pid}.step"] = np.asarray(float(self.step), np.float32)
+        group = {"lr": lr, "betas": list(betas), "eps": eps, "weight_decay": weight_decay, "amsgrad": False,
+                 "maximize": False, "foreach": None, "capturable": False, "differentiable": False, "fused": True,
+                 "decoupled_weight_decay": decoupled, "params": list(range(2 * self.L))}
+        return tensors, {"param_groups": [group], "plain": {}}
+
+    def load_optimizer_state(self, tensors: dict[str, np.ndarray]) -> None:
+        steps = set()
+        for i in range(self.L):
+            for k, (m, v, transpose) in enumerate(((self.mW[i], self.vW[i], True), (self.mb[i], self.vb[i], False))):
+                pid = 2 * i + k
+                for dst, key in ((m, "exp_avg"), (v, "exp_avg_sq")):
+                    src = np.asarray(tensors[f"state.{pid}.{key}"], np.float32)
+                    dst[...] = src.T if transpose else src
+                if f"state.{pid}.step" in tensors:
+                    steps.add(int(np.asarray(tensors[f"state.{pid}.step"]).item()))
+        if len(steps) > 1:
+            raise ValueError("the checkpoint's parameters were stepped different numbers of times")
+        self.step = steps.pop() if steps else 0
+
+    def count_params(self) -> int:
+        return sum(w.size + b.size for w, b in zip(self.W, self.b, strict=True))
+
+
+# --- the training loop and the job's engine -----------------------------------------------------
+
+def fit_native(net: NativeMLP, x: np.ndarray, y: np.ndarray, validation: tuple[np.ndarray, np.ndarray] | None,
+               opts: Any, *, quiet: bool = False, threads: int = 1, on_epoch_end: Any = None,
+               resume: tuple[Any, dict | None] | None = None) -> Any:
+    """The torch engine's :func:`digitlab.train.fit` for a :class:`NativeMLP`: same options, same
+    history, progress line, schedules, early stopping and Ctrl-C handling. ``x`` is uint8 images."""
+    from digitlab.config import OPTIMIZER_DEFAULTS
+    from digitlab.loop import EpochBook, Progress, SigintGuard, epoch_seed
+
+    hp = OPTIMIZER_DEFAULTS[opts.optimizer]
+    base_lr = opts.lr if opts.lr is not None else hp["lr"]
+    adam = {"betas": hp["betas"], "eps": hp["eps"], "weight_decay": opts.weight_decay,
+            "decoupled": opts.optimizer == "adamw", "threads": threads}
+    x = _rows(x, net.dims[0])
+    y = np.ascontiguousarray(y, dtype=np.int64)
+    if validation is not None:
+        xv, yv = _rows(validation[0], net.dims[0]), np.ascontiguousarray(validation[1], dtype=np.int64)
+    n, batch = len(x), opts.batch_size
+    steps = -(-n // batch)
+    chunk = 256  # steps per native call: progress and Ctrl-C are looked at in between
+    book = EpochBook(opts, quiet, resume[0] if resume else None)
+    best = resume[1] if resume else None
+    progress = Progress(opts.epochs, steps, quiet)
+    with SigintGuard() as guard:
+        for epoch in range(book.start_epoch, opts.epochs):
+            perm = np.random.default_rng(epoch_seed(opts.seed, epoch)).permutation(n)
+            lrs = np.array([base_lr * book.lr_scale(epoch, s, steps) for s in range(steps)], np.float32) \
+                if opts.schedule in ("cosine", "onecycle") else np.full(steps, base_lr * book.plateau.scale, np.float32)
+            progress.start_epoch(epoch)
+            loss_sum, correct, seen = 0.0, 0, 0
+            for s0 in range(0, steps, chunk):
+                if guard.stop:
+                    break
+                s1 = min(steps, s0 + chunk)
+                idx = perm[s0 * batch : s1 * batch]
+                losses, right = net.train_steps(x, y, idx, batch, lrs[s0:s1], **adam)
+                loss_sum += float(losses.sum())
+                correct += int(right.sum())
+                seen += len(idx)
+                if progress.live:
+                    progress.update(s1, loss_sum, correct, seen)
+            if guard.stop:
+                break
+            row: dict[str, float] = {"epoch": epoch + 1, "loss": loss_sum / seen, "accuracy": correct / seen}
+            elapsed = time.perf_counter() - progress.t0
+            if validation is not None:
+                row["val_loss"], row["val_accuracy"] = net.evaluate(xv, yv, threads)
+            row["lr"] = float(lrs[-1])
+            row["time"] = elapsed
+            improved, stop = book.end_epoch(row, progress)
+            if improved:
+                best = net.state_dict()
+            if on_epoch_end is not None:
+                on_epoch_end(book.state(), best)
+            if stop:
+                break
+    if opts.early_stopping and best is not None and not guard.stop:
+        net.load_state_dict(best)
+    book.history.interrupted = guard.stop
+    return book.history
+
+
+class NativeEngine:
+    """The job's native engine (see :mod:`digitlab.job`): ReLU MLPs, Adam/AdamW, the CPU."""
+
+    name = "native"
+
+    def __init__(self, config: Any):
+        self.config = config
+        self.threads = config.fit.threads or cores()
+        self.net: NativeMLP | None = None
+
+    def build(self) -> None:
+        opts = self.config.model_options
+        dims = [28 * 28, *opts["hidden"], opts.get("num_classes", 10)]
+        self.net = NativeMLP(dims, seed=self.config.fit.seed)
+
+    def resume(self, run_path: Path) -> tuple[Any, dict | None]:
+        from digitlab import runs
+        from digitlab.loop import epoch_state_from_json
+
+        state, model_t, optim_t, _, best = runs.load_checkpoint(run_path, arrays=True)
+        self._load(model_t, run_path / runs.CHECKPOINT / runs.CKPT_MODEL)
+        try:
+            self.net.load_optimizer_state(optim_t)
+        except (KeyError, ValueError) as e:
+            raise self._error(run_path / runs.CHECKPOINT / runs.CKPT_OPTIM,
+                              f"optimizer state does not fit ({e})") from None
+        return epoch_state_from_json(state), best
+
+    def _error(self, source: Path, what: str) -> Exception:
+        from digitlab.errors import RunError
+
+        return RunError(f"{source}: {what}")
+
+    def _load(self, tensors: dict, source: Path) -> None:
+        expected = self.net.state_dict()
+        if set(tensors) != set(expected) or any(tensors[k].shape != v.shape for k, v in expected.items()):
+            raise self._error(source, "weights do not match the model in config.json")
+        self.net.load_state_dict(tensors)
+
+    def fit(self, split: Any, quiet: bool, on_epoch_end: Any, resume: Any) -> Any:
+        validation = None if split.x_val is None else (split.x_val, split.y_val)
+        return fit_native(self.net, split.x_train, split.y_train, validation, self.config.fit, quiet=quiet,
+                          threads=self.threads, on_epoch_end=on_epoch_end, resume=resume)
+
+    def _adam(self) -> tuple[float, tuple[float, float], float, float, bool]:
+        from digitlab.config import OPTIMIZER_DEFAULTS
+
+        fit = self.config.fit
+        hp = OPTIMIZER_DEFAULTS[fit.optimizer]
+        return (fit.lr if fit.lr is not None else hp["lr"], hp["betas"], hp["eps"], fit.weight_decay,
+                fit.optimizer == "adamw")
+
+    def checkpoint(self, run_path: Path, state: Any, best: dict | None) -> None:
+        from digitlab import runs
+        from digitlab.loop import run_state_json
+
+        opt_tensors, opt_meta = self.net.optimizer_state(*self._adam())
+        runs.save_checkpoint(run_path, self.net.state_dict(), opt_tensors, opt_meta, run_state_json(state), best)
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        return self.net.evaluate(x, y, self.threads)
+
+    def save_weights(self, run_path: Path) -> None:
+        from digitlab import runs
+
+        runs.save_tensors(run_path / runs.WEIGHTS, self.net.state_dict(), {"format": "pt"})
+
+    def info(self) -> dict[str, Any]:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            torch_version = version("torch")
+        except PackageNotFoundError:
+            torch_version = None
+        return {"params": self.net.count_params(), "device": "cpu", "threads": self.threads, "engine": self.name,
+                "kernels": kernels(), "torch": torch_version}
+
+    def torch_model(self) -> Any:
+        import torch
+
+        from digitlab.models import build_model
+
+        model = build_model(self.config.model, **self.config.model_options)
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in self.net.state_dict().items()})
+        return model.eval()
