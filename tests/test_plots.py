@@ -192,3 +192,24 @@ def test_cli_plot_errors_are_one_line(tmp_path, capsys):
     code, _, err = cli(capsys, "plot", "curves", str(tmp_path))
     assert code == 1
     assert err == f"error: {tmp_path}: not a digitlab run (no config.json); train one with 'digitlab train'\n"
+
+
+def test_curves_helper_warms_up_says_ready_then_draws(tmp_path):
+    """The helper process imports matplotlib and draws once before the history comes (busy until
+    then), and then writes the real figure."""
+    import time
+
+    from digitlab.curves_worker import CurvesRenderer
+
+    history = [{"epoch": e, "loss": 1 / e, "accuracy": 1 - 0.1 / e, "val_loss": 1.2 / e, "val_accuracy": 0.9}
+               for e in (1, 2, 3)]
+    renderer = CurvesRenderer(tmp_path / "curves.png", background=True)
+    deadline = time.monotonic() + 120
+    while renderer.busy() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not renderer.busy()
+    assert renderer.proc is not None and renderer.proc.poll() is None  # ready, waiting for the history
+    path = renderer.render(history)
+    assert renderer.proc.returncode == 0
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.size == (1100, 420)

@@ -397,19 +397,32 @@ static double softmax_xent(int M, int N, const float *Z, const int64_t *y, float
     return loss;
 }
 
-/* x / 255 in float32 for every byte value: exactly numpy's uint8 -> float32 division. */
-static float scale_lut[256];
-
-static void init_lut(void) {
-    for (int v = 0; v < 256; v++) scale_lut[v] = (float)v / 255.0f;
+/* Pixels to floats: x / 255 in float32, exactly numpy's uint8 -> float32 division. */
+static void scale_row(const uint8_t *src, float *dst, int d) {
+    for (int k = 0; k < d; k++) dst[k] = (float)src[k] / 255.0f;
 }
+
+#ifdef DL_X86
+AVX2 static void scale_row_avx2(const uint8_t *src, float *dst, int d) {
+    const __m256 div = _mm256_set1_ps(255.0f);
+    int k = 0;
+    for (; k + 8 <= d; k += 8) {
+        __m128i b = _mm_loadl_epi64((const __m128i *)(src + k));
+        _mm256_storeu_ps(dst + k, _mm256_div_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(b)), div));
+    }
+    scale_row(src + k, dst + k, d - k);
+}
+#endif
 
 static void to_float_rows(const uint8_t *X, const int64_t *rows, int64_t first, int count, int d, float *out,
                           int t, int nthreads) {
     for (int i = t; i < count; i += nthreads) {
         const uint8_t *src = X + (size_t)rows[first + i] * d;
         float *dst = out + (size_t)i * d;
-        for (int k = 0; k < d; k++) dst[k] = scale_lut[src[k]];
+#ifdef DL_X86
+        if (have_avx2()) { scale_row_avx2(src, dst, d); continue; }
+#endif
+        scale_row(src, dst, d);
     }
 }
 
@@ -500,7 +513,6 @@ int dl_train(int L, const int *dims, float **W, float **b, float **mW, float **v
              int64_t t0, float beta1, float beta2, float eps, float weight_decay, int decoupled,
              double *loss_out, int64_t *correct_out, int nthreads) {
     if (L < 1 || L > DL_MAXL || batch < 1 || n < 0) return -2;
-    init_lut();
     if (nthreads < 1) nthreads = 1;
     if (nthreads > DL_MAXT) nthreads = DL_MAXT;
     train_ctx c = {.L = L, .nthreads = nthreads, .batch = batch, .dims = dims, .W = W, .b = b, .mW = mW,
@@ -586,7 +598,6 @@ int dl_evaluate(int L, const int *dims, float **W, float **b, const uint8_t *X, 
     if (L < 1 || L > DL_MAXL || n < 0) return -2;
     if (nthreads < 1) nthreads = 1;
     if (nthreads > DL_MAXT) nthreads = DL_MAXT;
-    init_lut();
     eval_ctx c = {.L = L, .nthreads = nthreads, .dims = dims, .W = W, .b = b, .X = X, .y = y, .n = n,
                   .probs = probs};
     if (run_threads(eval_worker, &c, nthreads) != 0) {

@@ -1,17 +1,23 @@
 """Render a run's ``curves.png`` in a helper process while training runs.
 
-Importing matplotlib costs more than half a second of CPU. When training leaves a core idle (the
-MLP trains on one thread), a child process imports it on that core during training and only draws
-when the history arrives; otherwise, or if the child fails, the figure is drawn in this process.
+Importing matplotlib and drawing a first figure costs about a second of CPU. A child process does
+that while the run starts and trains, says ``ready``, and then waits for the history, so only the
+final drawing is left when training ends. Until the child is ready, :meth:`CurvesRenderer.busy` is
+true: an engine that trains on every core leaves it one meanwhile. If the child fails, the figure
+is drawn in this process.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
 from pathlib import Path
+
+WARM_UP = [{"epoch": 1, "loss": 1.0, "accuracy": 0.5, "val_loss": 1.0, "val_accuracy": 0.5},
+           {"epoch": 2, "loss": 0.5, "accuracy": 0.8, "val_loss": 0.6, "val_accuracy": 0.8}]
 
 
 class CurvesRenderer:
@@ -21,10 +27,23 @@ class CurvesRenderer:
         if background:
             try:
                 self.proc = subprocess.Popen([sys.executable, "-m", "digitlab.curves_worker"],
-                                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                              stderr=subprocess.DEVNULL)
             except OSError:
                 self.proc = None
+        self._ready = self.proc is None
+
+    def busy(self) -> bool:
+        """Whether the child is still importing and warming up (it uses a core until then)."""
+        if self._ready:
+            return False
+        try:
+            if select.select([self.proc.stdout], [], [], 0)[0]:
+                self.proc.stdout.readline()  # "ready", or end of file if it died: not busy either way
+                self._ready = True
+        except (OSError, ValueError):
+            self._ready = True
+        return not self._ready
 
     def render(self, history: list[dict]) -> Path:
         if self.proc is not None:
@@ -49,9 +68,13 @@ def draw(history: list[dict], path: Path) -> Path:
 
 
 def main() -> None:
-    if hasattr(os, "nice"):
-        os.nice(19)  # training comes first: this runs in the gaps it leaves
-    import digitlab.plots  # noqa: F401  (the slow import, done while the parent trains)
+    import io
+
+    from digitlab.plots import training_curves
+
+    # the slow part, done while the parent trains: imports, fonts, a first drawing
+    training_curves(WARM_UP).savefig(io.BytesIO(), format="png")
+    print("ready", flush=True)
 
     job = json.loads(sys.stdin.buffer.read() or b"null")
     if job is None:

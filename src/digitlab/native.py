@@ -259,16 +259,19 @@ class NativeMLP:
 
 def fit_native(net: NativeMLP, x: np.ndarray, y: np.ndarray, validation: tuple[np.ndarray, np.ndarray] | None,
                opts: Any, *, quiet: bool = False, threads: int = 1, on_epoch_end: Any = None,
-               resume: tuple[Any, dict | None] | None = None) -> Any:
+               resume: tuple[Any, dict | None] | None = None, busy: Any = None) -> Any:
     """The torch engine's :func:`digitlab.train.fit` for a :class:`NativeMLP`: same options, same
-    history, progress line, schedules, early stopping and Ctrl-C handling. ``x`` is uint8 images."""
+    history, progress line, schedules, early stopping and Ctrl-C handling. ``x`` is uint8 images.
+
+    While ``busy()`` is true (a helper process is using a core) training leaves one core to it; the
+    number of threads never changes the results."""
     from digitlab.config import OPTIMIZER_DEFAULTS
     from digitlab.loop import EpochBook, Progress, SigintGuard, epoch_seed
 
     hp = OPTIMIZER_DEFAULTS[opts.optimizer]
     base_lr = opts.lr if opts.lr is not None else hp["lr"]
     adam = {"betas": hp["betas"], "eps": hp["eps"], "weight_decay": opts.weight_decay,
-            "decoupled": opts.optimizer == "adamw", "threads": threads}
+            "decoupled": opts.optimizer == "adamw"}
     x = _rows(x, net.dims[0])
     y = np.ascontiguousarray(y, dtype=np.int64)
     if validation is not None:
@@ -291,7 +294,10 @@ def fit_native(net: NativeMLP, x: np.ndarray, y: np.ndarray, validation: tuple[n
                     break
                 s1 = min(steps, s0 + chunk)
                 idx = perm[s0 * batch : s1 * batch]
-                losses, right = net.train_steps(x, y, idx, batch, lrs[s0:s1], **adam)
+                if busy is not None and not busy():
+                    busy = None
+                now = max(1, threads - 1) if busy is not None else threads
+                losses, right = net.train_steps(x, y, idx, batch, lrs[s0:s1], threads=now, **adam)
                 loss_sum += float(losses.sum())
                 correct += int(right.sum())
                 seen += len(idx)
@@ -357,10 +363,10 @@ class NativeEngine:
             raise self._error(source, "weights do not match the model in config.json")
         self.net.load_state_dict(tensors)
 
-    def fit(self, split: Any, quiet: bool, on_epoch_end: Any, resume: Any) -> Any:
+    def fit(self, split: Any, quiet: bool, on_epoch_end: Any, resume: Any, busy: Any = None) -> Any:
         validation = None if split.x_val is None else (split.x_val, split.y_val)
         return fit_native(self.net, split.x_train, split.y_train, validation, self.config.fit, quiet=quiet,
-                          threads=self.threads, on_epoch_end=on_epoch_end, resume=resume)
+                          threads=self.threads, on_epoch_end=on_epoch_end, resume=resume, busy=busy)
 
     def _adam(self) -> tuple[float, tuple[float, float], float, float, bool]:
         from digitlab.config import OPTIMIZER_DEFAULTS

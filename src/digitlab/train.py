@@ -515,7 +515,7 @@ class TorchEngine:
         st = epoch_state_from_json(state)
         return st, Resume(runs.unflatten_optimizer(optim_t, optim_meta), st, best)
 
-    def fit(self, split: Split, quiet: bool, on_epoch_end, resume) -> History:
+    def fit(self, split: Split, quiet: bool, on_epoch_end, resume, busy=None) -> History:
         from digitlab.preprocess import to_float
 
         def hook(model, optimizer, st, best):
