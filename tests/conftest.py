@@ -125,3 +125,27 @@ def mlp_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def cnn_run(tmp_path_factory) -> Path:
     return make_run(tmp_path_factory.mktemp("runs") / "cnn", "cnn", steps=150)
+
+
+def synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Learnable fake digits: class k lights a distinct 6x6 block, plus noise."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 10, n).astype(np.uint8)
+    x = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+    for k in range(10):
+        r, c = divmod(k, 4)
+        x[y == k, 4 + r * 7 : 10 + r * 7, 2 + c * 6 : 8 + c * 6] = 255
+    return x, y
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory) -> Path:
+    """A folder laid out like $DIGITLAB_DATA_DIR with a small synthetic 'mnist'."""
+    from digitlab.formats import write_idx
+
+    root = tmp_path_factory.mktemp("data")
+    (xtr, ytr), (xte, yte) = synthetic_digits(1200, 1), synthetic_digits(300, 2)
+    for name, arr in [("train-images-idx3-ubyte.gz", xtr), ("train-labels-idx1-ubyte.gz", ytr),
+                      ("t10k-images-idx3-ubyte.gz", xte), ("t10k-labels-idx1-ubyte.gz", yte)]:
+        write_idx(root / "mnist" / name, arr)
+    return root

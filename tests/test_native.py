@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import synthetic_digits
 
 from digitlab import native, runs
 from digitlab.config import TrainConfig
 from digitlab.errors import ConfigError
-from digitlab.formats import write_idx
 from digitlab.job import Interrupted, choose_engine, train
 from digitlab.models import build_model
 from digitlab.native import NativeEngine, NativeMLP
@@ -23,27 +23,6 @@ from digitlab.native import NativeEngine, NativeMLP
 if os.environ.get("DIGITLAB_REQUIRE_NATIVE") == "1" and not native.available():
     raise RuntimeError(f"DIGITLAB_REQUIRE_NATIVE=1 but the native engine is unavailable: {native.load_error()}")
 pytestmark = pytest.mark.skipif(not native.available(), reason=f"native engine not built: {native.load_error()}")
-
-
-def digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Learnable uint8 fake digits: class k lights a distinct 6x6 block, plus noise."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 10, n).astype(np.uint8)
-    x = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
-    for k in range(10):
-        r, c = divmod(k, 4)
-        x[y == k, 4 + r * 7 : 10 + r * 7, 2 + c * 6 : 8 + c * 6] = 255
-    return x, y
-
-
-@pytest.fixture(scope="module")
-def synth_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    (xtr, ytr), (xte, yte) = digits(1200, 1), digits(300, 2)
-    for name, arr in [("train-images-idx3-ubyte.gz", xtr), ("train-labels-idx1-ubyte.gz", ytr),
-                      ("t10k-images-idx3-ubyte.gz", xte), ("t10k-labels-idx1-ubyte.gz", yte)]:
-        write_idx(root / "mnist" / name, arr)
-    return root
 
 
 def torch_twin(net: NativeMLP) -> torch.nn.Module:
@@ -55,7 +34,7 @@ def torch_twin(net: NativeMLP) -> torch.nn.Module:
 @pytest.mark.parametrize("optimizer,weight_decay", [("adam", 0.0), ("adam", 1e-3), ("adamw", 1e-2)])
 def test_steps_match_torch_autograd_and_adam(optimizer, weight_decay):
     """20 Adam steps (the last batch short) agree with autograd + torch.optim to float rounding."""
-    x, y = digits(20 * 32 - 7, 0)
+    x, y = synthetic_digits(20 * 32 - 7, 0)
     net = NativeMLP([784, 128, 64, 10], seed=3)
     model = torch_twin(net)
     cls = torch.optim.Adam if optimizer == "adam" else torch.optim.AdamW
@@ -80,7 +59,7 @@ def test_steps_match_torch_autograd_and_adam(optimizer, weight_decay):
 
 
 def test_thread_count_does_not_change_a_single_bit():
-    x, y = digits(700, 4)
+    x, y = synthetic_digits(700, 4)
     idx = np.random.default_rng(1).permutation(len(x))
     results = []
     for threads in (1, 2, 3):
@@ -91,7 +70,7 @@ def test_thread_count_does_not_change_a_single_bit():
 
 
 def test_inference_matches_torch():
-    x, y = digits(333, 6)
+    x, y = synthetic_digits(333, 6)
     net = NativeMLP([784, 128, 64, 10], seed=7)
     net.train_steps(x, y, np.arange(len(x)), 32, np.full(11, 1e-3, np.float32))
     model = torch_twin(net).eval()
@@ -109,8 +88,8 @@ def test_portable_kernels_agree_with_the_vector_ones():
         "import numpy as np, sys\n"
         "from digitlab.native import NativeMLP, kernels\n"
         "sys.path.insert(0, sys.argv[1])\n"
-        "from test_native import digits\n"
-        "x, y = digits(300, 8)\n"
+        "from conftest import synthetic_digits\n"
+        "x, y = synthetic_digits(300, 8)\n"
         "net = NativeMLP([784, 50, 10], seed=1)\n"
         "net.train_steps(x, y, np.arange(300), 32, np.full(10, 1e-3, np.float32), threads=2)\n"
         "np.save(sys.argv[2], np.concatenate([v.ravel() for v in net.state_dict().values()]))\n"
@@ -160,7 +139,7 @@ def test_native_run_folder_loads_in_torch_and_predicts_the_same(synth_dir, tmp_p
     assert result.metrics["test_accuracy"] > 0.9
     model, config = runs.load_model(tmp_path / "run")
     assert config["fit"]["engine"] == "auto"
-    x, _ = digits(64, 9)
+    x, _ = synthetic_digits(64, 9)
     with torch.no_grad():
         probs = torch.softmax(model(torch.from_numpy(x.astype(np.float32) / 255)), 1).numpy()
     np.testing.assert_allclose(probs, result.engine.net.predict(x), atol=1e-6)

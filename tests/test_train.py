@@ -4,42 +4,19 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import synthetic_digits
 from typer.testing import CliRunner
 
 from digitlab.cli import app
 from digitlab.errors import ConfigError
-from digitlab.formats import write_idx
 from digitlab.models import build_model
 from digitlab.runs import load_model
 from digitlab.train import OPTIMIZER_DEFAULTS, SCHEDULES, FastMLPStep, FitOptions, TrainConfig, fit, train
-
-
-def synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Learnable fake digits: class k lights a distinct 6x6 block, plus noise."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 10, n).astype(np.uint8)
-    x = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
-    for k in range(10):
-        r, c = divmod(k, 4)
-        x[y == k, 4 + r * 7 : 10 + r * 7, 2 + c * 6 : 8 + c * 6] = 255
-    return x, y
-
-
-@pytest.fixture(scope="module")
-def synth_dir(tmp_path_factory) -> Path:
-    """A folder laid out like $DIGITLAB_DATA_DIR with a small synthetic 'mnist'."""
-    root = tmp_path_factory.mktemp("data")
-    (xtr, ytr), (xte, yte) = synthetic_digits(1200, 1), synthetic_digits(300, 2)
-    for name, arr in [("train-images-idx3-ubyte.gz", xtr), ("train-labels-idx1-ubyte.gz", ytr),
-                      ("t10k-images-idx3-ubyte.gz", xte), ("t10k-labels-idx1-ubyte.gz", yte)]:
-        write_idx(root / "mnist" / name, arr)
-    return root
 
 
 def small_xy(n=512, seed=0):

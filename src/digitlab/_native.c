@@ -89,6 +89,29 @@ static int run_threads(work_fn fn, void *ctx, int nthreads) {
     return ok ? 0 : -1;
 }
 
+/* Subnormal floats (below 1.2e-38) are flushed to zero while the kernels run: Adam's moments of
+ * weights that see no gradient for a while (the always-blank border pixels) decay into that range,
+ * where every operation on them takes a slow microcode path. The effect on the weights is below
+ * 1e-38 per step. The caller's own setting is restored afterwards. */
+typedef struct { unsigned int csr; } fp_mode;
+
+static fp_mode fast_fp_begin(void) {
+    fp_mode m = {0};
+#ifdef DL_X86
+    m.csr = _mm_getcsr();
+    _mm_setcsr(m.csr | 0x8040); /* FTZ | DAZ */
+#endif
+    return m;
+}
+
+static void fast_fp_end(fp_mode m) {
+#ifdef DL_X86
+    _mm_setcsr(m.csr);
+#else
+    (void)m;
+#endif
+}
+
 /* Columns [c0, c1) of n that thread t owns: blocks of 16 so the vector kernels stay whole. */
 static void part(int n, int t, int nthreads, int *c0, int *c1) {
     int chunk = (n + nthreads - 1) / nthreads;
@@ -140,41 +163,63 @@ static void fwd_generic(int M, int K, const float *A, int lda, const float *W, i
 }
 
 #ifdef DL_X86
+/* One 4x16 block of out over inputs [k0, k1): starts from the bias when k0 == 0 and from the partial
+ * sums already in out otherwise, so the sum runs over k in order whatever the blocking. */
+AVX2 static inline void fwd_tile4(const float *A, int lda, const float *W, int ldw, const float *bias, float *o,
+                                  int ldo, int k0, int k1, int last, int relu) {
+    __m256 c00, c01, c10, c11, c20, c21, c30, c31;
+    if (k0 == 0) {
+        c00 = c10 = c20 = c30 = _mm256_loadu_ps(bias);
+        c01 = c11 = c21 = c31 = _mm256_loadu_ps(bias + 8);
+    } else {
+        c00 = _mm256_loadu_ps(o); c01 = _mm256_loadu_ps(o + 8);
+        c10 = _mm256_loadu_ps(o + ldo); c11 = _mm256_loadu_ps(o + ldo + 8);
+        c20 = _mm256_loadu_ps(o + 2 * ldo); c21 = _mm256_loadu_ps(o + 2 * ldo + 8);
+        c30 = _mm256_loadu_ps(o + 3 * ldo); c31 = _mm256_loadu_ps(o + 3 * ldo + 8);
+    }
+    const float *a0 = A, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda;
+    const float *w = W + (size_t)k0 * ldw;
+    for (int k = k0; k < k1; k++, w += ldw) {
+        __m256 w0 = _mm256_loadu_ps(w), w1 = _mm256_loadu_ps(w + 8);
+        __m256 x = _mm256_broadcast_ss(a0 + k);
+        c00 = _mm256_fmadd_ps(x, w0, c00); c01 = _mm256_fmadd_ps(x, w1, c01);
+        x = _mm256_broadcast_ss(a1 + k);
+        c10 = _mm256_fmadd_ps(x, w0, c10); c11 = _mm256_fmadd_ps(x, w1, c11);
+        x = _mm256_broadcast_ss(a2 + k);
+        c20 = _mm256_fmadd_ps(x, w0, c20); c21 = _mm256_fmadd_ps(x, w1, c21);
+        x = _mm256_broadcast_ss(a3 + k);
+        c30 = _mm256_fmadd_ps(x, w0, c30); c31 = _mm256_fmadd_ps(x, w1, c31);
+    }
+    if (last && relu) {
+        const __m256 zero = _mm256_setzero_ps();
+        c00 = _mm256_max_ps(c00, zero); c01 = _mm256_max_ps(c01, zero);
+        c10 = _mm256_max_ps(c10, zero); c11 = _mm256_max_ps(c11, zero);
+        c20 = _mm256_max_ps(c20, zero); c21 = _mm256_max_ps(c21, zero);
+        c30 = _mm256_max_ps(c30, zero); c31 = _mm256_max_ps(c31, zero);
+    }
+    _mm256_storeu_ps(o, c00); _mm256_storeu_ps(o + 8, c01); o += ldo;
+    _mm256_storeu_ps(o, c10); _mm256_storeu_ps(o + 8, c11); o += ldo;
+    _mm256_storeu_ps(o, c20); _mm256_storeu_ps(o + 8, c21); o += ldo;
+    _mm256_storeu_ps(o, c30); _mm256_storeu_ps(o + 8, c31);
+}
+
+#define FWD_KBLOCK 128 /* rows of W per pass: a 16-column strip of them (8 KB) stays in L1 */
+
 AVX2 static void fwd_avx2(int M, int K, const float *A, int lda, const float *W, int ldw, const float *bias,
                           float *out, int ldo, int c0, int c1, int relu) {
-    int j = c0;
     const __m256 zero = _mm256_setzero_ps();
-    for (; j + 16 <= c1; j += 16) {
+    int jend = c0 + (c1 - c0) / 16 * 16, mend = M / 4 * 4;
+    for (int k0 = 0; k0 < K || k0 == 0; k0 += FWD_KBLOCK) {
+        int k1 = k0 + FWD_KBLOCK < K ? k0 + FWD_KBLOCK : K, last = k1 == K;
+        for (int j = c0; j < jend; j += 16)
+            for (int i = 0; i < mend; i += 4)
+                fwd_tile4(A + (size_t)i * lda, lda, W + j, ldw, bias + j, out + (size_t)i * ldo + j, ldo, k0, k1,
+                          last, relu);
+        if (last) break;
+    }
+    for (int j = c0; j < jend; j += 16) {
         __m256 b0 = _mm256_loadu_ps(bias + j), b1 = _mm256_loadu_ps(bias + j + 8);
-        int i = 0;
-        for (; i + 4 <= M; i += 4) {
-            __m256 c00 = b0, c01 = b1, c10 = b0, c11 = b1, c20 = b0, c21 = b1, c30 = b0, c31 = b1;
-            const float *a0 = A + (size_t)i * lda, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda;
-            const float *w = W + j;
-            for (int k = 0; k < K; k++, w += ldw) {
-                __m256 w0 = _mm256_loadu_ps(w), w1 = _mm256_loadu_ps(w + 8);
-                __m256 x = _mm256_broadcast_ss(a0 + k);
-                c00 = _mm256_fmadd_ps(x, w0, c00); c01 = _mm256_fmadd_ps(x, w1, c01);
-                x = _mm256_broadcast_ss(a1 + k);
-                c10 = _mm256_fmadd_ps(x, w0, c10); c11 = _mm256_fmadd_ps(x, w1, c11);
-                x = _mm256_broadcast_ss(a2 + k);
-                c20 = _mm256_fmadd_ps(x, w0, c20); c21 = _mm256_fmadd_ps(x, w1, c21);
-                x = _mm256_broadcast_ss(a3 + k);
-                c30 = _mm256_fmadd_ps(x, w0, c30); c31 = _mm256_fmadd_ps(x, w1, c31);
-            }
-            if (relu) {
-                c00 = _mm256_max_ps(c00, zero); c01 = _mm256_max_ps(c01, zero);
-                c10 = _mm256_max_ps(c10, zero); c11 = _mm256_max_ps(c11, zero);
-                c20 = _mm256_max_ps(c20, zero); c21 = _mm256_max_ps(c21, zero);
-                c30 = _mm256_max_ps(c30, zero); c31 = _mm256_max_ps(c31, zero);
-            }
-            float *o = out + (size_t)i * ldo + j;
-            _mm256_storeu_ps(o, c00); _mm256_storeu_ps(o + 8, c01); o += ldo;
-            _mm256_storeu_ps(o, c10); _mm256_storeu_ps(o + 8, c11); o += ldo;
-            _mm256_storeu_ps(o, c20); _mm256_storeu_ps(o + 8, c21); o += ldo;
-            _mm256_storeu_ps(o, c30); _mm256_storeu_ps(o + 8, c31);
-        }
-        for (; i < M; i++) {
+        for (int i = mend; i < M; i++) {
             __m256 c0v = b0, c1v = b1;
             const float *a = A + (size_t)i * lda, *w = W + j;
             for (int k = 0; k < K; k++, w += ldw) {
@@ -187,7 +232,7 @@ AVX2 static void fwd_avx2(int M, int K, const float *A, int lda, const float *W,
             _mm256_storeu_ps(out + (size_t)i * ldo + j + 8, c1v);
         }
     }
-    if (j < c1) fwd_generic(M, K, A, lda, W, ldw, bias, out, ldo, j, c1, relu);
+    if (jend < c1) fwd_generic(M, K, A, lda, W, ldw, bias, out, ldo, jend, c1, relu);
 }
 #endif
 
@@ -313,10 +358,11 @@ AVX2 static inline void adam_vec(const adam_t *o, __m256 g, float *w, float *m, 
 
 AVX2 static void grad_adam_avx2(int M, int K, const float *A, int lda, const float *dZ, int ldz, float *W,
                                 float *Mo, float *V, int ldw, int c0, int c1, const adam_t *o) {
-    int j = c0;
-    for (; j + 16 <= c1; j += 16) {
-        int k = 0;
-        for (; k + 4 <= K; k += 4) {
+    /* rows of W outermost, so W, m and v stream through memory in order */
+    int jend = c0 + (c1 - c0) / 16 * 16;
+    int k = 0;
+    for (; k + 4 <= K; k += 4) {
+        for (int j = c0; j < jend; j += 16) {
             __m256 g00 = _mm256_setzero_ps(), g01 = g00, g10 = g00, g11 = g00, g20 = g00, g21 = g00,
                    g30 = g00, g31 = g00;
             const float *a = A + k, *dz = dZ + j;
@@ -340,7 +386,9 @@ AVX2 static void grad_adam_avx2(int M, int K, const float *A, int lda, const flo
             at += ldw;
             adam_vec(o, g30, W + at, Mo + at, V + at); adam_vec(o, g31, W + at + 8, Mo + at + 8, V + at + 8);
         }
-        for (; k < K; k++) {
+    }
+    for (; k < K; k++) {
+        for (int j = c0; j < jend; j += 16) {
             __m256 g0 = _mm256_setzero_ps(), g1 = g0;
             const float *a = A + k, *dz = dZ + j;
             for (int i = 0; i < M; i++, a += lda, dz += ldz) {
@@ -352,7 +400,7 @@ AVX2 static void grad_adam_avx2(int M, int K, const float *A, int lda, const flo
             adam_vec(o, g0, W + at, Mo + at, V + at); adam_vec(o, g1, W + at + 8, Mo + at + 8, V + at + 8);
         }
     }
-    if (j < c1) grad_adam_generic(M, K, A, lda, dZ, ldz, W, Mo, V, ldw, j, c1, o);
+    if (jend < c1) grad_adam_generic(M, K, A, lda, dZ, ldz, W, Mo, V, ldw, jend, c1, o);
 }
 #endif
 
@@ -426,6 +474,19 @@ static void to_float_rows(const uint8_t *X, const int64_t *rows, int64_t first, 
     }
 }
 
+/* Ask for the next batch's pixel rows now, so they are in cache when the step after needs them. */
+static void prefetch_rows(const uint8_t *X, const int64_t *rows, int64_t first, int64_t n, int count, int d, int t,
+                          int nthreads) {
+#if defined(__GNUC__)
+    for (int i = t; i < count && first + i < n; i += nthreads) {
+        const uint8_t *src = X + (size_t)rows[first + i] * d;
+        for (int k = 0; k < d; k += 64) __builtin_prefetch(src + k, 0, 1);
+    }
+#else
+    (void)X; (void)rows; (void)first; (void)n; (void)count; (void)d; (void)t; (void)nthreads;
+#endif
+}
+
 /* --- training ------------------------------------------------------------------------------ */
 
 typedef struct {
@@ -446,6 +507,7 @@ typedef struct {
 } train_ctx;
 
 static void train_worker(void *p, int t) {
+    fp_mode fp = fast_fp_begin();
     train_ctx *c = (train_ctx *)p;
     const int L = c->L, T = c->nthreads, B = c->batch, d0 = c->dims[0];
     int sense = 0;
@@ -456,6 +518,7 @@ static void train_worker(void *p, int t) {
         float *xb = c->xb[s & 1];
         to_float_rows(c->X, c->idx, first, bs, d0, xb, t, T);
         barrier_wait(&c->bar, &sense);
+        if (s + 1 < steps) prefetch_rows(c->X, c->idx, first + B, c->n, B, d0, t, T); /* the next batch */
 
         const float *A = xb;
         for (int l = 0; l < L; l++) {
@@ -502,6 +565,7 @@ static void train_worker(void *p, int t) {
             }
         }
     }
+    fast_fp_end(fp);
 }
 
 /* Train on the samples idx[0:n] in order, `batch` at a time (the last batch may be smaller).
@@ -562,6 +626,7 @@ typedef struct {
 #define EVAL_BLOCK 64
 
 static void eval_worker(void *p, int t) {
+    fp_mode fp = fast_fp_begin();
     eval_ctx *c = (eval_ctx *)p;
     const int L = c->L, d0 = c->dims[0], nc = c->dims[L];
     int widest = d0;
@@ -571,7 +636,7 @@ static void eval_worker(void *p, int t) {
     c->loss[t] = 0.0;
     c->correct[t] = 0;
     c->failed[t] = !buf || !rows;
-    if (c->failed[t]) { free(buf); free(rows); return; }
+    if (c->failed[t]) { free(buf); free(rows); fast_fp_end(fp); return; }
     int64_t nblocks = (c->n + EVAL_BLOCK - 1) / EVAL_BLOCK;
     for (int64_t blk = t; blk < nblocks; blk += c->nthreads) {
         int64_t first = blk * EVAL_BLOCK;
@@ -589,6 +654,7 @@ static void eval_worker(void *p, int t) {
     }
     free(buf);
     free(rows);
+    fast_fp_end(fp);
 }
 
 /* Forward X[0:n] (uint8 rows of dims[0] pixels): summed loss and correct count when labels y are
