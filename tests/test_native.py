@@ -215,3 +215,18 @@ def test_cli_tutorial_run_does_not_import_torch(synth_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "no torch"
     assert json.loads((tmp_path / "r" / "metrics.json").read_text())["engine"] == "native"
+
+
+def test_bad_indices_and_labels_are_refused_before_the_kernels_run():
+    x, y = synthetic_digits(64, 3)
+    net = NativeMLP([784, 16, 10], seed=0)
+    lrs = np.full(2, 1e-3, np.float32)
+    with pytest.raises(ValueError, match=r"sample indices must lie in \[0, 64\)"):
+        net.train_steps(x, y, np.arange(1, 65), 32, lrs)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 10\)"):
+        net.train_steps(x, np.full(64, 10), np.arange(64), 32, lrs)
+    with pytest.raises(ValueError, match="expected 64 labels"):
+        net.evaluate(x, y[:10])
+    with pytest.raises(TypeError, match="uint8"):
+        net.predict(x.astype(np.float32))
+    assert net.step == 0

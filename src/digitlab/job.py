@@ -156,8 +156,7 @@ def train(
     if run_path is not None and writer and plots:
         from digitlab.curves_worker import CurvesRenderer
 
-        curves = CurvesRenderer(run_path / runs.CURVES, background=engine.name == "native" or (
-            config.model == "mlp" and (config.fit.threads or 1) < _cores()))
+        curves = CurvesRenderer(run_path / runs.CURVES)  # a helper process imports matplotlib meanwhile
     split = load_split(config, data, data_dir, quiet or not writer)
     engine.build()
     resumed = None
@@ -214,6 +213,3 @@ def train(
             curves.render(history.rows)
     return TrainResult(str(run_path) if run_path else None, history, metrics, engine)
 
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -207,7 +208,8 @@ class SigintGuard:
 
     def __enter__(self) -> SigintGuard:
         self.previous = signal.getsignal(signal.SIGINT)
-        self.active = self.active and self.previous is signal.default_int_handler
+        self.active = (self.active and self.previous is signal.default_int_handler
+                       and threading.current_thread() is threading.main_thread())
         if self.active:
             signal.signal(signal.SIGINT, self._handler)
         return self

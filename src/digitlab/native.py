@@ -165,6 +165,12 @@ class NativeMLP:
         x = _rows(x, self.dims[0])
         y = np.ascontiguousarray(y, dtype=np.int64)
         idx = np.ascontiguousarray(idx, dtype=np.int64)
+        if len(y) != len(x):
+            raise ValueError(f"{len(x)} images but {len(y)} labels")
+        if len(idx) and (idx.min() < 0 or idx.max() >= len(x)):
+            raise ValueError(f"sample indices must lie in [0, {len(x)})")
+        if len(y) and (y.min() < 0 or y.max() >= self.dims[-1]):
+            raise ValueError(f"labels must lie in [0, {self.dims[-1]})")
         steps = -(-len(idx) // batch_size)
         lrs = np.ascontiguousarray(lrs, dtype=np.float32)
         if len(lrs) != steps:
@@ -184,6 +190,9 @@ class NativeMLP:
     def _forward(self, x: np.ndarray, y: np.ndarray | None, probs: bool, threads: int):
         x = _rows(x, self.dims[0])
         y_arr = None if y is None else np.ascontiguousarray(y, dtype=np.int64)
+        if y_arr is not None and (len(y_arr) != len(x) or (len(y_arr) and (y_arr.min() < 0
+                                                                             or y_arr.max() >= self.dims[-1]))):
+            raise ValueError(f"expected {len(x)} labels in [0, {self.dims[-1]})")
         out = np.empty((len(x), self.dims[-1]), np.float32) if probs else None
         loss, correct = ctypes.c_double(0.0), ctypes.c_int64(0)
         rc = library().dl_evaluate(

@@ -9,7 +9,6 @@ is what dominates at batch 32. Everything else goes through autograd.
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from digitlab.loop import (  # noqa: F401
     run_state_json,
 )
 from digitlab.models import Net
+from digitlab.native import cores as _cores
 
 
 def resolve_device(name: str) -> torch.device:
@@ -65,10 +65,6 @@ def resolve_device(name: str) -> torch.device:
             raise ConfigError("--device mps asked for, but PyTorch sees no Apple GPU here")
         return torch.device("mps")
     raise ConfigError(f"unknown device {name!r}; choose auto, cpu, cuda or mps")
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def default_threads(model: Net, device: torch.device, local_world_size: int = 1) -> int:
