@@ -149,3 +149,21 @@ def synth_dir(tmp_path_factory) -> Path:
                       ("t10k-images-idx3-ubyte.gz", xte), ("t10k-labels-idx1-ubyte.gz", yte)]:
         write_idx(root / "mnist" / name, arr)
     return root
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` for a child that must answer Ctrl-C: a shell running the tests in the
+    background starts them with SIGINT ignored, and children inherit that."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.fixture
+def sigint_default():
+    """Python's own Ctrl-C handler in this process for the test (see :func:`default_sigint`)."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

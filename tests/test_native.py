@@ -18,7 +18,7 @@ from digitlab.config import TrainConfig
 from digitlab.errors import ConfigError
 from digitlab.job import Interrupted, choose_engine, train
 from digitlab.models import build_model
-from digitlab.native import NativeEngine, NativeMLP
+from digitlab.native import NativeCNN, NativeEngine, NativeMLP
 
 if os.environ.get("DIGITLAB_REQUIRE_NATIVE") == "1" and not native.available():
     raise RuntimeError(f"DIGITLAB_REQUIRE_NATIVE=1 but the native engine is unavailable: {native.load_error()}")
@@ -26,52 +26,59 @@ pytestmark = pytest.mark.skipif(not native.available(), reason=f"native engine n
 
 
 def torch_twin(net: NativeMLP) -> torch.nn.Module:
-    model = build_model("mlp", hidden=net.dims[1:-1])
+    model = build_model("cnn") if isinstance(net, NativeCNN) else build_model("mlp", hidden=net.dims[1:-1])
     model.load_state_dict({k: torch.from_numpy(v) for k, v in net.state_dict().items()})
     return model
 
 
-@pytest.mark.parametrize("optimizer,weight_decay", [("adam", 0.0), ("adam", 1e-3), ("adamw", 1e-2)])
-def test_steps_match_torch_autograd_and_adam(optimizer, weight_decay):
+@pytest.mark.parametrize("model,optimizer,weight_decay", [
+    ("mlp", "adam", 0.0), ("mlp", "adam", 1e-3), ("mlp", "adamw", 1e-2), ("cnn", "adam", 0.0), ("cnn", "adamw", 1e-2)])
+def test_steps_match_torch_autograd_and_adam(model, optimizer, weight_decay):
     """20 Adam steps (the last batch short) agree with autograd + torch.optim to float rounding."""
     x, y = synthetic_digits(20 * 32 - 7, 0)
-    net = NativeMLP([784, 128, 64, 10], seed=3)
+    net = NativeMLP([784, 128, 64, 10], seed=3) if model == "mlp" else NativeCNN(seed=3)
     model = torch_twin(net)
     cls = torch.optim.Adam if optimizer == "adam" else torch.optim.AdamW
     opt = cls(model.parameters(), lr=2e-3, eps=1e-7, weight_decay=weight_decay)
     idx = np.random.default_rng(0).permutation(len(x))
     losses, correct = net.train_steps(x, y, idx, 32, np.full(20, 2e-3, np.float32), weight_decay=weight_decay,
                                       decoupled=optimizer == "adamw", threads=2)
-    xt = torch.from_numpy(x.reshape(len(x), -1).astype(np.float32) / 255)
+    xt = torch.from_numpy(x.astype(np.float32) / 255)
     yt = torch.from_numpy(y.astype(np.int64))
     for s in range(20):
         b = torch.from_numpy(idx[s * 32 : (s + 1) * 32])
         logits = model(xt[b])
         loss = F.cross_entropy(logits, yt[b], reduction="sum")
-        assert losses[s] == pytest.approx(loss.item(), rel=1e-5, abs=1e-4)
+        assert losses[s] == pytest.approx(loss.item(), rel=1e-4, abs=1e-3)
         assert correct[s] == int((logits.argmax(1) == yt[b]).sum())
         opt.zero_grad()
         (loss / len(b)).backward()
         opt.step()
     assert net.step == 20
     for k, v in model.state_dict().items():
-        np.testing.assert_allclose(net.state_dict()[k], v.detach().numpy(), rtol=0, atol=2e-5, err_msg=k)
+        # Adam turns rounding-level gradient differences on near-zero gradients into lr-sized steps;
+        # the weights move by ~4e-2 over these steps, a wrong gradient anywhere by far more than this
+        atol = 2e-5 if model == "mlp" else 1e-4
+        np.testing.assert_allclose(net.state_dict()[k], v.detach().numpy(), rtol=0, atol=atol, err_msg=k)
 
 
-def test_thread_count_does_not_change_a_single_bit():
-    x, y = synthetic_digits(700, 4)
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_thread_count_does_not_change_a_single_bit(model):
+    x, y = synthetic_digits(300, 4)
     idx = np.random.default_rng(1).permutation(len(x))
     results = []
     for threads in (1, 2, 3):
-        net = NativeMLP([784, 96, 40, 10], seed=5)
-        losses, _ = net.train_steps(x, y, idx, 32, np.full(22, 1e-3, np.float32), threads=threads)
-        results.append((losses.tobytes(), b"".join(v.tobytes() for v in net.state_dict().values())))
+        net = NativeMLP([784, 96, 40, 10], seed=5) if model == "mlp" else NativeCNN(seed=5)
+        losses, _ = net.train_steps(x, y, idx, 32, np.full(10, 1e-3, np.float32), threads=threads)
+        probs = net.predict(x[:40], threads=threads)
+        results.append((losses.tobytes(), probs.tobytes(), b"".join(v.tobytes() for v in net.state_dict().values())))
     assert results[0] == results[1] == results[2]
 
 
-def test_inference_matches_torch():
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_inference_matches_torch(model):
     x, y = synthetic_digits(333, 6)
-    net = NativeMLP([784, 128, 64, 10], seed=7)
+    net = NativeMLP([784, 128, 64, 10], seed=7) if model == "mlp" else NativeCNN(seed=7)
     net.train_steps(x, y, np.arange(len(x)), 32, np.full(11, 1e-3, np.float32))
     model = torch_twin(net).eval()
     with torch.no_grad():
@@ -90,9 +97,11 @@ def test_portable_kernels_agree_with_the_vector_ones():
         "sys.path.insert(0, sys.argv[1])\n"
         "from conftest import synthetic_digits\n"
         "x, y = synthetic_digits(300, 8)\n"
-        "net = NativeMLP([784, 50, 10], seed=1)\n"
-        "net.train_steps(x, y, np.arange(300), 32, np.full(10, 1e-3, np.float32), threads=2)\n"
-        "np.save(sys.argv[2], np.concatenate([v.ravel() for v in net.state_dict().values()]))\n"
+        "from digitlab.native import NativeCNN\n"
+        "nets = [NativeMLP([784, 50, 10], seed=1), NativeCNN(seed=1)]\n"
+        "for net in nets:\n"
+        "    net.train_steps(x, y, np.arange(300), 32, np.full(10, 1e-3, np.float32), threads=2)\n"
+        "np.save(sys.argv[2], np.concatenate([v.ravel() for net in nets for v in net.state_dict().values()]))\n"
         "print(kernels())\n"
     )
     out = {}
@@ -118,15 +127,17 @@ def test_saved_weights_are_byte_identical_to_torch_saving_the_same_model(tmp_pat
 def test_engine_choice():
     assert choose_engine(TrainConfig.from_preset("tutorial", device="cpu")) == "native"
     assert choose_engine(TrainConfig.from_preset("tutorial", device="cpu", engine="torch")) == "torch"
-    for overrides in ({"model": "cnn"}, {"optimizer": "sgd"}, {"augment": True}, {"label_smoothing": 0.1}):
+    assert choose_engine(TrainConfig.from_preset("tutorial", model="cnn", device="cpu")) == "native"
+    for overrides in ({"model": "cnn_bn"}, {"optimizer": "sgd"}, {"augment": True}, {"label_smoothing": 0.1},
+                      {"model": "cnn", "augment": True}):
         cfg = TrainConfig.from_preset("tutorial", device="cpu", **overrides)
         cfg.validate()
         assert choose_engine(cfg) == "torch", overrides
     cfg = TrainConfig.from_preset("tutorial", device="cpu", model_options={"activation": "tanh"})
     cfg.validate()
     assert choose_engine(cfg) == "torch"
-    cfg = TrainConfig.from_preset("tutorial", model="cnn", engine="native")
-    with pytest.raises(ConfigError, match="the native engine cannot run this config: model cnn needs the torch engine"):
+    cfg = TrainConfig.from_preset("tutorial", model="cnn_bn", engine="native")
+    with pytest.raises(ConfigError, match="the native engine cannot run this config: model cnn_bn needs the torch"):
         choose_engine(cfg)
     with pytest.raises(ConfigError, match="unknown engine 'jax'"):
         TrainConfig.from_preset("tutorial", engine="jax").validate()
@@ -157,7 +168,7 @@ def test_same_seed_same_history(synth_dir, tmp_path):
     assert history(1, "a2") != history(2, "c")
 
 
-def test_resume_equals_uninterrupted(synth_dir, tmp_path, monkeypatch):
+def test_resume_equals_uninterrupted(synth_dir, tmp_path, monkeypatch, sigint_default):
     """Ctrl-C after epoch 1 of 3, then --resume: the same weights, byte for byte, as one whole run."""
     def config():
         return TrainConfig.from_preset("tutorial", epochs=3, device="cpu", schedule="cosine", batch_size=16)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import synthetic_digits
+from conftest import default_sigint, synthetic_digits
 from typer.testing import CliRunner
 
 from digitlab.cli import app
@@ -173,14 +173,21 @@ def test_run_folder_is_complete_and_reloads_to_identical_predictions(synth_dir, 
         assert torch.equal(model(x), result.model(x))
 
 
-def test_resume_equals_uninterrupted(synth_dir, tmp_path):
+@pytest.mark.parametrize("engine", ["torch", "native"])
+def test_resume_equals_uninterrupted(synth_dir, tmp_path, engine):
     """Stop a CNN run with Ctrl-C after its first epoch, resume it, and get the same bytes."""
-    common = [sys.executable, "-m", "digitlab", "train", "--model", "cnn", "--epochs", "3", "--batch-size", "16",
-              "--threads", "1", "--data-dir", str(synth_dir), "--runs-dir", str(tmp_path), "--no-plots", "--quiet"]
+    from digitlab import native
+
+    if engine == "native" and not native.available():
+        pytest.skip(f"native engine not built: {native.load_error()}")
+    epochs = "3" if engine == "torch" else "30"  # the native engine is fast: give Ctrl-C time to land
+    common = [sys.executable, "-m", "digitlab", "train", "--model", "cnn", "--epochs", epochs, "--batch-size", "16",
+              "--threads", "1", "--data-dir", str(synth_dir), "--runs-dir", str(tmp_path), "--no-plots", "--quiet",
+              "--engine", engine, "--device", "cpu"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     subprocess.run([*common, "--name", "whole"], check=True, env=env, timeout=300)
     proc = subprocess.Popen([*common, "--name", "cut"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     state = tmp_path / "cut" / "checkpoint" / "state.json"
     deadline = time.time() + 240
     while not state.exists() and time.time() < deadline and proc.poll() is None:
@@ -192,13 +199,13 @@ def test_resume_equals_uninterrupted(synth_dir, tmp_path):
     assert proc.returncode == 1, err
     assert "interrupted during epoch" in err and "digitlab train --resume" in err
     done = json.loads(state.read_text())["epoch"]
-    assert 1 <= done < 3
+    assert 1 <= done < int(epochs)
     assert not (tmp_path / "cut" / "metrics.json").exists()
     resumed = subprocess.run([sys.executable, "-m", "digitlab", "train", "--resume", str(tmp_path / "cut"),
                               "--data-dir", str(synth_dir), "--no-plots", "--json"],
                              env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    assert f"Resuming {tmp_path / 'cut'} after epoch {done} of 3" in resumed.stderr
+    assert f"Resuming {tmp_path / 'cut'} after epoch {done} of {epochs}" in resumed.stderr
     weights = [(tmp_path / name / "model.safetensors").read_bytes() for name in ("cut", "whole")]
     assert weights[0] == weights[1]
     a = json.loads((tmp_path / "whole" / "history.json").read_text())
@@ -247,6 +254,18 @@ def test_tutorial_mlp_one_epoch_on_real_mnist(data_dir, tmp_path, engine):
     assert result.metrics["engine"] == engine
     assert result.metrics["test_accuracy"] >= 0.95
     assert result.metrics["val_accuracy"] >= 0.95
+
+
+@pytest.mark.realdata
+def test_tutorial_cnn_one_epoch_on_real_mnist_natively(data_dir, tmp_path):
+    from digitlab import native
+
+    if not native.available():
+        pytest.skip(f"native engine not built: {native.load_error()}")
+    result = train(TrainConfig.from_preset("tutorial", model="cnn", epochs=1, device="cpu"), tmp_path / "cnn",
+                   data_dir=data_dir, quiet=True, plots=False)
+    assert result.metrics["engine"] == "native" and result.metrics["params"] == 225_034
+    assert result.metrics["test_accuracy"] >= 0.975
 
 
 @pytest.mark.realdata

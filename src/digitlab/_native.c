@@ -204,18 +204,22 @@ AVX2 static inline void fwd_tile4(const float *A, int lda, const float *W, int l
 }
 
 #define FWD_KBLOCK 128 /* rows of W per pass: a 16-column strip of them (8 KB) stays in L1 */
+#define FWD_MBLOCK 64  /* rows of A per pass (a convolution's im2col has thousands) */
 
 AVX2 static void fwd_avx2(int M, int K, const float *A, int lda, const float *W, int ldw, const float *bias,
                           float *out, int ldo, int c0, int c1, int relu) {
     const __m256 zero = _mm256_setzero_ps();
     int jend = c0 + (c1 - c0) / 16 * 16, mend = M / 4 * 4;
-    for (int k0 = 0; k0 < K || k0 == 0; k0 += FWD_KBLOCK) {
-        int k1 = k0 + FWD_KBLOCK < K ? k0 + FWD_KBLOCK : K, last = k1 == K;
-        for (int j = c0; j < jend; j += 16)
-            for (int i = 0; i < mend; i += 4)
-                fwd_tile4(A + (size_t)i * lda, lda, W + j, ldw, bias + j, out + (size_t)i * ldo + j, ldo, k0, k1,
-                          last, relu);
-        if (last) break;
+    for (int i0 = 0; i0 < mend; i0 += FWD_MBLOCK) { /* a block of rows of A stays in L2 meanwhile */
+        int i1 = i0 + FWD_MBLOCK < mend ? i0 + FWD_MBLOCK : mend;
+        for (int k0 = 0; k0 < K || k0 == 0; k0 += FWD_KBLOCK) {
+            int k1 = k0 + FWD_KBLOCK < K ? k0 + FWD_KBLOCK : K, last = k1 == K;
+            for (int j = c0; j < jend; j += 16)
+                for (int i = i0; i < i1; i += 4)
+                    fwd_tile4(A + (size_t)i * lda, lda, W + j, ldw, bias + j, out + (size_t)i * ldo + j, ldo, k0,
+                              k1, last, relu);
+            if (last) break;
+        }
     }
     for (int j = c0; j < jend; j += 16) {
         __m256 b0 = _mm256_loadu_ps(bias + j), b1 = _mm256_loadu_ps(bias + j + 8);
@@ -245,16 +249,16 @@ static void forward_cols(int M, int K, const float *A, int lda, const float *W, 
     fwd_generic(M, K, A, lda, W, ldw, bias, out, ldo, c0, c1, relu);
 }
 
-/* --- kernels: dA[i, r0:r1] = (dZ[i, :] @ W[r0:r1, :]^T) * (A[i, r0:r1] > 0) (backward through ReLU) */
+/* --- kernels: dA[i, r0:r1] = (dZ[i, :] @ W[r0:r1, :]^T) * (A[i, r0:r1] > 0) (backward through ReLU;
+ * no mask when A is NULL) */
 
 static void back_hidden(int M, int N, const float *dZ, int ldz, const float *W, int ldw,
                         const float *H, float *dH, int ldh, int r0, int r1) {
     for (int i = 0; i < M; i++) {
         const float *dz = dZ + (size_t)i * ldz;
         for (int r = r0; r < r1; r++) {
-            float h = H[(size_t)i * ldh + r];
             float s = 0.0f;
-            if (h > 0.0f) {
+            if (!H || H[(size_t)i * ldh + r] > 0.0f) {
                 const float *w = W + (size_t)r * ldw;
                 for (int j = 0; j < N; j++) s += dz[j] * w[j];
             }
@@ -294,8 +298,10 @@ AVX2 static void back_hidden_avx2(int M, int N, const float *dZ, int ldz, const 
                 a7 = _mm256_fmadd_ps(d, _mm256_loadu_ps(w + 7 * ldw + j), a7);
             }
             __m256 s = hsum8(a0, a1, a2, a3, a4, a5, a6, a7);
-            __m256 h = _mm256_loadu_ps(H + (size_t)i * ldh + r);
-            s = _mm256_and_ps(s, _mm256_cmp_ps(h, _mm256_setzero_ps(), _CMP_GT_OQ));
+            if (H) {
+                __m256 h = _mm256_loadu_ps(H + (size_t)i * ldh + r);
+                s = _mm256_and_ps(s, _mm256_cmp_ps(h, _mm256_setzero_ps(), _CMP_GT_OQ));
+            }
             _mm256_storeu_ps(dH + (size_t)i * ldh + r, s);
         }
     }
@@ -403,6 +409,81 @@ AVX2 static void grad_adam_avx2(int M, int K, const float *A, int lda, const flo
     if (jend < c1) grad_adam_generic(M, K, A, lda, dZ, ldz, W, Mo, V, ldw, jend, c1, o);
 }
 #endif
+
+/* G[0:K, c0:c1] (+)= A[0:M, 0:K]^T @ dZ[0:M, c0:c1]: the weight gradient of a convolution, whose
+ * im2col matrix A has thousands of rows; the caller feeds it a block of rows at a time (so that
+ * block of A stays in cache for every column block) and keeps the running sums in G. */
+static void grad_acc_generic(int M, int K, const float *A, int lda, const float *dZ, int ldz, float *G, int ldg,
+                             int c0, int c1, int init) {
+    for (int k = 0; k < K; k++)
+        for (int j = c0; j < c1; j++) {
+            float g = init ? 0.0f : G[(size_t)k * ldg + j];
+            for (int i = 0; i < M; i++) g += A[(size_t)i * lda + k] * dZ[(size_t)i * ldz + j];
+            G[(size_t)k * ldg + j] = g;
+        }
+}
+
+#ifdef DL_X86
+AVX2 static void grad_acc_avx2(int M, int K, const float *A, int lda, const float *dZ, int ldz, float *G, int ldg,
+                               int c0, int c1, int init) {
+    int jend = c0 + (c1 - c0) / 16 * 16, kend = K / 4 * 4;
+    for (int k = 0; k < kend; k += 4) {
+        for (int j = c0; j < jend; j += 16) {
+            float *g = G + (size_t)k * ldg + j;
+            __m256 g00, g01, g10, g11, g20, g21, g30, g31;
+            if (init) {
+                g00 = g01 = g10 = g11 = g20 = g21 = g30 = g31 = _mm256_setzero_ps();
+            } else {
+                g00 = _mm256_loadu_ps(g); g01 = _mm256_loadu_ps(g + 8);
+                g10 = _mm256_loadu_ps(g + ldg); g11 = _mm256_loadu_ps(g + ldg + 8);
+                g20 = _mm256_loadu_ps(g + 2 * ldg); g21 = _mm256_loadu_ps(g + 2 * ldg + 8);
+                g30 = _mm256_loadu_ps(g + 3 * ldg); g31 = _mm256_loadu_ps(g + 3 * ldg + 8);
+            }
+            const float *a = A + k, *dz = dZ + j;
+            for (int i = 0; i < M; i++, a += lda, dz += ldz) {
+                __m256 d0 = _mm256_loadu_ps(dz), d1 = _mm256_loadu_ps(dz + 8);
+                __m256 x = _mm256_broadcast_ss(a);
+                g00 = _mm256_fmadd_ps(x, d0, g00); g01 = _mm256_fmadd_ps(x, d1, g01);
+                x = _mm256_broadcast_ss(a + 1);
+                g10 = _mm256_fmadd_ps(x, d0, g10); g11 = _mm256_fmadd_ps(x, d1, g11);
+                x = _mm256_broadcast_ss(a + 2);
+                g20 = _mm256_fmadd_ps(x, d0, g20); g21 = _mm256_fmadd_ps(x, d1, g21);
+                x = _mm256_broadcast_ss(a + 3);
+                g30 = _mm256_fmadd_ps(x, d0, g30); g31 = _mm256_fmadd_ps(x, d1, g31);
+            }
+            _mm256_storeu_ps(g, g00); _mm256_storeu_ps(g + 8, g01);
+            _mm256_storeu_ps(g + ldg, g10); _mm256_storeu_ps(g + ldg + 8, g11);
+            _mm256_storeu_ps(g + 2 * ldg, g20); _mm256_storeu_ps(g + 2 * ldg + 8, g21);
+            _mm256_storeu_ps(g + 3 * ldg, g30); _mm256_storeu_ps(g + 3 * ldg + 8, g31);
+        }
+    }
+    for (int k = kend; k < K; k++) {
+        for (int j = c0; j < jend; j += 16) {
+            float *g = G + (size_t)k * ldg + j;
+            __m256 g0 = init ? _mm256_setzero_ps() : _mm256_loadu_ps(g);
+            __m256 g1 = init ? _mm256_setzero_ps() : _mm256_loadu_ps(g + 8);
+            const float *a = A + k, *dz = dZ + j;
+            for (int i = 0; i < M; i++, a += lda, dz += ldz) {
+                __m256 x = _mm256_broadcast_ss(a);
+                g0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(dz), g0);
+                g1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(dz + 8), g1);
+            }
+            _mm256_storeu_ps(g, g0);
+            _mm256_storeu_ps(g + 8, g1);
+        }
+    }
+    if (jend < c1) grad_acc_generic(M, K, A, lda, dZ, ldz, G, ldg, jend, c1, init);
+}
+#endif
+
+static void grad_acc(int M, int K, const float *A, int lda, const float *dZ, int ldz, float *G, int ldg, int c0,
+                     int c1, int init) {
+    if (c1 <= c0 || K <= 0) return;
+#ifdef DL_X86
+    if (have_avx2()) { grad_acc_avx2(M, K, A, lda, dZ, ldz, G, ldg, c0, c1, init); return; }
+#endif
+    grad_acc_generic(M, K, A, lda, dZ, ldz, G, ldg, c0, c1, init);
+}
 
 static void grad_adam(int M, int K, const float *A, int lda, const float *dZ, int ldz, float *W, float *Mo,
                       float *V, int ldw, int c0, int c1, const adam_t *o) {
@@ -669,6 +750,373 @@ int dl_evaluate(int L, const int *dims, float **W, float **b, const uint8_t *X, 
     if (run_threads(eval_worker, &c, nthreads) != 0) {
         c.nthreads = 1;
         run_threads(eval_worker, &c, 1);
+    }
+    double loss = 0.0;
+    int64_t ok = 0;
+    for (int t = 0; t < c.nthreads; t++) {
+        if (c.failed[t]) return -1;
+        loss += c.loss[t];
+        ok += c.correct[t];
+    }
+    *loss_out = loss;
+    *correct_out = ok;
+    return 0;
+}
+
+/* Adam on W[k0:k1, c0:c1] from the gradients already summed in G (same layout as W). */
+static void adam_block_generic(const float *G, float *W, float *Mo, float *V, int ld, int k0, int k1, int c0, int c1,
+                               const adam_t *o) {
+    for (int k = k0; k < k1; k++)
+        for (int j = c0; j < c1; j++) {
+            size_t at = (size_t)k * ld + j;
+            adam_scalar(o, G[at], W + at, Mo + at, V + at);
+        }
+}
+
+#ifdef DL_X86
+AVX2 static void adam_block_avx2(const float *G, float *W, float *Mo, float *V, int ld, int k0, int k1, int c0,
+                                 int c1, const adam_t *o) {
+    int jend = c0 + (c1 - c0) / 8 * 8;
+    for (int k = k0; k < k1; k++) {
+        size_t row = (size_t)k * ld;
+        for (int j = c0; j < jend; j += 8)
+            adam_vec(o, _mm256_loadu_ps(G + row + j), W + row + j, Mo + row + j, V + row + j);
+    }
+    if (jend < c1) adam_block_generic(G, W, Mo, V, ld, k0, k1, jend, c1, o);
+}
+#endif
+
+static void adam_block(const float *G, float *W, float *Mo, float *V, int ld, int k0, int k1, int c0, int c1,
+                       const adam_t *o) {
+#ifdef DL_X86
+    if (have_avx2()) { adam_block_avx2(G, W, Mo, V, ld, k0, k1, c0, c1, o); return; }
+#endif
+    adam_block_generic(G, W, Mo, V, ld, k0, k1, c0, c1, o);
+}
+
+/* --- the tutorial's CNN ----------------------------------------------------------------------
+ *
+ * Conv(c1, 3x3) -> MaxPool 2 -> ReLU -> Conv(c2, 3x3) -> MaxPool 2 -> ReLU -> Flatten -> Dense(h, ReLU)
+ * -> Dense(classes), on 28x28 images. Activations are channels-last (NHWC); a 3x3 convolution is
+ * an im2col gather and a matrix product with kernels stored (kh, kw, c_in) x c_out, so the same
+ * kernels as the MLP's do the work: forward, weight gradients fused with Adam, input gradients.
+ * ReLU after a 2x2 max-pool is the same function as before it, on a quarter of the values.
+ * dims = {784, c1, c2, h, classes}; W[0..3] = conv1 (9 x c1), conv2 (9 c1 x c2),
+ * dense (25 c2 x h, rows in (y, x, c) order), dense_1 (h x classes). */
+
+#define CNN_H0 28
+#define CNN_H1 26 /* conv1 output */
+#define CNN_P1 13 /* after pooling */
+#define CNN_H2 11 /* conv2 output */
+#define CNN_P2 5
+#define GRAD_MBLOCK 256 /* im2col rows per pass of a convolution's weight gradient */
+
+/* Rows of the 3x3 im2col matrix of one sample: (H-2)(W-2) rows of 9C values in (ky, kx, c) order. */
+static void im2col3(const float *in, int H, int W, int C, float *col) {
+    int Ho = H - 2, Wo = W - 2;
+    for (int y = 0; y < Ho; y++)
+        for (int x = 0; x < Wo; x++) {
+            float *row = col + (size_t)(y * Wo + x) * 9 * C;
+            for (int ky = 0; ky < 3; ky++)
+                for (int kx = 0; kx < 3; kx++)
+                    memcpy(row + (ky * 3 + kx) * C, in + (size_t)((y + ky) * W + x + kx) * C, sizeof(float) * C);
+        }
+}
+
+/* The adjoint of im2col3: adds each row's gradient back onto the pixels it came from (din zeroed here). */
+static void col2im3(const float *col, int H, int W, int C, float *din) {
+    int Ho = H - 2, Wo = W - 2;
+    memset(din, 0, sizeof(float) * (size_t)H * W * C);
+    for (int y = 0; y < Ho; y++)
+        for (int x = 0; x < Wo; x++) {
+            const float *row = col + (size_t)(y * Wo + x) * 9 * C;
+            for (int ky = 0; ky < 3; ky++)
+                for (int kx = 0; kx < 3; kx++) {
+                    float *d = din + (size_t)((y + ky) * W + x + kx) * C;
+                    const float *r = row + (ky * 3 + kx) * C;
+                    for (int c = 0; c < C; c++) d[c] += r[c];
+                }
+        }
+}
+
+/* 2x2 max-pool (floor) then ReLU, NHWC; arg records which of the window's four won (the first
+ * maximum in scan order, as PyTorch picks it). */
+static void pool_relu(const float *in, int H, int W, int C, float *out, uint8_t *arg) {
+    int Ho = H / 2, Wo = W / 2;
+    for (int y = 0; y < Ho; y++)
+        for (int x = 0; x < Wo; x++) {
+            const float *p0 = in + (size_t)((2 * y) * W + 2 * x) * C, *p1 = p0 + C, *p2 = p0 + (size_t)W * C,
+                        *p3 = p2 + C;
+            float *o = out + (size_t)(y * Wo + x) * C;
+            uint8_t *a = arg + (size_t)(y * Wo + x) * C;
+            for (int c = 0; c < C; c++) {
+                float m = p0[c];
+                uint8_t k = 0;
+                if (p1[c] > m) { m = p1[c]; k = 1; }
+                if (p2[c] > m) { m = p2[c]; k = 2; }
+                if (p3[c] > m) { m = p3[c]; k = 3; }
+                o[c] = m > 0.0f ? m : 0.0f;
+                a[c] = k;
+            }
+        }
+}
+
+/* Backward of pool_relu: the gradient of each positive output goes to the input that won. */
+static void pool_relu_back(const float *dout, const float *out, const uint8_t *arg, int H, int W, int C,
+                           float *din) {
+    int Ho = H / 2, Wo = W / 2;
+    memset(din, 0, sizeof(float) * (size_t)H * W * C);
+    for (int y = 0; y < Ho; y++)
+        for (int x = 0; x < Wo; x++) {
+            size_t at = (size_t)(y * Wo + x) * C;
+            for (int c = 0; c < C; c++) {
+                if (!(out[at + c] > 0.0f)) continue;
+                int k = arg[at + c];
+                int yy = 2 * y + (k >> 1), xx = 2 * x + (k & 1);
+                din[(size_t)(yy * W + xx) * C + c] = dout[at + c];
+            }
+        }
+}
+
+/* Column sums of dZ[0:M, c0:c1] (bias gradients), summed over rows in order. */
+static void col_sums(int M, const float *dZ, int ldz, int c0, int c1, float *out) {
+    for (int j = c0; j < c1; j++) out[j] = 0.0f;
+    for (int i = 0; i < M; i++) {
+        const float *d = dZ + (size_t)i * ldz;
+        for (int j = c0; j < c1; j++) out[j] += d[j];
+    }
+}
+
+typedef struct {
+    int nthreads, batch, c1, c2, hid, nc;
+    float **W, **b, **mW, **vW, **mb, **vb;
+    const uint8_t *X;
+    const int64_t *y, *idx;
+    int64_t n, t0;
+    const float *lr;
+    float b1, b2, eps, wd;
+    int decoupled;
+    double *loss_out;
+    int64_t *correct_out;
+    float *xb, *col1, *z1, *p1, *col2, *z2, *p2, *h3, *z4, *dz4, *dh3, *dp2, *dz2, *dcol2, *dp1, *dz1, *gb;
+    float *w2t, *zero, *g1, *g2;
+    uint8_t *a1, *a2;
+    int64_t *yb;
+    barrier_t bar;
+} cnn_ctx;
+
+static void cnn_train_worker(void *p, int t) {
+    fp_mode fp = fast_fp_begin();
+    cnn_ctx *c = (cnn_ctx *)p;
+    const int T = c->nthreads, B = c->batch, C1 = c->c1, C2 = c->c2, D = c->hid, NC = c->nc;
+    const int R1 = CNN_H1 * CNN_H1, Q1 = CNN_P1 * CNN_P1, R2 = CNN_H2 * CNN_H2, F = CNN_P2 * CNN_P2 * C2;
+    const int K1 = 9, K2 = 9 * C1;
+    int sense = 0, c0, c1, k0, k1;
+    int64_t steps = (c->n + B - 1) / B;
+    for (int64_t s = 0; s < steps; s++) {
+        int64_t first = s * B;
+        int bs = (int)(c->n - first < B ? c->n - first : B);
+        to_float_rows(c->X, c->idx, first, bs, CNN_H0 * CNN_H0, c->xb, t, T);
+        barrier_wait(&c->bar, &sense);
+        if (s + 1 < steps) prefetch_rows(c->X, c->idx, first + B, c->n, B, CNN_H0 * CNN_H0, t, T);
+        for (int i = t; i < bs; i += T)
+            im2col3(c->xb + (size_t)i * CNN_H0 * CNN_H0, CNN_H0, CNN_H0, 1, c->col1 + (size_t)i * R1 * K1);
+        barrier_wait(&c->bar, &sense);
+        part4(bs * R1, t, T, &k0, &k1); /* convolutions: by rows of the im2col matrix */
+        forward_cols(k1 - k0, K1, c->col1 + (size_t)k0 * K1, K1, c->W[0], C1, c->b[0], c->z1 + (size_t)k0 * C1, C1,
+                     0, C1, 0);
+        barrier_wait(&c->bar, &sense);
+        for (int i = t; i < bs; i += T) {
+            pool_relu(c->z1 + (size_t)i * R1 * C1, CNN_H1, CNN_H1, C1, c->p1 + (size_t)i * Q1 * C1,
+                      c->a1 + (size_t)i * Q1 * C1);
+            im2col3(c->p1 + (size_t)i * Q1 * C1, CNN_P1, CNN_P1, C1, c->col2 + (size_t)i * R2 * K2);
+        }
+        barrier_wait(&c->bar, &sense);
+        part4(bs * R2, t, T, &k0, &k1);
+        forward_cols(k1 - k0, K2, c->col2 + (size_t)k0 * K2, K2, c->W[1], C2, c->b[1], c->z2 + (size_t)k0 * C2, C2,
+                     0, C2, 0);
+        barrier_wait(&c->bar, &sense);
+        for (int i = t; i < bs; i += T)
+            pool_relu(c->z2 + (size_t)i * R2 * C2, CNN_H2, CNN_H2, C2, c->p2 + (size_t)i * F,
+                      c->a2 + (size_t)i * F);
+        barrier_wait(&c->bar, &sense);
+        part(D, t, T, &c0, &c1);
+        forward_cols(bs, F, c->p2, F, c->W[2], D, c->b[2], c->h3, D, c0, c1, 1);
+        barrier_wait(&c->bar, &sense);
+        part(NC, t, T, &c0, &c1);
+        forward_cols(bs, D, c->h3, D, c->W[3], NC, c->b[3], c->z4, NC, c0, c1, 0);
+        barrier_wait(&c->bar, &sense);
+        if (t == 0) {
+            for (int i = 0; i < bs; i++) c->yb[i] = c->y[c->idx[first + i]];
+            int64_t ok = 0;
+            c->loss_out[s] = softmax_xent(bs, NC, c->z4, c->yb, c->dz4, 1.0f / (float)bs, NULL, &ok);
+            c->correct_out[s] = ok;
+        }
+        barrier_wait(&c->bar, &sense);
+
+        part(D, t, T, &k0, &k1);
+        backward_hidden(bs, NC, c->dz4, NC, c->W[3], NC, c->h3, c->dh3, D, k0, k1);
+        barrier_wait(&c->bar, &sense);
+        part(F, t, T, &k0, &k1);
+        backward_hidden(bs, D, c->dh3, D, c->W[2], D, c->p2, c->dp2, F, k0, k1);
+        barrier_wait(&c->bar, &sense);
+        for (int i = t; i < bs; i += T)
+            pool_relu_back(c->dp2 + (size_t)i * F, c->p2 + (size_t)i * F, c->a2 + (size_t)i * F, CNN_H2, CNN_H2,
+                           C2, c->dz2 + (size_t)i * R2 * C2);
+        part(K2, t, T, &k0, &k1); /* conv2's kernel transposed, for its input gradient as a forward product */
+        for (int r = k0; r < k1; r++)
+            for (int j = 0; j < C2; j++) c->w2t[(size_t)j * K2 + r] = c->W[1][(size_t)r * C2 + j];
+        barrier_wait(&c->bar, &sense);
+        part4(bs * R2, t, T, &k0, &k1);
+        forward_cols(k1 - k0, C2, c->dz2 + (size_t)k0 * C2, C2, c->w2t, K2, c->zero, c->dcol2 + (size_t)k0 * K2, K2,
+                     0, K2, 0);
+        barrier_wait(&c->bar, &sense);
+        for (int i = t; i < bs; i += T) {
+            float *dp1 = c->dp1 + (size_t)i * CNN_P1 * CNN_P1 * C1;
+            col2im3(c->dcol2 + (size_t)i * R2 * K2, CNN_P1, CNN_P1, C1, dp1);
+            pool_relu_back(dp1, c->p1 + (size_t)i * Q1 * C1, c->a1 + (size_t)i * Q1 * C1, CNN_H1, CNN_H1, C1,
+                           c->dz1 + (size_t)i * R1 * C1);
+        }
+        barrier_wait(&c->bar, &sense);
+
+        int64_t step = c->t0 + s + 1;
+        float lr = c->lr[s];
+        double bc1 = 1.0 - pow(c->b1, (double)step), bc2 = 1.0 - pow(c->b2, (double)step);
+        adam_t o = {lr, c->b1, c->b2, c->eps, c->wd, (float)(lr / bc1), (float)(1.0 / sqrt(bc2)), c->decoupled};
+        /* weight gradients + Adam: conv1 by columns (9 rows only), the others by rows of W */
+        struct { const float *A; int M, K, N; const float *dZ; } layer[4] = {
+            {c->col1, bs * R1, K1, C1, c->dz1}, {c->col2, bs * R2, K2, C2, c->dz2},
+            {c->p2, bs, F, D, c->dh3}, {c->h3, bs, D, NC, c->dz4}};
+        for (int l = 0; l < 4; l++) {
+            int M = layer[l].M, K = layer[l].K, N = layer[l].N;
+            if (l < 2) { /* convolutions: sum the gradient over blocks of im2col rows, then Adam */
+                float *G = l == 0 ? c->g1 : c->g2;
+                if (l == 0) { part(N, t, T, &c0, &c1); k0 = 0; k1 = K; }
+                else { c0 = 0; c1 = N; part4(K, t, T, &k0, &k1); }
+                for (int i0 = 0; i0 < M; i0 += GRAD_MBLOCK) {
+                    int m = M - i0 < GRAD_MBLOCK ? M - i0 : GRAD_MBLOCK;
+                    grad_acc(m, k1 - k0, layer[l].A + (size_t)i0 * K + k0, K, layer[l].dZ + (size_t)i0 * N, N,
+                             G + (size_t)k0 * N, N, c0, c1, i0 == 0);
+                }
+                adam_block(G, c->W[l], c->mW[l], c->vW[l], N, k0, k1, c0, c1, &o);
+            } else {
+                part4(K, t, T, &k0, &k1);
+                size_t at = (size_t)k0 * N;
+                grad_adam(M, k1 - k0, layer[l].A + k0, K, layer[l].dZ, N, c->W[l] + at, c->mW[l] + at,
+                          c->vW[l] + at, N, 0, N, &o);
+            }
+            part(N, t, T, &c0, &c1);
+            float *gb = c->gb + (l > 0 ? C1 : 0) + (l > 1 ? C2 : 0) + (l > 2 ? D : 0); /* a slice per layer */
+            col_sums(M, layer[l].dZ, N, c0, c1, gb);
+            for (int j = c0; j < c1; j++) adam_scalar(&o, gb[j], c->b[l] + j, c->mb[l] + j, c->vb[l] + j);
+        }
+    }
+    fast_fp_end(fp);
+}
+
+int dl_cnn_train(int L, const int *dims, float **W, float **b, float **mW, float **vW, float **mb, float **vb,
+                 const uint8_t *X, const int64_t *y, const int64_t *idx, int64_t n, int batch, const float *lr,
+                 int64_t t0, float beta1, float beta2, float eps, float weight_decay, int decoupled,
+                 double *loss_out, int64_t *correct_out, int nthreads) {
+    if (L != 4 || dims[0] != CNN_H0 * CNN_H0 || batch < 1 || n < 0) return -2;
+    if (nthreads < 1) nthreads = 1;
+    if (nthreads > DL_MAXT) nthreads = DL_MAXT;
+    cnn_ctx c = {.nthreads = nthreads, .batch = batch, .c1 = dims[1], .c2 = dims[2], .hid = dims[3],
+                 .nc = dims[4], .W = W, .b = b, .mW = mW, .vW = vW, .mb = mb, .vb = vb, .X = X, .y = y, .idx = idx,
+                 .n = n, .t0 = t0, .lr = lr, .b1 = beta1, .b2 = beta2, .eps = eps, .wd = weight_decay,
+                 .decoupled = decoupled, .loss_out = loss_out, .correct_out = correct_out};
+    atomic_init(&c.bar.count, 0);
+    atomic_init(&c.bar.sense, 0);
+    c.bar.n = nthreads;
+    const size_t Bz = (size_t)batch, C1 = dims[1], C2 = dims[2], D = dims[3], NC = dims[4];
+    const size_t R1 = CNN_H1 * CNN_H1, Q1 = CNN_P1 * CNN_P1, R2 = CNN_H2 * CNN_H2, F = CNN_P2 * CNN_P2 * C2;
+    size_t sizes[] = {Bz * 784, Bz * R1 * 9, Bz * R1 * C1, Bz * Q1 * C1, Bz * R2 * 9 * C1, Bz * R2 * C2, Bz * F,
+                      Bz * D, Bz * NC, Bz * NC, Bz * D, Bz * F, Bz * R2 * C2, Bz * R2 * 9 * C1, Bz * Q1 * C1,
+                      Bz * R1 * C1, C1 + C2 + D + NC + 64, 9 * C1 * C2, 9 * C1, 9 * C1, 9 * C1 * C2};
+    float **slots[] = {&c.xb, &c.col1, &c.z1, &c.p1, &c.col2, &c.z2, &c.p2, &c.h3, &c.z4, &c.dz4, &c.dh3, &c.dp2,
+                       &c.dz2, &c.dcol2, &c.dp1, &c.dz1, &c.gb, &c.w2t, &c.zero, &c.g1, &c.g2};
+    size_t total = 0;
+    for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) total += (sizes[k] + 15) / 16 * 16;
+    float *mem = (float *)aligned_alloc(64, total * sizeof(float));
+    c.a1 = (uint8_t *)malloc(Bz * Q1 * C1);
+    c.a2 = (uint8_t *)malloc(Bz * F);
+    c.yb = (int64_t *)malloc(sizeof(int64_t) * Bz);
+    if (!mem || !c.a1 || !c.a2 || !c.yb) { free(mem); free(c.a1); free(c.a2); free(c.yb); return -1; }
+    float *q = mem;
+    for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) { *slots[k] = q; q += (sizes[k] + 15) / 16 * 16; }
+    memset(c.zero, 0, sizeof(float) * 9 * C1);
+    int rc = run_threads(cnn_train_worker, &c, nthreads);
+    if (rc != 0) {
+        c.nthreads = c.bar.n = 1;
+        rc = run_threads(cnn_train_worker, &c, 1);
+    }
+    free(mem); free(c.a1); free(c.a2); free(c.yb);
+    return rc;
+}
+
+typedef struct {
+    int nthreads, c1, c2, hid, nc;
+    float **W, **b;
+    const uint8_t *X;
+    const int64_t *y;
+    int64_t n;
+    float *probs;
+    double loss[DL_MAXT];
+    int64_t correct[DL_MAXT];
+    int failed[DL_MAXT];
+} cnn_eval_ctx;
+
+#define CNN_EVAL_BLOCK 16
+
+static void cnn_eval_worker(void *p, int t) {
+    fp_mode fp = fast_fp_begin();
+    cnn_eval_ctx *c = (cnn_eval_ctx *)p;
+    const size_t E = CNN_EVAL_BLOCK, C1 = c->c1, C2 = c->c2, D = c->hid, NC = c->nc;
+    const size_t R1 = CNN_H1 * CNN_H1, Q1 = CNN_P1 * CNN_P1, R2 = CNN_H2 * CNN_H2, F = CNN_P2 * CNN_P2 * C2;
+    size_t floats = E * (784 + R1 * 9 + R1 * C1 + Q1 * C1 + R2 * 9 * C1 + R2 * C2 + F + D + NC);
+    float *mem = (float *)malloc(sizeof(float) * floats);
+    uint8_t *arg = (uint8_t *)malloc(E * (R1 * C1));
+    int64_t *rows = (int64_t *)malloc(sizeof(int64_t) * E);
+    c->loss[t] = 0.0;
+    c->correct[t] = 0;
+    c->failed[t] = !mem || !arg || !rows;
+    if (c->failed[t]) { free(mem); free(arg); free(rows); fast_fp_end(fp); return; }
+    float *xb = mem, *col1 = xb + E * 784, *z1 = col1 + E * R1 * 9, *p1 = z1 + E * R1 * C1, *col2 = p1 + E * Q1 * C1,
+          *z2 = col2 + E * R2 * 9 * C1, *p2 = z2 + E * R2 * C2, *h3 = p2 + E * F, *z4 = h3 + E * D;
+    int64_t nblocks = (c->n + (int64_t)E - 1) / (int64_t)E;
+    for (int64_t blk = t; blk < nblocks; blk += c->nthreads) {
+        int64_t first = blk * (int64_t)E;
+        int m = (int)(c->n - first < (int64_t)E ? c->n - first : (int64_t)E);
+        for (int i = 0; i < m; i++) rows[i] = first + i;
+        to_float_rows(c->X, rows, 0, m, 784, xb, 0, 1);
+        for (int i = 0; i < m; i++) im2col3(xb + (size_t)i * 784, CNN_H0, CNN_H0, 1, col1 + (size_t)i * R1 * 9);
+        forward_cols(m * (int)R1, 9, col1, 9, c->W[0], (int)C1, c->b[0], z1, (int)C1, 0, (int)C1, 0);
+        for (int i = 0; i < m; i++) {
+            pool_relu(z1 + (size_t)i * R1 * C1, CNN_H1, CNN_H1, (int)C1, p1 + (size_t)i * Q1 * C1, arg);
+            im2col3(p1 + (size_t)i * Q1 * C1, CNN_P1, CNN_P1, (int)C1, col2 + (size_t)i * R2 * 9 * C1);
+        }
+        forward_cols(m * (int)R2, 9 * (int)C1, col2, 9 * (int)C1, c->W[1], (int)C2, c->b[1], z2, (int)C2, 0, (int)C2,
+                     0);
+        for (int i = 0; i < m; i++) pool_relu(z2 + (size_t)i * R2 * C2, CNN_H2, CNN_H2, (int)C2, p2 + (size_t)i * F, arg);
+        forward_cols(m, (int)F, p2, (int)F, c->W[2], (int)D, c->b[2], h3, (int)D, 0, (int)D, 1);
+        forward_cols(m, (int)D, h3, (int)D, c->W[3], (int)NC, c->b[3], z4, (int)NC, 0, (int)NC, 0);
+        c->loss[t] += softmax_xent(m, (int)NC, z4, c->y ? c->y + first : NULL, NULL, 1.0f,
+                                   c->probs ? c->probs + (size_t)first * NC : NULL, &c->correct[t]);
+    }
+    free(mem); free(arg); free(rows);
+    fast_fp_end(fp);
+}
+
+int dl_cnn_evaluate(int L, const int *dims, float **W, float **b, const uint8_t *X, const int64_t *y, int64_t n,
+                    float *probs, double *loss_out, int64_t *correct_out, int nthreads) {
+    if (L != 4 || dims[0] != CNN_H0 * CNN_H0 || n < 0) return -2;
+    if (nthreads < 1) nthreads = 1;
+    if (nthreads > DL_MAXT) nthreads = DL_MAXT;
+    cnn_eval_ctx c = {.nthreads = nthreads, .c1 = dims[1], .c2 = dims[2], .hid = dims[3], .nc = dims[4], .W = W,
+                      .b = b, .X = X, .y = y, .n = n, .probs = probs};
+    if (run_threads(cnn_eval_worker, &c, nthreads) != 0) {
+        c.nthreads = 1;
+        run_threads(cnn_eval_worker, &c, 1);
     }
     double loss = 0.0;
     int64_t ok = 0;

@@ -1,4 +1,4 @@
-"""The native engine: trains and runs ReLU MLPs on the CPU without importing torch.
+"""The native engine: trains and runs ReLU MLPs and the tutorial's CNN on the CPU without importing torch.
 
 The kernels live in ``_native.c``, built with the package into a small shared library and loaded
 with ctypes. Importing torch costs 1.5-3 s here, more than the whole tutorial MLP takes to train
@@ -57,6 +57,10 @@ def library() -> ctypes.CDLL | None:
     lib.dl_evaluate.restype = ctypes.c_int
     lib.dl_evaluate.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_int), _ptrs, _ptrs, ctypes.c_void_p, _i64p,
                                 ctypes.c_int64, _f32p, ctypes.POINTER(ctypes.c_double), _i64p, ctypes.c_int]
+    lib.dl_cnn_train.restype = ctypes.c_int
+    lib.dl_cnn_train.argtypes = lib.dl_train.argtypes
+    lib.dl_cnn_evaluate.restype = ctypes.c_int
+    lib.dl_cnn_evaluate.argtypes = lib.dl_evaluate.argtypes
     lib.dl_kernels.restype = ctypes.c_int
     _LIB = lib
     return lib
@@ -94,9 +98,10 @@ def unsupported(config: Any) -> str | None:
     fit = config.fit
     opts = config.model_options
     checks = [
-        (config.model == "mlp", f"model {config.model}"),
+        (config.model in ("mlp", "cnn"), f"model {config.model}"),
         (opts.get("activation", "relu") == "relu", f"activation {opts.get('activation')}"),
         (not opts.get("dropout"), "dropout"),
+        (opts.get("num_classes", 10) == 10 or config.model == "mlp", "a CNN with other than 10 classes"),
         (fit.optimizer in ("adam", "adamw"), f"optimizer {fit.optimizer}"),
         (not fit.augment, "augmentation"),
         (not fit.label_smoothing, "label smoothing"),
@@ -130,19 +135,22 @@ class NativeMLP:
     Kernels are stored input-major ``(in, out)``; :meth:`state_dict` gives torch's ``(out, in)``.
     """
 
-    def __init__(self, dims: list[int], seed: int = 0, names: list[str] | None = None):
+    _train_fn = "dl_train"
+    _evaluate_fn = "dl_evaluate"
+
+    def __init__(self, dims: list[int], seed: int = 0):
         if library() is None:
             raise RuntimeError(f"native engine unavailable: {load_error()}")
         self.dims = [int(d) for d in dims]
         self.L = len(self.dims) - 1
-        self.names = names or (["dense"] + [f"dense_{i}" for i in range(1, self.L)])
+        self.names = self._names()
         rng = np.random.default_rng(seed)
         self.W: list[np.ndarray] = []
         self.b: list[np.ndarray] = []
-        for fan_in, fan_out in zip(self.dims[:-1], self.dims[1:], strict=True):
-            limit = np.sqrt(6.0 / (fan_in + fan_out))  # Glorot-uniform, as Keras initialises Dense
-            self.W.append(rng.uniform(-limit, limit, (fan_in, fan_out)).astype(np.float32))
-            self.b.append(np.zeros(fan_out, np.float32))
+        for shape, (fan_in, fan_out) in zip(self._shapes(), self._fans(), strict=True):
+            limit = np.sqrt(6.0 / (fan_in + fan_out))  # Glorot-uniform, as Keras initialises kernels
+            self.W.append(rng.uniform(-limit, limit, shape).astype(np.float32))
+            self.b.append(np.zeros(shape[1], np.float32))
         self.mW = [np.zeros_like(w) for w in self.W]
         self.vW = [np.zeros_like(w) for w in self.W]
         self.mb = [np.zeros_like(b) for b in self.b]
@@ -150,6 +158,25 @@ class NativeMLP:
         self.step = 0  # Adam steps taken
         self._dims_c = (ctypes.c_int * len(self.dims))(*self.dims)
         self._refresh()
+
+    # --- the layout of the kernels, against torch's ---------------------------------------------
+
+    def _names(self) -> list[str]:
+        return ["dense"] + [f"dense_{i}" for i in range(1, self.L)]
+
+    def _shapes(self) -> list[tuple[int, int]]:
+        """Each kernel as the native code stores it: (inputs, outputs)."""
+        return list(zip(self.dims[:-1], self.dims[1:], strict=True))
+
+    def _fans(self) -> list[tuple[int, int]]:
+        return self._shapes()
+
+    def _to_torch(self, i: int, a: np.ndarray) -> np.ndarray:
+        """Kernel ``i`` (or a moment of it) in torch's shape and order."""
+        return np.ascontiguousarray(a.T)
+
+    def _from_torch(self, i: int, t: np.ndarray) -> np.ndarray:
+        return t.T
 
     def _refresh(self) -> None:
         self._p = [_ptr_array(a) for a in (self.W, self.b, self.mW, self.vW, self.mb, self.vb)]
@@ -177,7 +204,7 @@ class NativeMLP:
             raise ValueError(f"{steps} steps need {steps} learning rates, got {len(lrs)}")
         loss = np.zeros(steps, np.float64)
         correct = np.zeros(steps, np.int64)
-        rc = library().dl_train(
+        rc = getattr(library(), self._train_fn)(
             self.L, self._dims_c, *self._p, x.ctypes.data, y.ctypes.data_as(_i64p), idx.ctypes.data_as(_i64p),
             len(idx), batch_size, lrs.ctypes.data_as(_f32p), self.step, betas[0], betas[1], eps, weight_decay,
             int(decoupled), loss.ctypes.data_as(ctypes.POINTER(ctypes.c_double)), correct.ctypes.data_as(_i64p),
@@ -195,7 +222,7 @@ class NativeMLP:
             raise ValueError(f"expected {len(x)} labels in [0, {self.dims[-1]})")
         out = np.empty((len(x), self.dims[-1]), np.float32) if probs else None
         loss, correct = ctypes.c_double(0.0), ctypes.c_int64(0)
-        rc = library().dl_evaluate(
+        rc = getattr(library(), self._evaluate_fn)(
             self.L, self._dims_c, self._p[0], self._p[1], x.ctypes.data,
             None if y_arr is None else y_arr.ctypes.data_as(_i64p), len(x),
             None if out is None else out.ctypes.data_as(_f32p), ctypes.byref(loss), ctypes.byref(correct), threads)
@@ -218,17 +245,18 @@ class NativeMLP:
     def state_dict(self) -> dict[str, np.ndarray]:
         """Weights under torch's names and shapes (``dense.weight`` is ``(out, in)``)."""
         out: dict[str, np.ndarray] = {}
-        for name, w, b in zip(self.names, self.W, self.b, strict=True):
-            out[f"{name}.weight"] = np.ascontiguousarray(w.T)
+        for i, (name, w, b) in enumerate(zip(self.names, self.W, self.b, strict=True)):
+            out[f"{name}.weight"] = self._to_torch(i, w)
             out[f"{name}.bias"] = b.copy()
         return out
 
     def load_state_dict(self, tensors: dict[str, np.ndarray]) -> None:
         for i, name in enumerate(self.names):
             w = np.asarray(tensors[f"{name}.weight"], np.float32)
-            if w.shape != self.W[i].T.shape:
-                raise ValueError(f"{name}.weight has shape {w.shape}, expected {self.W[i].T.shape}")
-            self.W[i][...] = w.T
+            expected = self._to_torch(i, self.W[i]).shape
+            if w.shape != expected:
+                raise ValueError(f"{name}.weight has shape {w.shape}, expected {expected}")
+            self.W[i][...] = self._from_torch(i, w)
             self.b[i][...] = np.asarray(tensors[f"{name}.bias"], np.float32)
 
     def optimizer_state(self, lr: float, betas: tuple[float, float], eps: float, weight_decay: float,
@@ -238,8 +266,8 @@ class NativeMLP:
         for i in range(self.L):
             for k, (m, v, transpose) in enumerate(((self.mW[i], self.vW[i], True), (self.mb[i], self.vb[i], False))):
                 pid = 2 * i + k
-                tensors[f"state.{pid}.exp_avg"] = np.ascontiguousarray(m.T if transpose else m)
-                tensors[f"state.{pid}.exp_avg_sq"] = np.ascontiguousarray(v.T if transpose else v)
+                tensors[f"state.{pid}.exp_avg"] = self._to_torch(i, m) if transpose else m.copy()
+                tensors[f"state.{pid}.exp_avg_sq"] = self._to_torch(i, v) if transpose else v.copy()
                 tensors[f"state.{pid}.step"] = np.asarray(float(self.step), np.float32)
         group = {"lr": lr, "betas": list(betas), "eps": eps, "weight_decay": weight_decay, "amsgrad": False,
                  "maximize": False, "foreach": None, "capturable": False, "differentiable": False, "fused": True,
@@ -253,7 +281,7 @@ class NativeMLP:
                 pid = 2 * i + k
                 for dst, key in ((m, "exp_avg"), (v, "exp_avg_sq")):
                     src = np.asarray(tensors[f"state.{pid}.{key}"], np.float32)
-                    dst[...] = src.T if transpose else src
+                    dst[...] = self._from_torch(i, src) if transpose else src
                 if f"state.{pid}.step" in tensors:
                     steps.add(int(np.asarray(tensors[f"state.{pid}.step"]).item()))
         if len(steps) > 1:
@@ -262,6 +290,52 @@ class NativeMLP:
 
     def count_params(self) -> int:
         return sum(w.size + b.size for w, b in zip(self.W, self.b, strict=True))
+
+
+class NativeCNN(NativeMLP):
+    """The tutorial's CNN on the native kernels: Conv(32, 3x3) -> MaxPool -> ReLU -> Conv(64, 3x3) ->
+    MaxPool -> ReLU -> Flatten -> Dense(128, ReLU) -> Dense(10), on 28x28 images.
+
+    ``dims`` is ``(784, conv1 channels, conv2 channels, dense units, classes)``. Convolution kernels
+    are stored ``(ky, kx, c_in) x c_out`` and the first dense layer's rows in channels-last order;
+    :meth:`state_dict` gives torch's layouts (``(c_out, c_in, 3, 3)``, flatten in (c, y, x) order).
+    """
+
+    _train_fn = "dl_cnn_train"
+    _evaluate_fn = "dl_cnn_evaluate"
+
+    def __init__(self, dims: list[int] = (784, 32, 64, 128, 10), seed: int = 0):
+        if len(dims) != 5 or dims[0] != 784:
+            raise ValueError(f"a native CNN takes dims (784, c1, c2, units, classes), got {dims}")
+        super().__init__(list(dims), seed)
+
+    def _names(self) -> list[str]:
+        return ["conv2d", "conv2d_1", "dense", "dense_1"]
+
+    def _shapes(self) -> list[tuple[int, int]]:
+        _, c1, c2, units, classes = self.dims
+        return [(9, c1), (9 * c1, c2), (25 * c2, units), (units, classes)]
+
+    def _fans(self) -> list[tuple[int, int]]:
+        _, c1, c2, units, classes = self.dims
+        return [(9, 9 * c1), (9 * c1, 9 * c2), (25 * c2, units), (units, classes)]
+
+    def _to_torch(self, i: int, a: np.ndarray) -> np.ndarray:
+        _, c1, c2, units, _ = self.dims
+        if i < 2:
+            cin, cout = (1, c1) if i == 0 else (c1, c2)
+            return np.ascontiguousarray(a.reshape(3, 3, cin, cout).transpose(3, 2, 0, 1))
+        if i == 2:
+            return np.ascontiguousarray(a.reshape(5, 5, c2, units).transpose(3, 2, 0, 1).reshape(units, 25 * c2))
+        return np.ascontiguousarray(a.T)
+
+    def _from_torch(self, i: int, t: np.ndarray) -> np.ndarray:
+        _, c1, c2, units, _ = self.dims
+        if i < 2:
+            return t.transpose(2, 3, 1, 0).reshape(self.W[i].shape)
+        if i == 2:
+            return t.reshape(units, c2, 5, 5).transpose(2, 3, 1, 0).reshape(25 * c2, units)
+        return t.T
 
 
 # --- the training loop and the job's engine -----------------------------------------------------
@@ -334,7 +408,8 @@ def fit_native(net: NativeMLP, x: np.ndarray, y: np.ndarray, validation: tuple[n
 
 
 class NativeEngine:
-    """The job's native engine (see :mod:`digitlab.job`): ReLU MLPs, Adam/AdamW, the CPU."""
+    """The job's native engine (see :mod:`digitlab.job`): ReLU MLPs and the tutorial's CNN, Adam/AdamW,
+    the CPU."""
 
     name = "native"
 
@@ -345,8 +420,10 @@ class NativeEngine:
 
     def build(self) -> None:
         opts = self.config.model_options
-        dims = [28 * 28, *opts["hidden"], opts.get("num_classes", 10)]
-        self.net = NativeMLP(dims, seed=self.config.fit.seed)
+        if self.config.model == "cnn":
+            self.net = NativeCNN(seed=self.config.fit.seed)
+        else:
+            self.net = NativeMLP([28 * 28, *opts["hidden"], opts.get("num_classes", 10)], seed=self.config.fit.seed)
 
     def resume(self, run_path: Path) -> tuple[Any, dict | None]:
         from digitlab import runs
