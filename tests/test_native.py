@@ -143,10 +143,11 @@ def test_engine_choice():
         TrainConfig.from_preset("tutorial", engine="jax").validate()
 
 
-def test_native_run_folder_loads_in_torch_and_predicts_the_same(synth_dir, tmp_path):
-    cfg = TrainConfig.from_preset("tutorial", epochs=2, device="cpu", hidden=None)
+@pytest.mark.parametrize("model,params", [("mlp", 109_386), ("cnn", 225_034)])
+def test_native_run_folder_loads_in_torch_and_predicts_the_same(synth_dir, tmp_path, model, params):
+    cfg = TrainConfig.from_preset("tutorial", model=model, epochs=2, device="cpu")
     result = train(cfg, tmp_path / "run", data_dir=synth_dir, quiet=True, plots=False)
-    assert result.metrics["engine"] == "native" and result.metrics["params"] == 109_386
+    assert result.metrics["engine"] == "native" and result.metrics["params"] == params
     assert result.metrics["test_accuracy"] > 0.9
     model, config = runs.load_model(tmp_path / "run")
     assert config["fit"]["engine"] == "auto"

@@ -1,4 +1,4 @@
-/* Native training engine for ReLU multilayer perceptrons (the tutorial's MLP) on the CPU.
+/* Native training engine for ReLU multilayer perceptrons and the tutorial's CNN on the CPU.
  *
  * A plain C library (loaded with ctypes, no Python API): a training step at batch 32 is a few
  * small matrix products, so what decides the speed is the work around them. Here a whole run of
