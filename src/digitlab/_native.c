@@ -362,6 +362,21 @@ AVX2 static inline void adam_vec(const adam_t *o, __m256 g, float *w, float *m, 
     _mm256_storeu_ps(v, vv);
 }
 
+/* The 4x16 block of a weight gradient: g{r}{h} += A[i, k + r] * dZ[i, j + 8h] for rows i of A and dZ,
+ * with a = &A[0, k] and dz = &dZ[0, j] (a macro, so the sixteen sums stay in registers). */
+#define GRAD_TILE_4x16(M, a, lda, dz, ldz)                                                              \
+    for (int i_ = 0; i_ < (M); i_++, (a) += (lda), (dz) += (ldz)) {                                     \
+        __m256 d0_ = _mm256_loadu_ps(dz), d1_ = _mm256_loadu_ps((dz) + 8);                              \
+        __m256 x_ = _mm256_broadcast_ss(a);                                                              \
+        g00 = _mm256_fmadd_ps(x_, d0_, g00); g01 = _mm256_fmadd_ps(x_, d1_, g01);                       \
+        x_ = _mm256_broadcast_ss((a) + 1);                                                               \
+        g10 = _mm256_fmadd_ps(x_, d0_, g10); g11 = _mm256_fmadd_ps(x_, d1_, g11);                       \
+        x_ = _mm256_broadcast_ss((a) + 2);                                                               \
+        g20 = _mm256_fmadd_ps(x_, d0_, g20); g21 = _mm256_fmadd_ps(x_, d1_, g21);                       \
+        x_ = _mm256_broadcast_ss((a) + 3);                                                               \
+        g30 = _mm256_fmadd_ps(x_, d0_, g30); g31 = _mm256_fmadd_ps(x_, d1_, g31);                       \
+    }
+
 AVX2 static void grad_adam_avx2(int M, int K, const float *A, int lda, const float *dZ, int ldz, float *W,
                                 float *Mo, float *V, int ldw, int c0, int c1, const adam_t *o) {
     /* rows of W outermost, so W, m and v stream through memory in order */
@@ -372,17 +387,7 @@ AVX2 static void grad_adam_avx2(int M, int K, const float *A, int lda, const flo
             __m256 g00 = _mm256_setzero_ps(), g01 = g00, g10 = g00, g11 = g00, g20 = g00, g21 = g00,
                    g30 = g00, g31 = g00;
             const float *a = A + k, *dz = dZ + j;
-            for (int i = 0; i < M; i++, a += lda, dz += ldz) {
-                __m256 d0 = _mm256_loadu_ps(dz), d1 = _mm256_loadu_ps(dz + 8);
-                __m256 x = _mm256_broadcast_ss(a);
-                g00 = _mm256_fmadd_ps(x, d0, g00); g01 = _mm256_fmadd_ps(x, d1, g01);
-                x = _mm256_broadcast_ss(a + 1);
-                g10 = _mm256_fmadd_ps(x, d0, g10); g11 = _mm256_fmadd_ps(x, d1, g11);
-                x = _mm256_broadcast_ss(a + 2);
-                g20 = _mm256_fmadd_ps(x, d0, g20); g21 = _mm256_fmadd_ps(x, d1, g21);
-                x = _mm256_broadcast_ss(a + 3);
-                g30 = _mm256_fmadd_ps(x, d0, g30); g31 = _mm256_fmadd_ps(x, d1, g31);
-            }
+            GRAD_TILE_4x16(M, a, lda, dz, ldz);
             size_t at = (size_t)k * ldw + j;
             adam_vec(o, g00, W + at, Mo + at, V + at); adam_vec(o, g01, W + at + 8, Mo + at + 8, V + at + 8);
             at += ldw;
@@ -440,17 +445,7 @@ AVX2 static void grad_acc_avx2(int M, int K, const float *A, int lda, const floa
                 g30 = _mm256_loadu_ps(g + 3 * ldg); g31 = _mm256_loadu_ps(g + 3 * ldg + 8);
             }
             const float *a = A + k, *dz = dZ + j;
-            for (int i = 0; i < M; i++, a += lda, dz += ldz) {
-                __m256 d0 = _mm256_loadu_ps(dz), d1 = _mm256_loadu_ps(dz + 8);
-                __m256 x = _mm256_broadcast_ss(a);
-                g00 = _mm256_fmadd_ps(x, d0, g00); g01 = _mm256_fmadd_ps(x, d1, g01);
-                x = _mm256_broadcast_ss(a + 1);
-                g10 = _mm256_fmadd_ps(x, d0, g10); g11 = _mm256_fmadd_ps(x, d1, g11);
-                x = _mm256_broadcast_ss(a + 2);
-                g20 = _mm256_fmadd_ps(x, d0, g20); g21 = _mm256_fmadd_ps(x, d1, g21);
-                x = _mm256_broadcast_ss(a + 3);
-                g30 = _mm256_fmadd_ps(x, d0, g30); g31 = _mm256_fmadd_ps(x, d1, g31);
-            }
+            GRAD_TILE_4x16(M, a, lda, dz, ldz);
             _mm256_storeu_ps(g, g00); _mm256_storeu_ps(g + 8, g01);
             _mm256_storeu_ps(g + ldg, g10); _mm256_storeu_ps(g + ldg + 8, g11);
             _mm256_storeu_ps(g + 2 * ldg, g20); _mm256_storeu_ps(g + 2 * ldg + 8, g21);
@@ -740,27 +735,30 @@ static void eval_worker(void *p, int t) {
 
 /* Forward X[0:n] (uint8 rows of dims[0] pixels): summed loss and correct count when labels y are
  * given, probabilities into probs (n x dims[L]) when it is not NULL. Returns 0, or -1. */
-int dl_evaluate(int L, const int *dims, float **W, float **b, const uint8_t *X, const int64_t *y, int64_t n,
-                float *probs, double *loss_out, int64_t *correct_out, int nthreads) {
-    if (L < 1 || L > DL_MAXL || n < 0) return -2;
-    if (nthreads < 1) nthreads = 1;
-    if (nthreads > DL_MAXT) nthreads = DL_MAXT;
-    eval_ctx c = {.L = L, .nthreads = nthreads, .dims = dims, .W = W, .b = b, .X = X, .y = y, .n = n,
-                  .probs = probs};
-    if (run_threads(eval_worker, &c, nthreads) != 0) {
-        c.nthreads = 1;
-        run_threads(eval_worker, &c, 1);
+/* Runs an inference worker on every thread (one if threads cannot be had) and adds up its results. */
+static int run_eval(work_fn worker, eval_ctx *c, double *loss_out, int64_t *correct_out) {
+    if (run_threads(worker, c, c->nthreads) != 0) {
+        c->nthreads = 1;
+        run_threads(worker, c, 1);
     }
     double loss = 0.0;
     int64_t ok = 0;
-    for (int t = 0; t < c.nthreads; t++) {
-        if (c.failed[t]) return -1;
-        loss += c.loss[t];
-        ok += c.correct[t];
+    for (int t = 0; t < c->nthreads; t++) {
+        if (c->failed[t]) return -1;
+        loss += c->loss[t];
+        ok += c->correct[t];
     }
     *loss_out = loss;
     *correct_out = ok;
     return 0;
+}
+
+int dl_evaluate(int L, const int *dims, float **W, float **b, const uint8_t *X, const int64_t *y, int64_t n,
+                float *probs, double *loss_out, int64_t *correct_out, int nthreads) {
+    if (L < 1 || L > DL_MAXL || n < 0) return -2;
+    eval_ctx c = {.L = L, .nthreads = nthreads < 1 ? 1 : nthreads > DL_MAXT ? DL_MAXT : nthreads, .dims = dims,
+                  .W = W, .b = b, .X = X, .y = y, .n = n, .probs = probs};
+    return run_eval(eval_worker, &c, loss_out, correct_out);
 }
 
 /* Adam on W[k0:k1, c0:c1] from the gradients already summed in G (same layout as W). */
@@ -1054,24 +1052,13 @@ int dl_cnn_train(int L, const int *dims, float **W, float **b, float **mW, float
     return rc;
 }
 
-typedef struct {
-    int nthreads, c1, c2, hid, nc;
-    float **W, **b;
-    const uint8_t *X;
-    const int64_t *y;
-    int64_t n;
-    float *probs;
-    double loss[DL_MAXT];
-    int64_t correct[DL_MAXT];
-    int failed[DL_MAXT];
-} cnn_eval_ctx;
 
 #define CNN_EVAL_BLOCK 16
 
 static void cnn_eval_worker(void *p, int t) {
     fp_mode fp = fast_fp_begin();
-    cnn_eval_ctx *c = (cnn_eval_ctx *)p;
-    const size_t E = CNN_EVAL_BLOCK, C1 = c->c1, C2 = c->c2, D = c->hid, NC = c->nc;
+    eval_ctx *c = (eval_ctx *)p;
+    const size_t E = CNN_EVAL_BLOCK, C1 = c->dims[1], C2 = c->dims[2], D = c->dims[3], NC = c->dims[4];
     const size_t R1 = CNN_H1 * CNN_H1, Q1 = CNN_P1 * CNN_P1, R2 = CNN_H2 * CNN_H2, F = CNN_P2 * CNN_P2 * C2;
     size_t floats = E * (784 + R1 * 9 + R1 * C1 + Q1 * C1 + R2 * 9 * C1 + R2 * C2 + F + D + NC);
     float *mem = (float *)malloc(sizeof(float) * floats);
@@ -1110,24 +1097,9 @@ static void cnn_eval_worker(void *p, int t) {
 int dl_cnn_evaluate(int L, const int *dims, float **W, float **b, const uint8_t *X, const int64_t *y, int64_t n,
                     float *probs, double *loss_out, int64_t *correct_out, int nthreads) {
     if (L != 4 || dims[0] != CNN_H0 * CNN_H0 || n < 0) return -2;
-    if (nthreads < 1) nthreads = 1;
-    if (nthreads > DL_MAXT) nthreads = DL_MAXT;
-    cnn_eval_ctx c = {.nthreads = nthreads, .c1 = dims[1], .c2 = dims[2], .hid = dims[3], .nc = dims[4], .W = W,
-                      .b = b, .X = X, .y = y, .n = n, .probs = probs};
-    if (run_threads(cnn_eval_worker, &c, nthreads) != 0) {
-        c.nthreads = 1;
-        run_threads(cnn_eval_worker, &c, 1);
-    }
-    double loss = 0.0;
-    int64_t ok = 0;
-    for (int t = 0; t < c.nthreads; t++) {
-        if (c.failed[t]) return -1;
-        loss += c.loss[t];
-        ok += c.correct[t];
-    }
-    *loss_out = loss;
-    *correct_out = ok;
-    return 0;
+    eval_ctx c = {.L = L, .nthreads = nthreads < 1 ? 1 : nthreads > DL_MAXT ? DL_MAXT : nthreads, .dims = dims,
+                  .W = W, .b = b, .X = X, .y = y, .n = n, .probs = probs};
+    return run_eval(cnn_eval_worker, &c, loss_out, correct_out);
 }
 
 /* Which kernels run here: 1 = AVX2/FMA, 0 = portable C. */
