@@ -565,6 +565,7 @@ static void prefetch_rows(const uint8_t *X, const int64_t *rows, int64_t first, 
 
 /* --- training ------------------------------------------------------------------------------ */
 
+/* What a training call asks for, whatever the network: parameters, Adam state, data, outputs. */
 typedef struct {
     int L, nthreads, batch;
     const int *dims;
@@ -577,6 +578,36 @@ typedef struct {
     int decoupled;
     double *loss_out;
     int64_t *correct_out;
+} train_job;
+
+/* Adam's settings for step s of a job (bias corrections for its global step number). */
+static adam_t adam_for_step(const train_job *j, int64_t s) {
+    int64_t step = j->t0 + s + 1;
+    float lr = j->lr[s];
+    double bc1 = 1.0 - pow(j->b1, (double)step), bc2 = 1.0 - pow(j->b2, (double)step);
+    adam_t o = {lr, j->b1, j->b2, j->eps, j->wd, (float)(lr / bc1), (float)(1.0 / sqrt(bc2)), j->decoupled};
+    return o;
+}
+
+/* The job described by the arguments of dl_train and dl_cnn_train (the same for both). */
+#define JOB_FROM_ARGS                                                                                       \
+    {.L = L, .nthreads = nthreads < 1 ? 1 : nthreads > DL_MAXT ? DL_MAXT : nthreads, .batch = batch,       \
+     .dims = dims, .W = W, .b = b, .mW = mW, .vW = vW, .mb = mb, .vb = vb, .X = X, .y = y, .idx = idx, .n = n, \
+     .t0 = t0, .lr = lr, .b1 = beta1, .b2 = beta2, .eps = eps, .wd = weight_decay, .decoupled = decoupled,   \
+     .loss_out = loss_out, .correct_out = correct_out}
+
+/* Runs a training worker on every thread, or on this one alone if threads cannot be had. */
+static int run_training(work_fn worker, void *ctx, train_job *j, barrier_t *bar) {
+    atomic_init(&bar->count, 0);
+    atomic_init(&bar->sense, 0);
+    bar->n = j->nthreads;
+    if (run_threads(worker, ctx, j->nthreads) == 0) return 0;
+    j->nthreads = bar->n = 1;
+    return run_threads(worker, ctx, 1);
+}
+
+typedef struct {
+    train_job j;
     float *xb[2], *H[DL_MAXL], *dZ[DL_MAXL];
     int64_t *yb;
     barrier_t bar;
@@ -585,59 +616,56 @@ typedef struct {
 static void train_worker(void *p, int t) {
     fp_mode fp = fast_fp_begin();
     train_ctx *c = (train_ctx *)p;
-    const int L = c->L, T = c->nthreads, B = c->batch, d0 = c->dims[0];
+    const int L = c->j.L, T = c->j.nthreads, B = c->j.batch, d0 = c->j.dims[0];
     int sense = 0;
-    int64_t steps = (c->n + B - 1) / B;
+    int64_t steps = (c->j.n + B - 1) / B;
     for (int64_t s = 0; s < steps; s++) {
         int64_t first = s * B;
-        int bs = (int)(c->n - first < B ? c->n - first : B);
+        int bs = (int)(c->j.n - first < B ? c->j.n - first : B);
         float *xb = c->xb[s & 1];
-        to_float_rows(c->X, c->idx, first, bs, d0, xb, t, T);
+        to_float_rows(c->j.X, c->j.idx, first, bs, d0, xb, t, T);
         barrier_wait(&c->bar, &sense);
-        if (s + 1 < steps) prefetch_rows(c->X, c->idx, first + B, c->n, B, d0, t, T); /* the next batch */
+        if (s + 1 < steps) prefetch_rows(c->j.X, c->j.idx, first + B, c->j.n, B, d0, t, T); /* the next batch */
 
         const float *A = xb;
         for (int l = 0; l < L; l++) {
             int c0, c1;
-            part(c->dims[l + 1], t, T, &c0, &c1);
-            forward_cols(bs, c->dims[l], A, c->dims[l], c->W[l], c->dims[l + 1], c->b[l], c->H[l],
-                         c->dims[l + 1], c0, c1, l < L - 1);
+            part(c->j.dims[l + 1], t, T, &c0, &c1);
+            forward_cols(bs, c->j.dims[l], A, c->j.dims[l], c->j.W[l], c->j.dims[l + 1], c->j.b[l], c->H[l],
+                         c->j.dims[l + 1], c0, c1, l < L - 1);
             barrier_wait(&c->bar, &sense);
             A = c->H[l];
         }
         if (t == 0) {
-            const int nc = c->dims[L];
-            for (int i = 0; i < bs; i++) c->yb[i] = c->y[c->idx[first + i]];
+            const int nc = c->j.dims[L];
+            for (int i = 0; i < bs; i++) c->yb[i] = c->j.y[c->j.idx[first + i]];
             int64_t ok = 0;
-            c->loss_out[s] = softmax_xent(bs, nc, c->H[L - 1], c->yb, c->dZ[L - 1], 1.0f / (float)bs, NULL, &ok);
-            c->correct_out[s] = ok;
+            c->j.loss_out[s] = softmax_xent(bs, nc, c->H[L - 1], c->yb, c->dZ[L - 1], 1.0f / (float)bs, NULL, &ok);
+            c->j.correct_out[s] = ok;
         }
         barrier_wait(&c->bar, &sense);
         for (int l = L - 1; l >= 1; l--) {
             int r0, r1;
-            part(c->dims[l], t, T, &r0, &r1);
-            backward_hidden(bs, c->dims[l + 1], c->dZ[l], c->dims[l + 1], c->W[l], c->dims[l + 1], c->H[l - 1],
-                            c->dZ[l - 1], c->dims[l], r0, r1);
+            part(c->j.dims[l], t, T, &r0, &r1);
+            backward_hidden(bs, c->j.dims[l + 1], c->dZ[l], c->j.dims[l + 1], c->j.W[l], c->j.dims[l + 1], c->H[l - 1],
+                            c->dZ[l - 1], c->j.dims[l], r0, r1);
             barrier_wait(&c->bar, &sense);
         }
 
-        int64_t step = c->t0 + s + 1;
-        float lr = c->lr[s];
-        double bc1 = 1.0 - pow(c->b1, (double)step), bc2 = 1.0 - pow(c->b2, (double)step);
-        adam_t o = {lr, c->b1, c->b2, c->eps, c->wd, (float)(lr / bc1), (float)(1.0 / sqrt(bc2)), c->decoupled};
+        adam_t o = adam_for_step(&c->j, s);
         for (int l = 0; l < L; l++) {
             /* kernels by input rows: each thread streams one contiguous block of W, m and v */
-            int k0, k1, c0, c1, din = c->dims[l], dout = c->dims[l + 1];
+            int k0, k1, c0, c1, din = c->j.dims[l], dout = c->j.dims[l + 1];
             part4(din, t, T, &k0, &k1);
             const float *Al = l == 0 ? xb : c->H[l - 1];
             size_t at = (size_t)k0 * dout;
-            grad_adam(bs, k1 - k0, Al + k0, din, c->dZ[l], dout, c->W[l] + at, c->mW[l] + at, c->vW[l] + at, dout,
+            grad_adam(bs, k1 - k0, Al + k0, din, c->dZ[l], dout, c->j.W[l] + at, c->j.mW[l] + at, c->j.vW[l] + at, dout,
                       0, dout, &o);
             part(dout, t, T, &c0, &c1);
             for (int j = c0; j < c1; j++) {
                 float g = 0.0f;
                 for (int i = 0; i < bs; i++) g += c->dZ[l][(size_t)i * dout + j];
-                adam_scalar(&o, g, c->b[l] + j, c->mb[l] + j, c->vb[l] + j);
+                adam_scalar(&o, g, c->j.b[l] + j, c->j.mb[l] + j, c->j.vb[l] + j);
             }
         }
     }
@@ -653,15 +681,7 @@ int dl_train(int L, const int *dims, float **W, float **b, float **mW, float **v
              int64_t t0, float beta1, float beta2, float eps, float weight_decay, int decoupled,
              double *loss_out, int64_t *correct_out, int nthreads) {
     if (L < 1 || L > DL_MAXL || batch < 1 || n < 0) return -2;
-    if (nthreads < 1) nthreads = 1;
-    if (nthreads > DL_MAXT) nthreads = DL_MAXT;
-    train_ctx c = {.L = L, .nthreads = nthreads, .batch = batch, .dims = dims, .W = W, .b = b, .mW = mW,
-                   .vW = vW, .mb = mb, .vb = vb, .X = X, .y = y, .idx = idx, .n = n, .t0 = t0, .lr = lr,
-                   .b1 = beta1, .b2 = beta2, .eps = eps, .wd = weight_decay, .decoupled = decoupled,
-                   .loss_out = loss_out, .correct_out = correct_out};
-    atomic_init(&c.bar.count, 0);
-    atomic_init(&c.bar.sense, 0);
-    c.bar.n = nthreads;
+    train_ctx c = {.j = JOB_FROM_ARGS};
     size_t total = 2 * (size_t)batch * dims[0];
     for (int l = 0; l < L; l++) total += 2 * (size_t)batch * dims[l + 1];
     float *mem = (float *)aligned_alloc(64, ((total * sizeof(float)) + 63) / 64 * 64);
@@ -674,11 +694,7 @@ int dl_train(int L, const int *dims, float **W, float **b, float **mW, float **v
         c.H[l] = p; p += (size_t)batch * dims[l + 1];
         c.dZ[l] = p; p += (size_t)batch * dims[l + 1];
     }
-    int rc = run_threads(train_worker, &c, nthreads);
-    if (rc != 0) { /* no threads to be had: the same work on this one */
-        c.nthreads = c.bar.n = 1;
-        rc = run_threads(train_worker, &c, 1);
-    }
+    int rc = run_training(train_worker, &c, &c.j, &c.bar);
     free(mem);
     free(c.yb);
     return rc;
@@ -886,16 +902,7 @@ static void col_sums(int M, const float *dZ, int ldz, int c0, int c1, float *out
 }
 
 typedef struct {
-    int nthreads, batch, c1, c2, hid, nc;
-    float **W, **b, **mW, **vW, **mb, **vb;
-    const uint8_t *X;
-    const int64_t *y, *idx;
-    int64_t n, t0;
-    const float *lr;
-    float b1, b2, eps, wd;
-    int decoupled;
-    double *loss_out;
-    int64_t *correct_out;
+    train_job j;
     float *xb, *col1, *z1, *p1, *col2, *z2, *p2, *h3, *z4, *dz4, *dh3, *dp2, *dz2, *dcol2, *dp1, *dz1, *gb;
     float *w2t, *zero, *g1, *g2;
     uint8_t *a1, *a2;
@@ -906,22 +913,23 @@ typedef struct {
 static void cnn_train_worker(void *p, int t) {
     fp_mode fp = fast_fp_begin();
     cnn_ctx *c = (cnn_ctx *)p;
-    const int T = c->nthreads, B = c->batch, C1 = c->c1, C2 = c->c2, D = c->hid, NC = c->nc;
+    const int T = c->j.nthreads, B = c->j.batch, C1 = c->j.dims[1], C2 = c->j.dims[2], D = c->j.dims[3],
+              NC = c->j.dims[4];
     const int R1 = CNN_H1 * CNN_H1, Q1 = CNN_P1 * CNN_P1, R2 = CNN_H2 * CNN_H2, F = CNN_P2 * CNN_P2 * C2;
     const int K1 = 9, K2 = 9 * C1;
     int sense = 0, c0, c1, k0, k1;
-    int64_t steps = (c->n + B - 1) / B;
+    int64_t steps = (c->j.n + B - 1) / B;
     for (int64_t s = 0; s < steps; s++) {
         int64_t first = s * B;
-        int bs = (int)(c->n - first < B ? c->n - first : B);
-        to_float_rows(c->X, c->idx, first, bs, CNN_H0 * CNN_H0, c->xb, t, T);
+        int bs = (int)(c->j.n - first < B ? c->j.n - first : B);
+        to_float_rows(c->j.X, c->j.idx, first, bs, CNN_H0 * CNN_H0, c->xb, t, T);
         barrier_wait(&c->bar, &sense);
-        if (s + 1 < steps) prefetch_rows(c->X, c->idx, first + B, c->n, B, CNN_H0 * CNN_H0, t, T);
+        if (s + 1 < steps) prefetch_rows(c->j.X, c->j.idx, first + B, c->j.n, B, CNN_H0 * CNN_H0, t, T);
         for (int i = t; i < bs; i += T)
             im2col3(c->xb + (size_t)i * CNN_H0 * CNN_H0, CNN_H0, CNN_H0, 1, c->col1 + (size_t)i * R1 * K1);
         barrier_wait(&c->bar, &sense);
         part4(bs * R1, t, T, &k0, &k1); /* convolutions: by rows of the im2col matrix */
-        forward_cols(k1 - k0, K1, c->col1 + (size_t)k0 * K1, K1, c->W[0], C1, c->b[0], c->z1 + (size_t)k0 * C1, C1,
+        forward_cols(k1 - k0, K1, c->col1 + (size_t)k0 * K1, K1, c->j.W[0], C1, c->j.b[0], c->z1 + (size_t)k0 * C1, C1,
                      0, C1, 0);
         barrier_wait(&c->bar, &sense);
         for (int i = t; i < bs; i += T) {
@@ -931,7 +939,7 @@ static void cnn_train_worker(void *p, int t) {
         }
         barrier_wait(&c->bar, &sense);
         part4(bs * R2, t, T, &k0, &k1);
-        forward_cols(k1 - k0, K2, c->col2 + (size_t)k0 * K2, K2, c->W[1], C2, c->b[1], c->z2 + (size_t)k0 * C2, C2,
+        forward_cols(k1 - k0, K2, c->col2 + (size_t)k0 * K2, K2, c->j.W[1], C2, c->j.b[1], c->z2 + (size_t)k0 * C2, C2,
                      0, C2, 0);
         barrier_wait(&c->bar, &sense);
         for (int i = t; i < bs; i += T)
@@ -939,31 +947,31 @@ static void cnn_train_worker(void *p, int t) {
                       c->a2 + (size_t)i * F);
         barrier_wait(&c->bar, &sense);
         part(D, t, T, &c0, &c1);
-        forward_cols(bs, F, c->p2, F, c->W[2], D, c->b[2], c->h3, D, c0, c1, 1);
+        forward_cols(bs, F, c->p2, F, c->j.W[2], D, c->j.b[2], c->h3, D, c0, c1, 1);
         barrier_wait(&c->bar, &sense);
         part(NC, t, T, &c0, &c1);
-        forward_cols(bs, D, c->h3, D, c->W[3], NC, c->b[3], c->z4, NC, c0, c1, 0);
+        forward_cols(bs, D, c->h3, D, c->j.W[3], NC, c->j.b[3], c->z4, NC, c0, c1, 0);
         barrier_wait(&c->bar, &sense);
         if (t == 0) {
-            for (int i = 0; i < bs; i++) c->yb[i] = c->y[c->idx[first + i]];
+            for (int i = 0; i < bs; i++) c->yb[i] = c->j.y[c->j.idx[first + i]];
             int64_t ok = 0;
-            c->loss_out[s] = softmax_xent(bs, NC, c->z4, c->yb, c->dz4, 1.0f / (float)bs, NULL, &ok);
-            c->correct_out[s] = ok;
+            c->j.loss_out[s] = softmax_xent(bs, NC, c->z4, c->yb, c->dz4, 1.0f / (float)bs, NULL, &ok);
+            c->j.correct_out[s] = ok;
         }
         barrier_wait(&c->bar, &sense);
 
         part(D, t, T, &k0, &k1);
-        backward_hidden(bs, NC, c->dz4, NC, c->W[3], NC, c->h3, c->dh3, D, k0, k1);
+        backward_hidden(bs, NC, c->dz4, NC, c->j.W[3], NC, c->h3, c->dh3, D, k0, k1);
         barrier_wait(&c->bar, &sense);
         part(F, t, T, &k0, &k1);
-        backward_hidden(bs, D, c->dh3, D, c->W[2], D, c->p2, c->dp2, F, k0, k1);
+        backward_hidden(bs, D, c->dh3, D, c->j.W[2], D, c->p2, c->dp2, F, k0, k1);
         barrier_wait(&c->bar, &sense);
         for (int i = t; i < bs; i += T)
             pool_relu_back(c->dp2 + (size_t)i * F, c->p2 + (size_t)i * F, c->a2 + (size_t)i * F, CNN_H2, CNN_H2,
                            C2, c->dz2 + (size_t)i * R2 * C2);
         part(K2, t, T, &k0, &k1); /* conv2's kernel transposed, for its input gradient as a forward product */
         for (int r = k0; r < k1; r++)
-            for (int j = 0; j < C2; j++) c->w2t[(size_t)j * K2 + r] = c->W[1][(size_t)r * C2 + j];
+            for (int j = 0; j < C2; j++) c->w2t[(size_t)j * K2 + r] = c->j.W[1][(size_t)r * C2 + j];
         barrier_wait(&c->bar, &sense);
         part4(bs * R2, t, T, &k0, &k1);
         forward_cols(k1 - k0, C2, c->dz2 + (size_t)k0 * C2, C2, c->w2t, K2, c->zero, c->dcol2 + (size_t)k0 * K2, K2,
@@ -977,10 +985,7 @@ static void cnn_train_worker(void *p, int t) {
         }
         barrier_wait(&c->bar, &sense);
 
-        int64_t step = c->t0 + s + 1;
-        float lr = c->lr[s];
-        double bc1 = 1.0 - pow(c->b1, (double)step), bc2 = 1.0 - pow(c->b2, (double)step);
-        adam_t o = {lr, c->b1, c->b2, c->eps, c->wd, (float)(lr / bc1), (float)(1.0 / sqrt(bc2)), c->decoupled};
+        adam_t o = adam_for_step(&c->j, s);
         /* weight gradients + Adam: conv1 by columns (9 rows only), the others by rows of W */
         struct { const float *A; int M, K, N; const float *dZ; } layer[4] = {
             {c->col1, bs * R1, K1, C1, c->dz1}, {c->col2, bs * R2, K2, C2, c->dz2},
@@ -996,17 +1001,17 @@ static void cnn_train_worker(void *p, int t) {
                     grad_acc(m, k1 - k0, layer[l].A + (size_t)i0 * K + k0, K, layer[l].dZ + (size_t)i0 * N, N,
                              G + (size_t)k0 * N, N, c0, c1, i0 == 0);
                 }
-                adam_block(G, c->W[l], c->mW[l], c->vW[l], N, k0, k1, c0, c1, &o);
+                adam_block(G, c->j.W[l], c->j.mW[l], c->j.vW[l], N, k0, k1, c0, c1, &o);
             } else {
                 part4(K, t, T, &k0, &k1);
                 size_t at = (size_t)k0 * N;
-                grad_adam(M, k1 - k0, layer[l].A + k0, K, layer[l].dZ, N, c->W[l] + at, c->mW[l] + at,
-                          c->vW[l] + at, N, 0, N, &o);
+                grad_adam(M, k1 - k0, layer[l].A + k0, K, layer[l].dZ, N, c->j.W[l] + at, c->j.mW[l] + at,
+                          c->j.vW[l] + at, N, 0, N, &o);
             }
             part(N, t, T, &c0, &c1);
             float *gb = c->gb + (l > 0 ? C1 : 0) + (l > 1 ? C2 : 0) + (l > 2 ? D : 0); /* a slice per layer */
             col_sums(M, layer[l].dZ, N, c0, c1, gb);
-            for (int j = c0; j < c1; j++) adam_scalar(&o, gb[j], c->b[l] + j, c->mb[l] + j, c->vb[l] + j);
+            for (int j = c0; j < c1; j++) adam_scalar(&o, gb[j], c->j.b[l] + j, c->j.mb[l] + j, c->j.vb[l] + j);
         }
     }
     fast_fp_end(fp);
@@ -1017,15 +1022,7 @@ int dl_cnn_train(int L, const int *dims, float **W, float **b, float **mW, float
                  int64_t t0, float beta1, float beta2, float eps, float weight_decay, int decoupled,
                  double *loss_out, int64_t *correct_out, int nthreads) {
     if (L != 4 || dims[0] != CNN_H0 * CNN_H0 || batch < 1 || n < 0) return -2;
-    if (nthreads < 1) nthreads = 1;
-    if (nthreads > DL_MAXT) nthreads = DL_MAXT;
-    cnn_ctx c = {.nthreads = nthreads, .batch = batch, .c1 = dims[1], .c2 = dims[2], .hid = dims[3],
-                 .nc = dims[4], .W = W, .b = b, .mW = mW, .vW = vW, .mb = mb, .vb = vb, .X = X, .y = y, .idx = idx,
-                 .n = n, .t0 = t0, .lr = lr, .b1 = beta1, .b2 = beta2, .eps = eps, .wd = weight_decay,
-                 .decoupled = decoupled, .loss_out = loss_out, .correct_out = correct_out};
-    atomic_init(&c.bar.count, 0);
-    atomic_init(&c.bar.sense, 0);
-    c.bar.n = nthreads;
+    cnn_ctx c = {.j = JOB_FROM_ARGS};
     const size_t Bz = (size_t)batch, C1 = dims[1], C2 = dims[2], D = dims[3], NC = dims[4];
     const size_t R1 = CNN_H1 * CNN_H1, Q1 = CNN_P1 * CNN_P1, R2 = CNN_H2 * CNN_H2, F = CNN_P2 * CNN_P2 * C2;
     size_t sizes[] = {Bz * 784, Bz * R1 * 9, Bz * R1 * C1, Bz * Q1 * C1, Bz * R2 * 9 * C1, Bz * R2 * C2, Bz * F,
@@ -1043,11 +1040,7 @@ int dl_cnn_train(int L, const int *dims, float **W, float **b, float **mW, float
     float *q = mem;
     for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) { *slots[k] = q; q += (sizes[k] + 15) / 16 * 16; }
     memset(c.zero, 0, sizeof(float) * 9 * C1);
-    int rc = run_threads(cnn_train_worker, &c, nthreads);
-    if (rc != 0) {
-        c.nthreads = c.bar.n = 1;
-        rc = run_threads(cnn_train_worker, &c, 1);
-    }
+    int rc = run_training(cnn_train_worker, &c, &c.j, &c.bar);
     free(mem); free(c.a1); free(c.a2); free(c.yb);
     return rc;
 }
