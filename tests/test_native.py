@@ -214,7 +214,10 @@ def test_mismatched_checkpoint_is_refused_in_one_line(synth_dir, tmp_path):
     saved = json.loads((tmp_path / "r" / "config.json").read_text())
     saved["model"]["hidden"] = [100, 64]
     (tmp_path / "r" / "config.json").write_text(json.dumps(saved))
-    with pytest.raises(Exception, match="weights do not match the model in config.json"):
+    from digitlab.errors import RunError
+
+    with pytest.raises(RunError, match=r"weights do not match the model in config.json \(dense.weight has shape "
+                                       r"\(128, 784\), config needs \(100, 784\)"):
         train(None, tmp_path / "r", data_dir=synth_dir, resume=True, quiet=True, plots=False)
 
 

@@ -74,14 +74,22 @@ class FitOptions:
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be at least 1, got {self.threads}")
         check_device_name(self.device)
-        if self.engine not in ("auto", "native", "torch"):
-            raise ConfigError(f"unknown engine {self.engine!r}; choose auto, native or torch")
+        if self.engine not in ENGINES:
+            raise ConfigError(f"unknown engine {self.engine!r}; choose one of: {', '.join(ENGINES)}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 ACTIVATION_NAMES = ("relu", "sigmoid", "tanh", "gelu")
+ENGINES = ("auto", "native", "torch")
+
+
+def cpu_cores() -> int:
+    """CPU cores this process may run on (the default number of training threads)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
 
 
 def check_device_name(name: str) -> None:

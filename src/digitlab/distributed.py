@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as tdist
 
+from digitlab.config import cpu_cores
 from digitlab.errors import ConfigError, DigitlabError
 
 DEFAULT_TIMEOUT_S = 120.0
@@ -35,13 +36,6 @@ TERM_GRACE_S = 10.0  # after SIGTERM a rank finishes what it writes (a checkpoin
 
 class DistributedError(DigitlabError):
     """A rank failed, a collective timed out, or the job could not start."""
-
-
-def cpu_cores() -> int:
-    """CPU cores this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
 
 
 def threads_per_rank(local_world_size: int) -> int:

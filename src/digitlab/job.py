@@ -23,8 +23,6 @@ from digitlab.config import TrainConfig
 from digitlab.errors import ConfigError, DigitlabError
 from digitlab.loop import EpochState, History
 
-ENGINES = ("auto", "native", "torch")
-
 
 class Interrupted(DigitlabError):
     """Training stopped by Ctrl-C after the last completed epoch's checkpoint."""

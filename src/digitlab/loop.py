@@ -77,10 +77,6 @@ class Progress:
     def live(self) -> bool:
         return not self.quiet and self.tty
 
-    def due(self) -> bool:
-        """Whether a live update would show now (at most ten a second)."""
-        return self.live and time.perf_counter() - self.last >= 0.1
-
     def update(self, step: int, loss_sum: float, correct: int, seen: int) -> None:
         now = time.perf_counter()
         if now - self.last < 0.1:

@@ -2,7 +2,7 @@
 
 The kernels live in ``_native.c``, built with the package into a small shared library and loaded
 with ctypes. Importing torch costs 1.5-3 s here, more than the whole tutorial MLP takes to train
-natively, so the CLI sends runs this engine can do (:func:`supports`) here and everything else to
+natively, so the CLI sends runs this engine can do (:func:`unsupported` says None) here and everything else to
 the torch engine. Weights, checkpoints and optimizer state use the torch engine's names, shapes and
 files: a run trained here evaluates, predicts, serves, exports and resumes like any other.
 """
@@ -82,10 +82,6 @@ def kernels() -> str:
     return "avx2+fma" if lib.dl_kernels() else "portable C"
 
 
-def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def _accelerator_present() -> bool:
     """Whether ``--device auto`` would find a GPU (told without importing torch)."""
     if sys.platform == "darwin":
@@ -107,7 +103,6 @@ def unsupported(config: Any) -> str | None:
         (not fit.label_smoothing, "label smoothing"),
         (not fit.bf16 and not fit.compile, "bf16/compile"),
         (fit.device == "cpu" or (fit.device == "auto" and not _accelerator_present()), f"device {fit.device}"),
-        (int(os.environ.get("WORLD_SIZE", "1") or 1) == 1, "data-parallel training"),
     ]
     for ok, what in checks:
         if not ok:
@@ -415,7 +410,9 @@ class NativeEngine:
 
     def __init__(self, config: Any):
         self.config = config
-        self.threads = config.fit.threads or cores()
+        from digitlab.config import cpu_cores
+
+        self.threads = config.fit.threads or cpu_cores()
         self.net: NativeMLP | None = None
 
     def build(self) -> None:
@@ -427,27 +424,18 @@ class NativeEngine:
 
     def resume(self, run_path: Path) -> tuple[Any, dict | None]:
         from digitlab import runs
+        from digitlab.errors import RunError
         from digitlab.loop import epoch_state_from_json
 
         state, model_t, optim_t, _, best = runs.load_checkpoint(run_path, arrays=True)
-        self._load(model_t, run_path / runs.CHECKPOINT / runs.CKPT_MODEL)
+        runs.check_weights(self.net.state_dict(), model_t, run_path / runs.CHECKPOINT / runs.CKPT_MODEL)
+        self.net.load_state_dict(model_t)
         try:
             self.net.load_optimizer_state(optim_t)
         except (KeyError, ValueError) as e:
-            raise self._error(run_path / runs.CHECKPOINT / runs.CKPT_OPTIM,
-                              f"optimizer state does not fit ({e})") from None
+            raise RunError(f"{run_path / runs.CHECKPOINT / runs.CKPT_OPTIM}: optimizer state does not fit ({e})") \
+                from None
         return epoch_state_from_json(state), best
-
-    def _error(self, source: Path, what: str) -> Exception:
-        from digitlab.errors import RunError
-
-        return RunError(f"{source}: {what}")
-
-    def _load(self, tensors: dict, source: Path) -> None:
-        expected = self.net.state_dict()
-        if set(tensors) != set(expected) or any(tensors[k].shape != v.shape for k, v in expected.items()):
-            raise self._error(source, "weights do not match the model in config.json")
-        self.net.load_state_dict(tensors)
 
     def fit(self, split: Any, quiet: bool, on_epoch_end: Any, resume: Any, busy: Any = None) -> Any:
         validation = None if split.x_val is None else (split.x_val, split.y_val)

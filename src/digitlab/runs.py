@@ -129,7 +129,13 @@ def model_from_config(config: dict) -> Net:
 
 def load_state(model: Net, tensors: dict[str, torch.Tensor], source: str | os.PathLike) -> Net:
     """Load weights into a model, with a one-line error when they do not fit its config."""
-    expected = model.state_dict()
+    check_weights(model.state_dict(), tensors, source)
+    model.load_state_dict(tensors)
+    return model
+
+
+def check_weights(expected: dict[str, Any], tensors: dict[str, Any], source: str | os.PathLike) -> None:
+    """One-line RunError unless ``tensors`` has exactly ``expected``'s names and shapes (torch or numpy)."""
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     wrong = [k for k in expected if k in tensors and tensors[k].shape != expected[k].shape]
@@ -143,8 +149,6 @@ def load_state(model: Net, tensors: dict[str, torch.Tensor], source: str | os.Pa
             k = wrong[0]
             parts.append(f"{k} has shape {tuple(tensors[k].shape)}, config needs {tuple(expected[k].shape)}")
         raise RunError(f"{source}: weights do not match the model in config.json ({'; '.join(parts)})")
-    model.load_state_dict(tensors)
-    return model
 
 
 def load_model(run_dir: str | os.PathLike) -> tuple[Net, dict]:

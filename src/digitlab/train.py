@@ -43,7 +43,6 @@ from digitlab.loop import (  # noqa: F401
     run_state_json,
 )
 from digitlab.models import Net
-from digitlab.native import cores as _cores
 
 
 def resolve_device(name: str) -> torch.device:
@@ -72,7 +71,9 @@ def default_threads(model: Net, device: torch.device, local_world_size: int = 1)
     cores, shared out between the ``local_world_size`` processes of a data-parallel job."""
     if device.type != "cpu":
         return torch.get_num_threads()
-    return 1 if not model.image_input else max(1, _cores() // max(1, local_world_size))
+    from digitlab.distributed import threads_per_rank
+
+    return 1 if not model.image_input else threads_per_rank(local_world_size)
 
 
 def make_optimizer(opts: FitOptions, params: list[torch.nn.Parameter]) -> Any:

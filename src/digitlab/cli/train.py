@@ -104,7 +104,8 @@ def train(
     threads: int = typer.Option(None, "--threads",
                                 help="CPU threads (default: all cores; 1 for the MLP on the torch engine)."),
     engine: str = typer.Option(None, "--engine",
-                               help="auto (native where it can: ReLU MLPs with Adam on the CPU), native or torch."),
+                               help="auto (native where it can: ReLU MLPs and the CNN with Adam on the CPU), "
+                                    "native or torch."),
     name: str = typer.Option(None, "--name", help="Run folder name under --runs-dir (default: model-timestamp)."),
     runs_dir: str = typer.Option("runs", "--runs-dir", help="Where run folders go."),
     resume: str = typer.Option(None, "--resume", metavar="RUN", help="Continue an interrupted run folder."),
