@@ -51,7 +51,7 @@ def mnist_digits(n: int = 100) -> np.ndarray | None:
     if not data_dir:
         return None
     try:
-        from digitlab.datasets import load_data
+        from digitlab.data.datasets import load_data
 
         (_, _), (x_test, _) = load_data("mnist", data_dir=data_dir)
     except Exception as e:  # no data there: fall back to synthetic digits
@@ -104,7 +104,7 @@ def quick_run(path: Path, model: str, steps: int) -> Path:
     labels = None
     if os.environ.get("DIGITLAB_DATA_DIR"):
         try:
-            from digitlab.datasets import load_data
+            from digitlab.data.datasets import load_data
 
             (x_train, y_train), _ = load_data("mnist", data_dir=os.environ["DIGITLAB_DATA_DIR"])
             digits, labels = x_train[:20000], y_train[:20000]

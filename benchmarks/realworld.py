@@ -3,7 +3,7 @@
     python benchmarks/realworld.py RUN_OR_ONNX [--save-inputs DIR] [--errors] [--set FOLDER]
 
 RUN_OR_ONNX is a run folder or an exported ``.onnx`` file. Every picture goes through
-``digitlab.images.load_digit`` (the same preprocessing as the CLI and the server), then
+``digitlab.data.pictures.load_digit`` (the same preprocessing as the CLI and the server), then
 ``load_predictor(path).predict_proba``. ``--save-inputs DIR`` writes the 28x28 inputs the model saw
 as PNGs (same names as the pictures) plus ``sheet.png``, a contact sheet of the misclassified ones;
 ``--errors`` lists every misclassified picture.
@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from digitlab.data.pictures import load_digit
 from digitlab.errors import ImageError
-from digitlab.images import load_digit
-from digitlab.predict import load_predictor
+from digitlab.inference.predictor import load_predictor
 
 DEFAULT_SET = Path(__file__).resolve().parent.parent / "tests" / "realworld"
 

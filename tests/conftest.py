@@ -50,14 +50,14 @@ def fashion_data_dir() -> Path:
 @pytest.fixture(scope="session")
 def mnist(data_dir):
     """``(x_train, y_train), (x_test, y_test)`` of real MNIST, loaded once per session."""
-    from digitlab.datasets import load_data
+    from digitlab.data.datasets import load_data
 
     return load_data("mnist", data_dir=data_dir)
 
 
 def make_run(path: Path, model: str = "mlp", steps: int = 300, seed: int = 0, data=None, batch: int = 64,
              augment: bool = False, **options) -> Path:
-    """A small but real run folder: ``model`` trained by ``digitlab.train.fit`` for about ``steps``
+    """A small but real run folder: ``model`` trained by ``digitlab.training.torch_engine.fit`` for about ``steps``
     Adam steps of ``batch`` images (one thread), saved like ``digitlab train`` saves a run.
 
     ``data`` is ``(x_uint8, y)``; without it a synthetic 'digit' set is used (class k lights up
@@ -69,7 +69,7 @@ def make_run(path: Path, model: str = "mlp", steps: int = 300, seed: int = 0, da
 
     from digitlab.models import build_model
     from digitlab.runs import CONFIG, METRICS, save_weights, write_json
-    from digitlab.train import fit
+    from digitlab.training.torch_engine import fit
 
     if data is None:
         rng = np.random.default_rng(seed)
@@ -141,7 +141,7 @@ def synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory) -> Path:
     """A folder laid out like $DIGITLAB_DATA_DIR with a small synthetic 'mnist'."""
-    from digitlab.formats import write_idx
+    from digitlab.data.formats import write_idx
 
     root = tmp_path_factory.mktemp("data")
     (xtr, ytr), (xte, yte) = synthetic_digits(1200, 1), synthetic_digits(300, 2)

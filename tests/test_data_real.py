@@ -8,9 +8,9 @@ import shutil
 import numpy as np
 import pytest
 
-from digitlab.datasets import DATASETS, FILES, load_data, load_dataset, locate, split_info
-from digitlab.formats import idx_bytes, write_npz
-from digitlab.preprocess import split_indices, to_float, train_val_split
+from digitlab.data.datasets import DATASETS, FILES, load_data, load_dataset, locate, split_info
+from digitlab.data.formats import idx_bytes, write_npz
+from digitlab.data.preprocess import split_indices, to_float, train_val_split
 
 pytestmark = pytest.mark.realdata
 

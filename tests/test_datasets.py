@@ -12,8 +12,8 @@ import pytest
 from conftest import isolate_data_env
 from PIL import Image
 
-from digitlab import datasets
-from digitlab.datasets import (
+from digitlab.data import datasets
+from digitlab.data.datasets import (
     DATASETS,
     FILES,
     Dataset,
@@ -29,8 +29,8 @@ from digitlab.datasets import (
     split_info,
     where_to_put,
 )
+from digitlab.data.formats import idx_bytes, write_idx, write_npz
 from digitlab.errors import ConfigError, DataError, FormatError
-from digitlab.formats import idx_bytes, write_idx, write_npz
 
 TINY = "tiny"
 

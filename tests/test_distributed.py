@@ -41,7 +41,7 @@ import os
 import sys
 import time
 
-import digitlab.distributed as d
+import digitlab.training.distributed as d
 from digitlab.cli import main
 
 captured = {}
@@ -101,7 +101,7 @@ def _env(**extra: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def subset_dir(mnist, tmp_path_factory) -> Path:
     """A data folder holding the first 3,000 training and 1,000 test images of real MNIST."""
-    from digitlab.formats import write_idx
+    from digitlab.data.formats import write_idx
 
     (xtr, ytr), (xte, yte) = mnist
     root = tmp_path_factory.mktemp("mnist3k")
@@ -170,7 +170,7 @@ def test_two_ranks_write_one_run_with_identical_weights(ddp_run):
 
 def test_two_ranks_learn_like_one_process(ddp_run, subset_dir, tmp_path):
     """Same global batch (32 = 2 x 16), same seed: the same accuracy as a single process."""
-    from digitlab.train import TrainConfig, train
+    from digitlab.training.torch_engine import TrainConfig, train
 
     run, _, _ = ddp_run
     single = train(TrainConfig.from_preset("tutorial", epochs=EPOCHS), tmp_path / "single", data_dir=subset_dir,
@@ -285,9 +285,9 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from digitlab.distributed import context_from_env
+from digitlab.training.distributed import context_from_env
 from digitlab.models import build_model
-from digitlab.train import fit
+from digitlab.training.torch_engine import fit
 
 out = sys.argv[1]
 dist = context_from_env()
@@ -312,9 +312,9 @@ if dist is not None:
 
 
 def _global_mean_in_train() -> bool:
-    import digitlab.train
+    import digitlab.training.torch_engine
 
-    return "global_count" in inspect.getsource(digitlab.train)
+    return "global_count" in inspect.getsource(digitlab.training.torch_engine)
 
 
 @pytest.fixture(scope="module")

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from conftest import isolate_data_env
 
-from digitlab.datasets import DATASETS, FILES, Dataset, load_data, load_dataset
+from digitlab.data.datasets import DATASETS, FILES, Dataset, load_data, load_dataset
+from digitlab.data.formats import idx_bytes, write_npz
 from digitlab.errors import DataError, DownloadError
-from digitlab.formats import idx_bytes, write_npz
 
 TINY = "tiny"
 
@@ -297,7 +297,7 @@ def test_progress_bar_on_a_terminal(server, arrays, cache, monkeypatch):
 
     from rich.console import Console
 
-    from digitlab import datasets
+    from digitlab.data import datasets
 
     screen = io.StringIO()
     console = Console(file=screen, force_terminal=True, width=120, highlight=False, soft_wrap=True)
@@ -312,7 +312,7 @@ def test_progress_bar_on_a_terminal(server, arrays, cache, monkeypatch):
 
 
 def test_oversized_download_is_cut_off(server, cache, monkeypatch):
-    from digitlab import datasets
+    from digitlab.data import datasets
 
     monkeypatch.setattr(datasets, "MAX_DOWNLOAD_BYTES", 1000)
     with pytest.raises(DownloadError) as e:

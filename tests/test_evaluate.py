@@ -99,7 +99,7 @@ def test_evaluate_predictor_uses_only_the_protocol():
 
 
 def test_evaluate_on_the_mnist_test_set(real_run, mnist):
-    from digitlab.predict import load_predictor
+    from digitlab.inference.predictor import load_predictor
 
     predictor = load_predictor(real_run)
     (_, _), (x_test, y_test) = mnist

@@ -12,13 +12,12 @@ from conftest import make_run
 
 from digitlab.errors import DataError, ExportError
 from digitlab.export import (
-    FORMAT_TAG,
     PARITY_IMAGES,
-    OnnxPredictor,
     export_onnx,
     synthetic_images,
 )
-from digitlab.predict import load_predictor
+from digitlab.inference.onnx_predictor import FORMAT_TAG, OnnxPredictor
+from digitlab.inference.predictor import load_predictor
 
 onnx = pytest.importorskip("onnx")
 
@@ -42,7 +41,7 @@ def cnn_onnx(cnn_run, tmp_path_factory):
 
 
 def _torch(run):
-    from digitlab.torch_predictor import TorchPredictor
+    from digitlab.inference.torch_predictor import TorchPredictor
 
     return TorchPredictor(run)
 
@@ -215,7 +214,7 @@ def test_onnx_predictor_works_without_torch(cnn_onnx):
     code = (
         "import sys; sys.modules['torch'] = None\n"
         "import numpy as np\n"
-        "from digitlab.predict import load_predictor\n"
+        "from digitlab.inference.predictor import load_predictor\n"
         f"p = load_predictor({str(path)!r})\n"
         "x = np.zeros((2, 28, 28), np.uint8); x[:, 8:20, 12:16] = 255\n"
         "probs = p.predict_proba(x)\n"

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from digitlab.errors import FormatError
-from digitlab.formats import (
+from digitlab.data.formats import (
     ChecksumError,
     atomic_open,
     atomic_write_bytes,
@@ -25,6 +24,7 @@ from digitlab.formats import (
     write_npz,
     write_png,
 )
+from digitlab.errors import FormatError
 
 
 @pytest.fixture

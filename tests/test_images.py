@@ -1,4 +1,4 @@
-"""digitlab.images: any picture of a digit -> a 28x28 MNIST-style input; opening and finding pictures."""
+"""digitlab.data.pictures: any picture of a digit -> a 28x28 MNIST-style input; opening and finding pictures."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from digitlab.errors import ImageError
-from digitlab.images import (
+from digitlab.data.pictures import (
     IMAGE_SUFFIXES,
     MAX_PIXELS,
     find_images,
@@ -22,6 +21,7 @@ from digitlab.images import (
     open_image,
     to_mnist,
 )
+from digitlab.errors import ImageError
 
 SS = 4  # draw at 4x and box-filter down: anti-aliased like a real rendering
 
@@ -377,7 +377,7 @@ def test_output_is_deterministic_and_input_untouched():
 
 def test_to_mnist_does_not_import_torch(tmp_path):
     Image.fromarray(paint(ink_mask("7"))).save(tmp_path / "d.png")
-    code = ("import sys; from digitlab.images import load_digit; x = load_digit(sys.argv[1]); "
+    code = ("import sys; from digitlab.data.pictures import load_digit; x = load_digit(sys.argv[1]); "
             "assert x.shape == (28, 28); assert 'torch' not in sys.modules, 'torch was imported'")
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "d.png")], check=True)
 

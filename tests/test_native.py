@@ -13,12 +13,13 @@ import torch
 import torch.nn.functional as F
 from conftest import synthetic_digits
 
-from digitlab import native, runs
+from digitlab import runs
 from digitlab.config import TrainConfig
 from digitlab.errors import ConfigError
-from digitlab.job import Interrupted, choose_engine, train
 from digitlab.models import build_model
-from digitlab.native import NativeCNN, NativeEngine, NativeMLP
+from digitlab.training import native
+from digitlab.training.job import Interrupted, choose_engine, train
+from digitlab.training.native import NativeCNN, NativeEngine, NativeMLP
 
 if os.environ.get("DIGITLAB_REQUIRE_NATIVE") == "1" and not native.available():
     raise RuntimeError(f"DIGITLAB_REQUIRE_NATIVE=1 but the native engine is unavailable: {native.load_error()}")
@@ -93,11 +94,11 @@ def test_portable_kernels_agree_with_the_vector_ones():
     """The plain-C kernels (CPUs without AVX2) give the same training, to float rounding."""
     code = (
         "import numpy as np, sys\n"
-        "from digitlab.native import NativeMLP, kernels\n"
+        "from digitlab.training.native import NativeMLP, kernels\n"
         "sys.path.insert(0, sys.argv[1])\n"
         "from conftest import synthetic_digits\n"
         "x, y = synthetic_digits(300, 8)\n"
-        "from digitlab.native import NativeCNN\n"
+        "from digitlab.training.native import NativeCNN\n"
         "nets = [NativeMLP([784, 50, 10], seed=1), NativeCNN(seed=1)]\n"
         "for net in nets:\n"
         "    net.train_steps(x, y, np.arange(300), 32, np.full(10, 1e-3, np.float32), threads=2)\n"

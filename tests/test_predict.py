@@ -15,7 +15,7 @@ from conftest import cli
 from PIL import Image
 
 from digitlab.errors import ImageError
-from digitlab.predict import load_predictor, predict_arrays, predict_files, predict_proba
+from digitlab.inference.predictor import load_predictor, predict_arrays, predict_files, predict_proba
 
 FIRST_TEST_LABELS = [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
 
@@ -78,7 +78,7 @@ def test_predict_proba_asks_in_batches():
 
 
 def test_predict_files_on_mnist_pictures(real_run, digit_files, tmp_path):
-    from digitlab.images import load_digit
+    from digitlab.data.pictures import load_digit
 
     predictor = load_predictor(real_run)
     results = predict_files(predictor, [digit_files], save_inputs=tmp_path / "seen")

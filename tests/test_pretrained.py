@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from test_realworld import accuracy_by_kind, realworld_set
 
-from digitlab.predict import load_predictor
+from digitlab.inference.predictor import load_predictor
 
 BEST = Path(__file__).resolve().parent.parent / "models" / "mnist-best"
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from digitlab.images import IMAGE_SUFFIXES, load_digit
+from digitlab.data.pictures import IMAGE_SUFFIXES, load_digit
 
 REALWORLD = Path(__file__).resolve().parent / "realworld"
 SOURCES = {"font", "hand"}
@@ -120,7 +120,7 @@ def realworld_cnn_run(mnist, tmp_path_factory) -> Path:
 @pytest.mark.slow
 @pytest.mark.realdata
 def test_realworld_accuracy_cnn(realworld_cnn_run):
-    from digitlab.predict import load_predictor
+    from digitlab.inference.predictor import load_predictor
 
     images, labels, kinds = realworld_set()
     pred = load_predictor(realworld_cnn_run).predict_proba(images).argmax(axis=1)

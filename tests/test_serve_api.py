@@ -23,8 +23,8 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # starlette's TestClient warns about its httpx dependency
     from fastapi.testclient import TestClient
 
-from digitlab.images import load_digit, to_mnist
-from digitlab.predict import load_predictor
+from digitlab.data.pictures import load_digit, to_mnist
+from digitlab.inference.predictor import load_predictor
 from digitlab.serve import create_app
 from digitlab.serve.app import ENV_MAX_UPLOAD, ENV_MODEL, ENV_THREADS, create_app_from_env
 

@@ -16,7 +16,15 @@ from digitlab.cli import app
 from digitlab.errors import ConfigError
 from digitlab.models import build_model
 from digitlab.runs import load_model
-from digitlab.train import OPTIMIZER_DEFAULTS, SCHEDULES, FastMLPStep, FitOptions, TrainConfig, fit, train
+from digitlab.training.torch_engine import (
+    OPTIMIZER_DEFAULTS,
+    SCHEDULES,
+    FastMLPStep,
+    FitOptions,
+    TrainConfig,
+    fit,
+    train,
+)
 
 
 def small_xy(n=512, seed=0):
@@ -104,7 +112,7 @@ def test_every_schedule_runs_and_sets_the_lr(schedule):
 
 
 def test_sgd_momentum_nesterov_and_keras_defaults():
-    from digitlab.train import make_optimizer
+    from digitlab.training.torch_engine import make_optimizer
 
     params = list(build_model("mlp").parameters())
     opt = make_optimizer(FitOptions(optimizer="sgd", momentum=0.9, nesterov=True), params)
@@ -133,7 +141,7 @@ def test_early_stopping_restores_the_best_weights():
     assert hist.stopped_early and len(hist.rows) < 30
     best = min(r["val_loss"] for r in hist.rows)
     assert hist.rows[hist.best_epoch - 1]["val_loss"] == best
-    from digitlab.train import evaluate_tensors
+    from digitlab.training.torch_engine import evaluate_tensors
 
     loss, _ = evaluate_tensors(model, torch.from_numpy(xv), torch.from_numpy(yv))
     assert loss == pytest.approx(best, rel=1e-5)
@@ -176,7 +184,7 @@ def test_run_folder_is_complete_and_reloads_to_identical_predictions(synth_dir, 
 @pytest.mark.parametrize("engine", ["torch", "native"])
 def test_resume_equals_uninterrupted(synth_dir, tmp_path, engine):
     """Stop a CNN run with Ctrl-C after its first epoch, resume it, and get the same bytes."""
-    from digitlab import native
+    from digitlab.training import native
 
     if engine == "native" and not native.available():
         pytest.skip(f"native engine not built: {native.load_error()}")
@@ -245,7 +253,7 @@ def test_existing_run_is_not_overwritten(synth_dir, tmp_path):
 @pytest.mark.realdata
 @pytest.mark.parametrize("engine", ["native", "torch"])
 def test_tutorial_mlp_one_epoch_on_real_mnist(data_dir, tmp_path, engine):
-    from digitlab import native
+    from digitlab.training import native
 
     if engine == "native" and not native.available():
         pytest.skip(f"native engine not built: {native.load_error()}")
@@ -258,7 +266,7 @@ def test_tutorial_mlp_one_epoch_on_real_mnist(data_dir, tmp_path, engine):
 
 @pytest.mark.realdata
 def test_tutorial_cnn_one_epoch_on_real_mnist_natively(data_dir, tmp_path):
-    from digitlab import native
+    from digitlab.training import native
 
     if not native.available():
         pytest.skip(f"native engine not built: {native.load_error()}")
@@ -271,7 +279,7 @@ def test_tutorial_cnn_one_epoch_on_real_mnist_natively(data_dir, tmp_path):
 @pytest.mark.realdata
 def test_tutorial_protocol_on_real_mnist_natively(data_dir, tmp_path):
     """The whole tutorial protocol (5 epochs) is cheap on the native engine: hold its accuracy."""
-    from digitlab import native
+    from digitlab.training import native
 
     if not native.available():
         pytest.skip(f"native engine not built: {native.load_error()}")
@@ -284,7 +292,7 @@ def test_tutorial_protocol_on_real_mnist_natively(data_dir, tmp_path):
 
 @pytest.mark.parametrize("optimizer", ["adam", "adamw"])
 def test_fused_adam_equals_torch_optim_bit_for_bit(optimizer):
-    from digitlab.train import FusedAdam
+    from digitlab.training.torch_engine import FusedAdam
 
     x, y = small_xy(32 * 20)
     weights, states = [], []

@@ -20,20 +20,20 @@ from digitlab.errors import DigitlabError
 __version__ = "0.1.0"
 
 _LAZY = {
-    "load_data": "digitlab.datasets",
-    "train_val_split": "digitlab.preprocess",
-    "to_float": "digitlab.preprocess",
+    "load_data": "digitlab.data.datasets",
+    "train_val_split": "digitlab.data.preprocess",
+    "to_float": "digitlab.data.preprocess",
     "build_model": "digitlab.models",
     "summary_text": "digitlab.models",
     "count_params": "digitlab.models",
-    "fit": "digitlab.train",
-    "train": "digitlab.job",
+    "fit": "digitlab.training.torch_engine",
+    "train": "digitlab.training.job",
     "TrainConfig": "digitlab.config",
     "FitOptions": "digitlab.config",
     "load_model": "digitlab.runs",
-    "load_predictor": "digitlab.predict",
-    "load_digit": "digitlab.images",
-    "to_mnist": "digitlab.images",
+    "load_predictor": "digitlab.inference.predictor",
+    "load_digit": "digitlab.data.pictures",
+    "to_mnist": "digitlab.data.pictures",
 }
 
 __all__ = ["DigitlabError", "__version__", *_LAZY]

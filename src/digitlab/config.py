@@ -163,7 +163,7 @@ class TrainConfig:
         return cfg
 
     def validate(self) -> None:
-        from digitlab.datasets import get_dataset
+        from digitlab.data.datasets import get_dataset
 
         get_dataset(self.dataset)
         if self.model == "mlp":  # resolved without importing torch: the native engine may train it
@@ -181,7 +181,7 @@ class TrainConfig:
 
     def to_json(self) -> dict[str, Any]:
         from digitlab import __version__
-        from digitlab.datasets import get_dataset
+        from digitlab.data.datasets import get_dataset
 
         return {
             "digitlab_version": __version__,

@@ -1,7 +1,7 @@
 """Metrics of a trained model on a labelled set: loss, accuracy, per-class precision/recall/F1,
 the confusion matrix and the most confidently wrong examples.
 
-Works with any :class:`digitlab.predict.Predictor` (a run folder or an exported ONNX file).
+Works with any :class:`digitlab.inference.predictor.Predictor` (a run folder or an exported ONNX file).
 """
 
 from __future__ import annotations
@@ -132,9 +132,9 @@ def summarize(
 def evaluate_predictor(
     predictor, x_uint8: np.ndarray, y: np.ndarray, class_names: Sequence[str] | None = None, top: int = 16
 ) -> EvalResult:
-    """Run ``predictor`` (a :class:`digitlab.predict.Predictor`) on ``x_uint8`` ``(N, 28, 28)`` and
+    """Run ``predictor`` (a :class:`digitlab.inference.predictor.Predictor`) on ``x_uint8`` ``(N, 28, 28)`` and
     measure it against labels ``y``; ``top`` most confidently wrong examples are kept."""
-    from digitlab.predict import predict_arrays
+    from digitlab.inference.predictor import predict_arrays
 
     x_uint8 = np.asarray(x_uint8)
     if x_uint8.ndim != 3 or x_uint8.shape[1:] != (28, 28):
@@ -158,10 +158,10 @@ def load_split(
     ``test`` is the dataset's test set. ``val`` is the validation part the run held out of the
     training set, rebuilt from the run's ``val_split`` and ``split_seed`` (0.2 and 42 when the
     config does not say, as in the tutorial). The dataset is found (or downloaded, saying so on
-    stderr unless ``quiet``) by :func:`digitlab.datasets.load_data`.
+    stderr unless ``quiet``) by :func:`digitlab.data.datasets.load_data`.
     """
-    from digitlab.datasets import load_data
-    from digitlab.preprocess import train_val_split
+    from digitlab.data.datasets import load_data
+    from digitlab.data.preprocess import train_val_split
 
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")

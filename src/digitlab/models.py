@@ -41,20 +41,20 @@ class Net(nn.Sequential):
 
     # Keras-style conveniences: numpy in (uint8 images or floats in [0, 1]), numpy out.
     def fit(self, x, y, **kwargs):
-        """``digitlab.train.fit(self, x, y, **kwargs)``: ``epochs``, ``batch_size``, ``validation_data``..."""
-        from digitlab.train import fit
+        """``training.torch_engine.fit(self, x, y, **kwargs)``: ``epochs``, ``batch_size``, ``validation_data``..."""
+        from digitlab.training.torch_engine import fit
 
         return fit(self, x, y, **kwargs)
 
     def evaluate(self, x, y, batch_size: int = 2000) -> tuple[float, float]:
         """Mean cross-entropy and accuracy on images ``x`` and labels ``y``."""
-        from digitlab.train import evaluate_arrays
+        from digitlab.training.torch_engine import evaluate_arrays
 
         return evaluate_arrays(self, x, y, batch_size)
 
     def predict(self, x, batch_size: int = 2000):
         """(N, 10) probabilities (softmax of the logits) as a numpy array."""
-        from digitlab.train import predict_arrays
+        from digitlab.training.torch_engine import predict_arrays
 
         return predict_arrays(self, x, batch_size)
 

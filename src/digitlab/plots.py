@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from digitlab.formats import atomic_write_bytes
+from digitlab.data.formats import atomic_write_bytes
 
 DEFAULT_DPI = 100
 

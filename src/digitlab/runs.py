@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from safetensors import SafetensorError
 
+from digitlab.data.formats import atomic_write_bytes
 from digitlab.errors import ConfigError, RunError
-from digitlab.formats import atomic_write_bytes
 
 if TYPE_CHECKING:  # torch is imported only by the functions that need it
     import torch

@@ -33,7 +33,7 @@ def evaluate(
     Saves confusion.png and misclassified.png (the most confidently wrong images).
     """
     from digitlab.evaluate import evaluate_predictor, load_split, save_figures
-    from digitlab.predict import load_predictor
+    from digitlab.inference.predictor import load_predictor
 
     predictor = load_predictor(model_path)
     x, y, dataset_name = load_split(predictor.config, split, dataset, data_dir, quiet=quiet)

@@ -44,7 +44,7 @@ def predict(
     the 5x3 prediction grid (predictions.png). With pictures: the label, its probability and the
     top 3 for each one.
     """
-    from digitlab.predict import load_predictor
+    from digitlab.inference.predictor import load_predictor
 
     if as_json and as_csv:
         raise ConfigError("choose one of --json and --csv")
@@ -59,8 +59,8 @@ def predict(
 
 def _predict_test_set(predictor, model_path, count, dataset, data_dir, out_dir, as_json, as_csv, quiet):
     from digitlab.evaluate import load_split
+    from digitlab.inference.predictor import predict_arrays
     from digitlab.plots import prediction_grid, save_figure
-    from digitlab.predict import predict_arrays
 
     x, y, _ = load_split(predictor.config, "test", dataset, data_dir, quiet=quiet)
     rows, cols = 5, 3
@@ -89,7 +89,7 @@ def _predict_test_set(predictor, model_path, count, dataset, data_dir, out_dir, 
 
 
 def _predict_files(predictor, inputs, save_inputs, as_json, as_csv, quiet):
-    from digitlab.predict import predict_files
+    from digitlab.inference.predictor import predict_files
 
     results = predict_files(predictor, inputs, save_inputs=save_inputs)
     failed = [r for r in results if not r.ok]

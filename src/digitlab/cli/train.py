@@ -58,7 +58,7 @@ def _start_loading(resume: str | None, dataset: str | None, data_dir: str | None
             name = json.loads((Path(resume) / "config.json").read_text()).get("dataset", "mnist")
         except (OSError, ValueError, AttributeError):
             return None  # train() reports the bad run folder
-    from digitlab.datasets import load_data, locate
+    from digitlab.data.datasets import load_data, locate
     from digitlab.errors import DigitlabError
 
     try:
@@ -119,17 +119,17 @@ def train(
     import sys
 
     if nproc is not None and nproc > 1:
-        from digitlab.distributed import launch
+        from digitlab.training.distributed import launch
 
         raise typer.Exit(launch(nproc, sys.argv[1:]))
     data = _start_loading(resume, dataset, data_dir, quiet)  # reads the files while the engine loads
 
     from digitlab.config import TrainConfig
-    from digitlab.job import train as run_training
+    from digitlab.training.job import train as run_training
 
     dist = None
     if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:  # under torchrun (--nproc)
-        from digitlab.distributed import context_from_env
+        from digitlab.training.distributed import context_from_env
 
         dist = context_from_env()
     if resume:

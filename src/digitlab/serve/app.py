@@ -10,7 +10,7 @@ Endpoints::
     GET  /docs, /openapi.json
 
 Every error is a JSON body ``{"detail": "..."}`` with a 4xx status and no traceback. The model is
-loaded once, when the app is created, through :func:`digitlab.predict.load_predictor`; this module
+loaded once, when the app is created, through :func:`digitlab.inference.predictor.load_predictor`; this module
 never imports torch itself, so an ONNX file can be served without it.
 """
 
@@ -37,7 +37,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from digitlab.errors import ImageError
-from digitlab.predict import Predictor, load_predictor
+from digitlab.inference.predictor import Predictor, load_predictor
 from digitlab.serve.limits import BodyLimit
 from digitlab.serve.schemas import (
     BatchResponse,
@@ -125,7 +125,7 @@ class ServedModel:
 
     def picture_to_input(self, data: bytes) -> np.ndarray:
         """Encoded picture bytes -> (28, 28) uint8, through ``load_digit`` exactly as ``digitlab predict``."""
-        from digitlab.images import load_digit
+        from digitlab.data.pictures import load_digit
 
         if not data:
             raise HTTPException(422, "the body is empty; send a picture of a digit")
@@ -156,7 +156,7 @@ class ServedModel:
                                      f"found {a[r, c]:g} at row {r}, column {c}")
         shown = np.rint(a if req.scale == "byte" else a * 255.0).astype(np.uint8)
         if req.preprocess:
-            from digitlab.images import to_mnist
+            from digitlab.data.pictures import to_mnist
 
             try:
                 shown = np.asarray(to_mnist(shown), dtype=np.uint8).reshape(28, 28)

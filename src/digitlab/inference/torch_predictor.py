@@ -1,4 +1,4 @@
-"""The PyTorch side of :mod:`digitlab.predict` (kept apart so ONNX inference never imports torch)."""
+"""The PyTorch side of :mod:`digitlab.inference.predictor` (kept apart so ONNX inference never imports torch)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from digitlab.datasets import DATASETS
-from digitlab.preprocess import image_batch
+from digitlab.data.datasets import DATASETS
+from digitlab.data.preprocess import image_batch
 from digitlab.runs import load_model, read_metrics
 
 
 class TorchPredictor:
-    """A run folder's model behind the :class:`digitlab.predict.Predictor` protocol."""
+    """A run folder's model behind the :class:`digitlab.inference.predictor.Predictor` protocol."""
 
     def __init__(self, run_dir: str | os.PathLike, device: str = "cpu", batch_size: int = 1024):
         self.run_dir = Path(run_dir)

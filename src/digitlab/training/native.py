@@ -338,13 +338,13 @@ class NativeCNN(NativeMLP):
 def fit_native(net: NativeMLP, x: np.ndarray, y: np.ndarray, validation: tuple[np.ndarray, np.ndarray] | None,
                opts: Any, *, quiet: bool = False, threads: int = 1, on_epoch_end: Any = None,
                resume: tuple[Any, dict | None] | None = None, busy: Any = None) -> Any:
-    """The torch engine's :func:`digitlab.train.fit` for a :class:`NativeMLP`: same options, same
+    """The torch engine's :func:`digitlab.training.torch_engine.fit` for a :class:`NativeMLP`: same options, same
     history, progress line, schedules, early stopping and Ctrl-C handling. ``x`` is uint8 images.
 
     While ``busy()`` is true (a helper process is using a core) training leaves one core to it; the
     number of threads never changes the results."""
     from digitlab.config import OPTIMIZER_DEFAULTS
-    from digitlab.loop import EpochBook, Progress, SigintGuard, epoch_seed
+    from digitlab.training.loop import EpochBook, Progress, SigintGuard, epoch_seed
 
     hp = OPTIMIZER_DEFAULTS[opts.optimizer]
     base_lr = opts.lr if opts.lr is not None else hp["lr"]
@@ -403,7 +403,7 @@ def fit_native(net: NativeMLP, x: np.ndarray, y: np.ndarray, validation: tuple[n
 
 
 class NativeEngine:
-    """The job's native engine (see :mod:`digitlab.job`): ReLU MLPs and the tutorial's CNN, Adam/AdamW,
+    """The job's native engine (see :mod:`digitlab.training.job`): ReLU MLPs and the tutorial's CNN, Adam/AdamW,
     the CPU."""
 
     name = "native"
@@ -425,7 +425,7 @@ class NativeEngine:
     def resume(self, run_path: Path) -> tuple[Any, dict | None]:
         from digitlab import runs
         from digitlab.errors import RunError
-        from digitlab.loop import epoch_state_from_json
+        from digitlab.training.loop import epoch_state_from_json
 
         state, model_t, optim_t, _, best = runs.load_checkpoint(run_path, arrays=True)
         runs.check_weights(self.net.state_dict(), model_t, run_path / runs.CHECKPOINT / runs.CKPT_MODEL)
@@ -452,7 +452,7 @@ class NativeEngine:
 
     def checkpoint(self, run_path: Path, state: Any, best: dict | None) -> None:
         from digitlab import runs
-        from digitlab.loop import run_state_json
+        from digitlab.training.loop import run_state_json
 
         opt_tensors, opt_meta = self.net.optimizer_state(*self._adam())
         runs.save_checkpoint(run_path, self.net.state_dict(), opt_tensors, opt_meta, run_state_json(state), best)

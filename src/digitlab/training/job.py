@@ -1,7 +1,7 @@
 """A whole training job: data -> model -> fit -> test -> run folder, on one of two engines.
 
-The **native** engine (:mod:`digitlab.native`) trains ReLU MLPs with Adam on the CPU without
-importing torch; the **torch** engine (:mod:`digitlab.train`) trains everything. ``engine="auto"``
+The **native** engine (:mod:`digitlab.training.native`) trains ReLU MLPs with Adam on the CPU without
+importing torch; the **torch** engine (:mod:`digitlab.training.torch_engine`) trains everything. ``engine="auto"``
 (the default) takes the native one when it can run the config, so the tutorial's protocol starts
 training before torch would have finished importing. Both write the same run folder: the same
 weight names and shapes, the same checkpoint files, the same history and metrics.
@@ -21,7 +21,7 @@ import numpy as np
 
 from digitlab.config import TrainConfig
 from digitlab.errors import ConfigError, DigitlabError
-from digitlab.loop import EpochState, History
+from digitlab.training.loop import EpochState, History
 
 
 class Interrupted(DigitlabError):
@@ -74,7 +74,7 @@ def choose_engine(config: TrainConfig, dist: Any = None) -> str:
     wanted = config.fit.engine
     if wanted == "torch":
         return "torch"
-    from digitlab import native
+    from digitlab.training import native
 
     reason = "data-parallel training needs the torch engine" if dist is not None else native.unsupported(config)
     if reason is None:
@@ -86,18 +86,18 @@ def choose_engine(config: TrainConfig, dist: Any = None) -> str:
 
 def make_engine(config: TrainConfig, dist: Any = None) -> Engine:
     if choose_engine(config, dist) == "native":
-        from digitlab.native import NativeEngine
+        from digitlab.training.native import NativeEngine
 
         return NativeEngine(config)
-    from digitlab.train import TorchEngine
+    from digitlab.training.torch_engine import TorchEngine
 
     return TorchEngine(config, dist)
 
 
 def load_split(config: TrainConfig, data: Any, data_dir: str | os.PathLike | None, quiet: bool) -> Split:
     """The run's arrays from ``data`` (arrays, a future of them, or None: load now)."""
-    from digitlab.datasets import load_data
-    from digitlab.preprocess import train_val_split
+    from digitlab.data.datasets import load_data
+    from digitlab.data.preprocess import train_val_split
 
     if data is None:
         data = load_data(config.dataset, data_dir=data_dir, quiet=quiet)

@@ -37,10 +37,10 @@ def load_predictor(path: str | os.PathLike, device: str = "cpu") -> Predictor:
     """A run folder -> TorchPredictor; a ``.onnx`` file -> OnnxPredictor."""
     path = Path(path)
     if path.suffix.lower() == ".onnx":
-        from digitlab.export import OnnxPredictor
+        from digitlab.inference.onnx_predictor import OnnxPredictor
 
         return OnnxPredictor(path)
-    from digitlab.torch_predictor import TorchPredictor
+    from digitlab.inference.torch_predictor import TorchPredictor
 
     return TorchPredictor(path, device=device)
 
@@ -121,7 +121,7 @@ def predict_files(
 ) -> list[FilePrediction]:
     """Predict the digit in each picture; folders are searched for images.
 
-    Every picture goes through :func:`digitlab.images.load_digit` (the same preprocessing as the
+    Every picture goes through :func:`digitlab.data.pictures.load_digit` (the same preprocessing as the
     server). A picture that cannot be used (not an image, blank, too large) does not stop the
     others: its :class:`FilePrediction` carries ``error`` and no label, and the caller decides
     what to do (the CLI reports it and exits with status 1 after printing the rest). Paths that
@@ -130,9 +130,9 @@ def predict_files(
     ``save_inputs``: a folder where the 28x28 image the model actually saw is written as
     ``<stem>.png`` for each picture (``<stem>_2.png``... when two pictures share a name).
     """
+    from digitlab.data.formats import atomic_write_bytes
+    from digitlab.data.pictures import find_images, load_digit
     from digitlab.errors import DigitlabError, ImageError
-    from digitlab.formats import atomic_write_bytes
-    from digitlab.images import find_images, load_digit
 
     files = find_images(list(paths))
     if not files:

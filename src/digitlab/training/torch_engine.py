@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from digitlab.config import (  # noqa: F401  (re-exported: digitlab.train is where users look)
+from digitlab.config import (  # noqa: F401  (re-exported: digitlab.training.torch_engine is where users look)
     MONITORS,
     OPTIMIZER_DEFAULTS,
     PRESETS,
@@ -29,8 +29,9 @@ from digitlab.config import (  # noqa: F401  (re-exported: digitlab.train is whe
     default_run_dir,
 )
 from digitlab.errors import ConfigError
-from digitlab.job import Interrupted, Split, TrainResult, train  # noqa: F401
-from digitlab.loop import (  # noqa: F401
+from digitlab.models import Net
+from digitlab.training.job import Interrupted, Split, TrainResult, train  # noqa: F401
+from digitlab.training.loop import (  # noqa: F401
     EpochBook,
     EpochState,
     History,
@@ -42,7 +43,6 @@ from digitlab.loop import (  # noqa: F401
     lr_factor,
     run_state_json,
 )
-from digitlab.models import Net
 
 
 def resolve_device(name: str) -> torch.device:
@@ -71,7 +71,7 @@ def default_threads(model: Net, device: torch.device, local_world_size: int = 1)
     cores, shared out between the ``local_world_size`` processes of a data-parallel job."""
     if device.type != "cpu":
         return torch.get_num_threads()
-    from digitlab.distributed import threads_per_rank
+    from digitlab.training.distributed import threads_per_rank
 
     return 1 if not model.image_input else threads_per_rank(local_world_size)
 
@@ -307,7 +307,7 @@ def _as_tensor(x: np.ndarray | torch.Tensor, dtype: torch.dtype) -> torch.Tensor
         return x.to(dtype)
     x = np.asarray(x)
     if dtype.is_floating_point and x.dtype == np.uint8:
-        from digitlab.preprocess import to_float
+        from digitlab.data.preprocess import to_float
 
         x = to_float(x)
     return torch.from_numpy(np.ascontiguousarray(x)).to(dtype)
@@ -352,7 +352,7 @@ def fit(
     ``fit(model, x, y, epochs=5, batch_size=32, validation_data=(xv, yv))`` reads the same.
     ``on_epoch_end`` receives the model, optimizer and state after each completed epoch (checkpoints
     hook in there); ``resume`` continues from such a checkpoint.
-    ``dist`` is a :class:`digitlab.distributed.Context` when several processes train together.
+    ``dist`` is a :class:`digitlab.training.distributed.Context` when several processes train together.
     """
     opts = options or FitOptions()
     for k, v in kwargs.items():
@@ -488,7 +488,7 @@ def _evaluate_maybe_sharded(model: Net, x: torch.Tensor, y: torch.Tensor, bf16: 
 
 
 class TorchEngine:
-    """The job's torch engine (see :mod:`digitlab.job`): every model, device and optimizer."""
+    """The job's torch engine (see :mod:`digitlab.training.job`): every model, device and optimizer."""
 
     name = "torch"
 
@@ -513,7 +513,7 @@ class TorchEngine:
         return st, Resume(runs.unflatten_optimizer(optim_t, optim_meta), st, best)
 
     def fit(self, split: Split, quiet: bool, on_epoch_end, resume, busy=None) -> History:
-        from digitlab.preprocess import to_float
+        from digitlab.data.preprocess import to_float
 
         def hook(model, optimizer, st, best):
             self.optimizer = optimizer
@@ -531,7 +531,7 @@ class TorchEngine:
         runs.save_checkpoint(run_path, self.model.state_dict(), opt_tensors, opt_meta, run_state_json(state), best)
 
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-        from digitlab.preprocess import to_float
+        from digitlab.data.preprocess import to_float
 
         device = next(self.model.parameters()).device
         xt = torch.from_numpy(to_float(x)).to(device)

@@ -39,8 +39,7 @@ from typing import Any, Literal
 import numpy as np
 
 from digitlab import __version__
-from digitlab.errors import ConfigError, DataError, DownloadError, FormatError
-from digitlab.formats import (
+from digitlab.data.formats import (
     ChecksumError,
     atomic_open,
     check_sha256,
@@ -49,6 +48,7 @@ from digitlab.formats import (
     read_npz,
     write_png,
 )
+from digitlab.errors import ConfigError, DataError, DownloadError, FormatError
 
 FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
          "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
@@ -273,7 +273,7 @@ def locate(name: str = "mnist", data_dir: str | os.PathLike | None = None) -> So
 
 def read_source(source: Source) -> Arrays:
     """Read the arrays a :class:`Source` points at: structurally checked always, SHA-256 checked for
-    the cache and the Keras cache (:class:`~digitlab.formats.ChecksumError` on a mismatch)."""
+    the cache and the Keras cache (:class:`~digitlab.data.formats.ChecksumError` on a mismatch)."""
     ds = get_dataset(source.dataset)
     n = len(ds.classes)
     if source.format == "npz":
@@ -623,7 +623,7 @@ def split_info(
 ) -> SplitInfo:
     """Load, scale to float32 [0, 1] and hold out ``val_fraction`` of the training set exactly as
     sklearn's ``train_test_split(test_size=val_fraction, random_state=seed)`` would; report shapes."""
-    from digitlab.preprocess import to_float, train_val_split
+    from digitlab.data.preprocess import to_float, train_val_split
 
     if not 0.0 < val_fraction < 1.0:
         raise ConfigError(f"--val-split must be between 0 and 1 (exclusive), got {val_fraction}")
