@@ -15,7 +15,7 @@ def main(argv: list[str] | None = None) -> None:
         app(args=argv, prog_name="digitlab", standalone_mode=True)
     except DigitlabError as e:
         err.print(f"[bold red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
-        sys.exit(1)
+        sys.exit(e.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)

@@ -20,12 +20,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from digitlab.config import TrainConfig
-from digitlab.errors import ConfigError, DigitlabError
+from digitlab.errors import ConfigError, DigitlabError, Interrupted
 from digitlab.training.loop import EpochState, History
-
-
-class Interrupted(DigitlabError):
-    """Training stopped by Ctrl-C after the last completed epoch's checkpoint."""
 
 
 @dataclass
