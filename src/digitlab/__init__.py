@@ -28,6 +28,8 @@ _LAZY = {
     "count_params": "digitlab.models",
     "fit": "digitlab.training.torch_engine",
     "train": "digitlab.training.job",
+    "compare": "digitlab.training.compare",
+    "explain": "digitlab.explain",
     "TrainConfig": "digitlab.config",
     "FitOptions": "digitlab.config",
     "load_model": "digitlab.runs",

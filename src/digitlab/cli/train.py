@@ -111,6 +111,8 @@ def train(
     resume: str = typer.Option(None, "--resume", metavar="RUN", help="Continue an interrupted run folder."),
     nproc: int = typer.Option(None, "--nproc", help="Train data-parallel in N processes (launches torchrun)."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Save curves.png in the run folder."),
+    tensorboard: str = typer.Option(None, "--tensorboard", metavar="DIR",
+                                    help="Write TensorBoard event files to DIR (needs digitlab[tensorboard])."),
     quiet: bool = QUIET,
     json_out: bool = JSON,
 ) -> None:
@@ -158,7 +160,7 @@ def train(
     finished = False
     try:
         result = run_training(config, run_dir, data_dir=data_dir, resume=bool(resume), quiet=quiet,
-                              plots=plots, dist=dist, data=data)
+                              plots=plots, dist=dist, data=data, tensorboard=tensorboard)
         finished = True
     finally:
         if dist is not None:

@@ -120,12 +120,13 @@ def train(
     dist: Any = None,
     log: Callable[[str], None] | None = None,
     data: Any = None,
+    tensorboard: str | os.PathLike | None = None,
 ) -> TrainResult:
     """Load the data, build the model, fit with a checkpoint per epoch, evaluate on the test set and
     write the run folder (when ``run_dir`` is given; only rank 0 writes).
 
     ``data`` may hold the dataset's arrays already, or a future that will (the CLI starts reading the
-    files while the engine loads)."""
+    files while the engine loads). ``tensorboard``: a folder for TensorBoard event files (digitlab.board)."""
     from digitlab import runs
 
     writer = dist is None or dist.rank == 0
@@ -140,6 +141,11 @@ def train(
     assert config is not None
     config.validate()
     engine = make_engine(config, dist)
+    board = None
+    if tensorboard is not None and writer:
+        from digitlab.board import Board
+
+        board = Board(tensorboard)
     if run_path is not None and writer and not resume:
         if runs.is_run(run_path):
             raise ConfigError(f"{run_path} already holds a run; pick another --name or continue it with --resume")
@@ -167,6 +173,8 @@ def train(
         if run_path is not None and writer:
             engine.checkpoint(run_path, state, best if config.fit.early_stopping else None)
             runs.save_history(run_path, state.history)
+        if board is not None:
+            board.history(state.history)
 
     t0 = time.perf_counter()
     history = engine.fit(split, quiet, checkpoint, resumed, busy=curves.busy if curves is not None else None)
@@ -174,6 +182,8 @@ def train(
     if history.interrupted:
         if curves is not None:
             curves.cancel()
+        if board is not None:
+            board.close()
         done = len(history.rows)
         raise Interrupted(f"interrupted during epoch {done + 1}; the checkpoint of epoch {done} is saved"
                           + (f"; continue with: digitlab train --resume {run_path}" if run_path else ""))
@@ -205,5 +215,10 @@ def train(
         runs.write_json(run_path / runs.METRICS, metrics)
         if curves is not None:
             curves.render(history.rows)
-    return TrainResult(str(run_path) if run_path else None, history, metrics, engine)
+    result = TrainResult(str(run_path) if run_path else None, history, metrics, engine)
+    if board is not None:
+        from digitlab.board import finish_run
+
+        finish_run(board, result, config, split.x_test, split.y_test)
+    return result
 
