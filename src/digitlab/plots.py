@@ -37,7 +37,8 @@ ZH = {
     "Comparison": "对比实验", "seeds": "个种子",
     "band: min to max over seeds; dot: best epoch (lowest validation loss)":
         "色带：各种子的最小值到最大值；圆点：最佳轮次（验证集损失最低）",
-    "Input": "输入", "Why {label}": "为什么是 {label}", "Why not {label}": "为什么不是 {label}",
+    "Input": "输入", "up": "升高", "down": "降低",
+    "Why {label}": "为什么是 {label}", "Why not {label}": "为什么不是 {label}",
     "runner-up {label}": "第二名 {label}",
 }
 
@@ -471,7 +472,9 @@ def explain_figure(image: np.ndarray, maps: Sequence[np.ndarray], labels: Sequen
         ax.set_title(f"{tr(what, lang).format(label=label)} ({100 * float(p):.1f}%)")
         _no_ticks(ax)
     if im is not None:
-        fig.colorbar(im, ax=list(axes[1:]), fraction=0.03, pad=0.02, ticks=[])
+        bar = fig.colorbar(im, ax=list(axes[1:]), fraction=0.03, pad=0.02)
+        top = im.get_clim()[1]
+        bar.set_ticks([-top, 0, top], labels=[tr("down", lang), "0", tr("up", lang)])
     sentence = (f"{method}: 红色像素使该类别的得分升高，蓝色像素使其降低；颜色越深，影响越大。" if lang == "zh" else
                 f"{method}: red pixels pushed that class's score up, blue pixels pushed it down; "
                 "the stronger the colour, the larger the effect.")

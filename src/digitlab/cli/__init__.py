@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from digitlab.cli import compare, data, evaluate, export, plot, predict, serve, train  # noqa: F401  (register commands)
+from digitlab.cli import compare, data, evaluate, explain, export, plot, predict, serve, train  # noqa: F401  (register commands)
 from digitlab.cli.app import app, err
 from digitlab.errors import DigitlabError
 

@@ -5,6 +5,7 @@ Endpoints::
     GET  /                   the page: draw a digit, watch the probabilities and activations
     POST /api/predict        one picture (multipart field ``file``, or a raw image/* body) or JSON pixels
     POST /api/predict/batch  several pictures (multipart field ``files``, at most ``max_batch``)
+    POST /api/explain        the same bodies as /api/predict -> pixel maps of the answer and the runner-up
     GET  /api/model          name, architecture rows, parameter count, test accuracy
     GET  /healthz            liveness
     GET  /docs, /openapi.json
@@ -42,6 +43,7 @@ from digitlab.serve.limits import BodyLimit
 from digitlab.serve.schemas import (
     BatchResponse,
     ErrorBody,
+    Explanation,
     Health,
     ModelInfo,
     PixelsRequest,
@@ -298,6 +300,31 @@ def create_app(model_path: str | os.PathLike, max_upload_bytes: int = DEFAULT_MA
             raise HTTPException(415, f"unsupported content type {what!r}; send multipart/form-data "
                                      "(field 'file'), an image/* body, or application/json pixels")
         return _json_response(_dumps(model.predict(x, shown, activations)))
+
+    @app.post("/api/explain", response_model=Explanation, responses=_ERRORS, tags=["predict"],
+              openapi_extra=_PREDICT_BODY)
+    async def explain(request: Request) -> Response:
+        """Which pixels pushed the answer up or down: occlusion maps (28x28 floats in [-1, 1]) for the
+        predicted class and the runner-up. The same bodies as /api/predict."""
+        kind = _media_type(request)
+        if kind == "multipart/form-data":
+            async with _form(request, max_files=1) as form:
+                upload = form.get("file")
+                if not isinstance(upload, UploadFile):
+                    raise HTTPException(422, "no picture in the form; upload it in a field named 'file'")
+                data = await upload.read()
+            x = await model.picture_to_input_async(data)
+        elif kind == "application/json":
+            x, _ = model.pixels_to_input(_parse_pixels(await request.body()))
+        elif kind.startswith("image/") or kind == "application/octet-stream":
+            x = await model.picture_to_input_async(await request.body())
+        else:
+            raise HTTPException(415, f"unsupported content type {kind or '(none)'!r}; send multipart/form-data "
+                                     "(field 'file'), an image/* body, or application/json pixels")
+        from digitlab.explain import explain as explain_input
+
+        result = await anyio.to_thread.run_sync(lambda: explain_input(model.predictor, x).to_dict())
+        return _json_response(_dumps(result))
 
     @app.post("/api/predict/batch", response_model=BatchResponse, responses=_ERRORS, tags=["predict"],
               openapi_extra=_BATCH_BODY)

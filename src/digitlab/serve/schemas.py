@@ -49,6 +49,27 @@ class Prediction(BaseModel):
                           "(MLP: [128] and [64]; CNN: [32][26][26], [64][11][11], [128]).")
 
 
+class ExplanationMaps(BaseModel):
+    label: list[list[float]] = Field(description="28x28 map of the predicted class, in [-1, 1].")
+    runner_up: list[list[float]] = Field(description="28x28 map of the runner-up class, in [-1, 1].")
+
+
+class Explanation(BaseModel):
+    label: int = Field(description="The predicted class index.")
+    name: str
+    confidence: float
+    runner_up: int = Field(description="The second most likely class.")
+    runner_up_name: str
+    runner_up_confidence: float
+    probabilities: list[float]
+    method: Literal["occlusion", "gradient"]
+    meaning: str = Field(description="What the signs of the maps mean.")
+    maps: ExplanationMaps = Field(description="Positive: the pixel pushed the class's probability up; negative: "
+                                              "down. Each map is divided by its largest magnitude.")
+    scale: dict[str, float] = Field(description="Largest magnitude of each map before scaling (log-probability).")
+    input: list[list[int]] = Field(description="The 28x28 uint8 image the model saw.")
+
+
 class BatchItem(BaseModel):
     index: int = Field(description="Position of the file in the request.")
     filename: str | None = None
