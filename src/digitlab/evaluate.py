@@ -177,20 +177,24 @@ def load_split(
     return x_val, y_val.astype(np.int64), name
 
 
-def save_figures(result: EvalResult, images: np.ndarray, out_dir: str | os.PathLike) -> dict[str, Path]:
+def save_figures(result: EvalResult, images: np.ndarray, out_dir: str | os.PathLike,
+                 lang: str = "en") -> dict[str, Path]:
     """Write ``confusion.png`` and ``misclassified.png`` for ``result`` (``images``: the evaluated set)."""
     from digitlab.plots import confusion_matrix_figure, misclassified_gallery, save_figure
 
     out_dir = Path(out_dir)
     title = None
     if result.extra.get("split"):
-        split = "test set" if result.extra["split"] == "test" else "validation set"
-        title = f"Confusion matrix, {split} ({result.n:,} images, accuracy {result.accuracy:.4f})"
-    paths = {"confusion": save_figure(confusion_matrix_figure(result.confusion, result.class_names, title),
+        from digitlab.plots import tr
+
+        split = tr("test set" if result.extra["split"] == "test" else "validation set", lang)
+        title = (f"{tr('Confusion matrix', lang)}, {split} ({tr('{n} images', lang).format(n=f'{result.n:,}')}, "
+                 f"{tr('accuracy {acc}', lang).format(acc=f'{result.accuracy:.4f}')})")
+    paths = {"confusion": save_figure(confusion_matrix_figure(result.confusion, result.class_names, title, lang=lang),
                                       out_dir / CONFUSION_PNG)}
     idx = result.wrong_indices
     paths["misclassified"] = save_figure(
         misclassified_gallery(np.asarray(images)[idx], result.wrong_true, result.wrong_pred,
-                              result.wrong_confidence, result.class_names),
+                              result.wrong_confidence, result.class_names, lang=lang),
         out_dir / MISCLASSIFIED_PNG)
     return paths

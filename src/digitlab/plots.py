@@ -35,8 +35,8 @@ ZH = {
     "pred": "预测", "true": "真实", "First layer weights": "第一层权重", "weight": "权重",
     "Validation loss": "验证集损失", "Validation accuracy": "验证集准确率", "best epoch": "最佳轮次",
     "Comparison": "对比实验", "seeds": "个种子",
-    "band: min to max over seeds; dot: best epoch (lowest validation loss)":
-        "色带：各种子的最小值到最大值；圆点：最佳轮次（验证集损失最低）",
+    "band: min to max over seeds; ring: best epoch (lowest mean validation loss)":
+        "色带：各种子的最小值到最大值；圆圈：最佳轮次（平均验证集损失最低）",
     "Input": "输入", "up": "升高", "down": "降低",
     "Why {label}": "为什么是 {label}", "Why not {label}": "为什么不是 {label}",
     "runner-up {label}": "第二名 {label}",
@@ -442,10 +442,15 @@ def compare_figure(variants: Sequence[dict], lang: str = "en") -> Figure:
         ax.set_xlabel(tr("epoch", lang))
         ax.set_ylabel(tr(ylabel, lang))
         ax.grid(True, alpha=0.3)
-        _integer_epochs(ax)
+        n = max(len(v["curves"][key]["mean"]) for v in variants)
+        ax.set_xlim(0.5, n + 0.5)
+        if n <= 20:
+            ax.set_xticks(range(1, n + 1))
+        else:
+            _integer_epochs(ax)
     axes[1].legend(fontsize=8, loc="lower right")
     fig.suptitle(tr("Comparison", lang))
-    fig.text(0.5, 0.03, tr("band: min to max over seeds; dot: best epoch (lowest validation loss)", lang),
+    fig.text(0.5, 0.03, tr("band: min to max over seeds; ring: best epoch (lowest mean validation loss)", lang),
              ha="center", fontsize=9, color="#444444")
     return fig
 

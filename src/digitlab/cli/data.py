@@ -78,6 +78,7 @@ def samples(
     count: int = typer.Option(10, "--count", "-n", help="How many images, from the first."),
     split: str = SPLIT,
     grid: str = typer.Option(None, "--grid", help="Rows x columns, e.g. 2x5 (default: up to 5 columns)."),
+    lang: str = typer.Option("en", "--lang", help="Language of the figure: en or zh (\"标签: 5\"; needs a CJK font)."),
     dataset: str = DATASET,
     data_dir: Path = DATA_DIR,
     quiet: bool = QUIET,
@@ -88,7 +89,7 @@ def samples(
 
     rows, cols = _grid(grid, count)
     x, y = first_samples(dataset, split, count, data_dir, quiet=quiet)
-    fig = samples_grid(x, y, rows, cols, class_names=get_dataset(dataset).classes)
+    fig = samples_grid(x, y, rows, cols, class_names=get_dataset(dataset).classes, lang=lang)
     path = save_figure(fig, output or Path(f"{dataset}_samples.png"))
     _say(f"saved {count} {split} images ({rows}x{cols}) to {path}")
 

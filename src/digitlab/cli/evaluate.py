@@ -25,6 +25,7 @@ def evaluate(
     data_dir: Path = typer.Option(None, "--data-dir", help="Folder holding the dataset files."),
     out_dir: Path = typer.Option(None, "--out", help="Where to save the figures (default: the run folder)."),
     top: int = typer.Option(16, "--top", min=0, help="How many most confidently wrong images to show."),
+    lang: str = typer.Option("en", "--lang", help="Language of the figures: en or zh (needs a CJK font)."),
     as_json: bool = JSON,
     quiet: bool = QUIET,
 ) -> None:
@@ -42,7 +43,7 @@ def evaluate(
                   soft_wrap=True, markup=False)
     result = evaluate_predictor(predictor, x, y, predictor.labels, top=top)
     result.extra = {"model": str(model_path), "dataset": dataset_name, "split": split}
-    figures = save_figures(result, x, out_dir or default_out_dir(model_path))
+    figures = save_figures(result, x, out_dir or default_out_dir(model_path), lang=lang)
 
     if as_json:
         print_json({**result.to_dict(), "figures": {k: str(v) for k, v in figures.items()}})
