@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import cli
 
-from digitlab.explain import explain
+from digitlab.inference.explain import explain
 
 
 def _on_ink_share(m: np.ndarray, image: np.ndarray) -> float:
@@ -101,3 +101,12 @@ def test_api_explain_takes_the_bodies_of_predict(real_run, mnist):
         r = client.post("/api/explain", content=b"x", headers={"content-type": "text/plain"})
         assert r.status_code == 415
         assert "/api/explain" in client.get("/openapi.json").json()["paths"]
+
+
+def test_the_python_api_names_are_functions():
+    import digitlab as dl
+    import digitlab.inference.explain  # noqa: F401
+    import digitlab.training.compare  # noqa: F401
+
+    assert callable(dl.explain) and callable(dl.compare)
+    assert dl.explain.__module__ == "digitlab.inference.explain"

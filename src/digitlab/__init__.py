@@ -29,7 +29,7 @@ _LAZY = {
     "fit": "digitlab.training.torch_engine",
     "train": "digitlab.training.job",
     "compare": "digitlab.training.compare",
-    "explain": "digitlab.explain",
+    "explain": "digitlab.inference.explain",
     "TrainConfig": "digitlab.config",
     "FitOptions": "digitlab.config",
     "load_model": "digitlab.runs",

@@ -462,7 +462,7 @@ def explain_figure(image: np.ndarray, maps: Sequence[np.ndarray], labels: Sequen
     that class's score up, blue ones pushed it down; one sentence under the figure says so."""
     n = 1 + len(maps)
     fig = Figure(figsize=(3.1 * n, 3.9))
-    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.17, top=0.84, wspace=0.08)
+    fig.subplots_adjust(left=0.02, right=0.93, bottom=0.17, top=0.84, wspace=0.08)
     axes = fig.subplots(1, n)
     axes[0].imshow(image, cmap="gray", vmin=0, vmax=255 if np.asarray(image).dtype == np.uint8 else None)
     axes[0].set_title(tr("Input", lang))

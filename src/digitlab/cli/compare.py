@@ -123,7 +123,7 @@ def compare(
     if json_out:
         print_json(result.to_dict())
         return
-    out.print(summary_table(result))
+    out.print(summary_table(result), width=None if out.is_terminal else 120)
     if not quiet:
         err.print(f"Saved {', '.join(result.files.values())}; run folders in {result.out_dir}", markup=False)
 

@@ -22,7 +22,7 @@ def explain(
 ) -> None:
     """Save the input, the map of the pixels that pushed the answer up (red) or down (blue), and the
     runner-up class's map."""
-    from digitlab.explain import explain as run_explain
+    from digitlab.inference.explain import explain as run_explain
 
     target = output or Path(f"{picture.stem}-explain.png")
     e = run_explain(model, picture, method=method, output=target, lang=lang)

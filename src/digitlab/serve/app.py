@@ -321,7 +321,7 @@ def create_app(model_path: str | os.PathLike, max_upload_bytes: int = DEFAULT_MA
         else:
             raise HTTPException(415, f"unsupported content type {kind or '(none)'!r}; send multipart/form-data "
                                      "(field 'file'), an image/* body, or application/json pixels")
-        from digitlab.explain import explain as explain_input
+        from digitlab.inference.explain import explain as explain_input
 
         result = await anyio.to_thread.run_sync(lambda: explain_input(model.predictor, x).to_dict())
         return _json_response(_dumps(result))
