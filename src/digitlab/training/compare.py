@@ -253,6 +253,27 @@ def _states(jobs: list[_Job], epochs: int) -> list[dict[str, Any]]:
             for j in jobs]
 
 
+def _on_sigterm() -> Any:
+    """SIGTERM stops the comparison like Ctrl-C (its runs are ended too); only in the main thread."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, stop)
+
+
+def _restore_sigterm(previous: Any) -> None:
+    if previous is not None:
+        import signal
+
+        signal.signal(signal.SIGTERM, previous)
+
+
 def compare(
     *,
     optimizer: Sequence[str] | None = None,
@@ -325,6 +346,7 @@ def compare(
     dd = str(data_dir) if data_dir is not None else None
     waiting = list(planned)
     running: list[_Job] = []
+    previous = _on_sigterm()
     try:
         while waiting or running:
             while waiting and len(running) < jobs:
@@ -361,6 +383,8 @@ def compare(
                 job.proc.kill()
             job.log.close()
         raise Interrupted(f"comparison interrupted; finished runs are in {out}") from None
+    finally:
+        _restore_sigterm(previous)
 
     failed = [j for j in planned if j.status == "failed"]
     if failed:
