@@ -8,7 +8,7 @@ Endpoints::
     GET  /api/model          name, architecture rows, parameter count, test accuracy
     GET  /api/sample         a random MNIST test digit (28x28 and label) when the dataset is on this machine
     GET  /healthz            liveness
-    GET  /docs, /openapi.json   (Swagger UI served from the package: works offline)
+    GET  /docs, /openapi.json   (Swagger UI 5 shipped in static/swagger/: works offline)
 
 Every error is a JSON body ``{"detail": "..."}`` with a 4xx status and no traceback. The model is
 loaded once, when the app is created, through :func:`digitlab.inference.predictor.load_predictor`; this module
@@ -402,12 +402,11 @@ def create_app(model_path: str | os.PathLike, max_upload_bytes: int = DEFAULT_MA
         from fastapi.openapi.docs import get_swagger_ui_html
 
         return get_swagger_ui_html(openapi_url="/openapi.json", title="digitlab API",
-                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
-                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_js_url="/static/swagger/swagger-ui-bundle.js",
+                                   swagger_css_url="/static/swagger/swagger-ui.css",
                                    swagger_favicon_url="/static/favicon.svg")
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    app.mount("/docs-assets", StaticFiles(directory=_swagger_ui_dir()), name="docs-assets")
     _document_pixels_body(app)
     return app
 
@@ -639,13 +638,6 @@ def _page_language(header: str) -> str:
         if lang and weight > 0 and (best is None or (weight, -i) > (best[0], -best[1])):
             best = (weight, i, lang)
     return best[2] if best else "en"
-
-
-def _swagger_ui_dir() -> Path:
-    """Swagger UI's files, shipped in the ``swagger-ui-bundle`` wheel (Apache-2.0): /docs needs no CDN."""
-    from swagger_ui_bundle import swagger_ui_path
-
-    return Path(str(swagger_ui_path))
 
 
 class _MnistSamples:

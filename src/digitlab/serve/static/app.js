@@ -468,7 +468,7 @@
     finalWanted = false;
     const box = inkBox();
     paintStrokes(smallCtx, SEND_SIZE / PAD, brushWidth(box));
-    const req = { version, final, gen: generation, box };
+    const req = { version, final, gen: generation, box, stroke: true };
     inFlight = req;
     lastSent = performance.now();
     try {
@@ -502,7 +502,7 @@
     performance.mark("digitlab:answer");
     if (!res.ok) { showError(res.status, answer, body.what); return; }
     show(answer, body, req.final);
-    if (req.final) performance.measure("digitlab:final-answer", "digitlab:stroke-end", "digitlab:answer");
+    if (req.final && req.stroke) performance.measure("digitlab:final-answer", "digitlab:stroke-end", "digitlab:answer");
   }
 
   function repeatLast() {          // another layer was picked: ask again for the same picture
