@@ -445,6 +445,7 @@
       // the request in flight already holds the whole drawing: its answer is the final one
       const complete = shownLayers(true).length === shownLayers(false).length;
       if (final && complete && inFlight.version === version) { inFlight.final = true; finalWanted = false; }
+      else if (final && inFlight.stroke) inFlight.controller.abort();  // stale: the final answer goes now
       return;
     }
     if (timer && !final) return;
@@ -468,7 +469,7 @@
     finalWanted = false;
     const box = inkBox();
     paintStrokes(smallCtx, SEND_SIZE / PAD, brushWidth(box));
-    const req = { version, final, gen: generation, box, stroke: true };
+    const req = { version, final, gen: generation, box, stroke: true, controller: new AbortController() };
     inFlight = req;
     lastSent = performance.now();
     try {
@@ -476,7 +477,7 @@
       const body = { data: blob, type: "image/png", what: { key: "what.drawing" }, box };
       await ask(body, req);
     } catch (err) {
-      if (req.gen === generation) setStatus(t("error.network", { m: err.message }), true);
+      if (req.gen === generation && err.name !== "AbortError") setStatus(t("error.network", { m: err.message }), true);
     } finally {
       inFlight = null;
       if (req.gen === generation && padSource === "strokes") {
@@ -495,6 +496,7 @@
     lastBody = body;
     const init = body.form ? { method: "POST", body: body.form }
       : { method: "POST", headers: { "Content-Type": body.type }, body: body.data };
+    if (req.controller) init.signal = req.controller.signal;
     const res = await fetch(predictUrl(req.final), init);
     let answer = null;
     try { answer = await res.json(); } catch { answer = null; }
