@@ -7,6 +7,7 @@ through the DevTools protocol (Input.dispatchTouchEvent), as a finger's would.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
@@ -527,3 +528,72 @@ def test_the_number_mode_has_a_place(open_page):
     page = open_page().page
     assert page.locator("#modes").count() == 1 and page.locator("#number-mode").count() == 1
     assert not page.locator("#modes").is_visible()  # one mode: no tab bar until a second tab is added
+
+
+def test_the_big_numeral_draws_a_plain_zero(open_page):
+    page = open_page().page
+
+    def zero(route):
+        res = route.fetch()
+        body = res.json()
+        probs = [0.0] * 10
+        probs[0] = 0.99
+        body.update(probabilities=probs, confidence=0.99, label=0, name="0")
+        route.fulfill(response=res, body=json.dumps(body))
+
+    page.route("**/api/predict*", zero)
+    draw(page, SEVEN)
+    page.wait_for_function("document.querySelector('#prediction').textContent === '0'")
+    page.wait_for_function(SETTLED)
+    shot = Image.open(io.BytesIO(page.locator("#prediction").screenshot())).convert("L")
+    w, h = shot.size
+    # the middle of the 0 is paper: no dot, no slash
+    centre = [shot.getpixel((w // 2 + dx, h // 2 + dy)) for dx in range(-3, 4) for dy in range(-3, 4)]
+    assert min(centre) > 200, centre
+    assert min(shot.getdata()) < 120  # and the 0 itself is drawn
+
+
+def test_saliency_button_only_when_the_server_explains(open_page):
+    page = open_page().page
+    assert not page.locator("#explain").is_visible()  # this server has no /api/explain
+
+    o = open_page(wait=False)
+    page = o.page
+
+    def spec(route):
+        res = route.fetch()
+        body = res.json()
+        body["paths"]["/api/explain"] = {"post": {"summary": "saliency"}}
+        route.fulfill(response=res, body=json.dumps(body))
+
+    grid = [[((r - 14) * (c - 14)) / 196 for c in range(28)] for r in range(28)]
+    page.route("**/openapi.json", spec)
+    page.route("**/api/explain", lambda route: route.fulfill(
+        status=200, content_type="application/json",
+        body=json.dumps({"label": 7, "maps": {"predicted": grid, "runner_up": grid}})))
+    page.reload()
+    page.wait_for_function("document.querySelector('#model-name').textContent.startsWith('cnn_bn')")
+    draw(page, SEVEN)
+    page.wait_for_function(ANSWERED)
+    page.wait_for_function(SETTLED)
+    page.click("#explain")
+    page.wait_for_selector("#saliency canvas")
+    assert page.locator("#saliency canvas").count() == 2
+    assert "pushed towards 7" in page.locator("#saliency").text_content()
+
+
+@pytest.mark.realdata
+def test_a_real_mnist_test_digit(open_page, data_dir, monkeypatch):
+    monkeypatch.setenv("DIGITLAB_DATA_DIR", str(data_dir))
+    page = open_page().page
+    page.click("#sample")
+    page.wait_for_function(ANSWERED)
+    page.wait_for_function(SETTLED)
+    status = page.locator("#status").text_content()
+    assert "MNIST test digit #" in status and "labelled" in status
+    assert page.evaluate(PAD_INK) > 0  # the digit is shown on the pad
+    # drawing afterwards starts on a blank pad
+    draw(page, SEVEN)
+    page.wait_for_function("document.querySelector('#status').textContent.includes('your drawing')")
+    page.wait_for_function(SETTLED)
+    assert page.locator("#prediction").text_content() == "7"

@@ -450,9 +450,9 @@
     }
     if (timer && !final) return;
     if (timer) { clearTimeout(timer); timer = null; }
+    // sent from its own task, never inside the input event: the pen's handlers only record points
     const wait = final ? 0 : Math.max(0, MIN_INTERVAL_MS - (performance.now() - lastSent));
-    if (wait === 0) sendDrawing();
-    else timer = setTimeout(() => { timer = null; sendDrawing(); }, wait);
+    timer = setTimeout(() => { timer = null; sendDrawing(); }, wait);
   }
 
   function isBlank(box) {
