@@ -1,17 +1,19 @@
-"""The native engine's kernels alone, builds against each other: one epoch of training, timed per build.
+"""The native engine's kernels alone, builds against each other: training steps on MNIST, timed per build.
 
     python benchmarks/bench_native.py                                   # the built library
-    python benchmarks/bench_native.py --lib old=/tmp/old.so --lib new=/tmp/new.so
+    python benchmarks/bench_native.py --lib old=/tmp/old.so --lib new=/tmp/new.so --model cnn --steps 400
 
-Each round trains one epoch of MNIST (54,000 images, batch 32, 10% held out as in the tutorial
-protocol) from the same starting weights on every build, in turn, in one process: the builds see
-the same machine. The MLP round also evaluates the held-out images. Prints each build's median
-epoch time with its range, and whether the builds' weights agree bit for bit.
+Each round trains the same steps (batch 32 over the tutorial's 54,000 training images, a whole
+epoch unless --steps says fewer) from the same starting weights on every build in turn, in one
+process, then evaluates the 6,000 held-out images: the builds see the same machine. Prints each
+build's median time with its range, the median of the per-round ratios to the first build (the
+number to trust on a loaded machine), and whether the builds' weights agree bit for bit.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import hashlib
 import statistics
 import time
@@ -22,21 +24,23 @@ import numpy as np
 from digitlab.data.datasets import load_data
 from digitlab.training import native
 
+FUNCTIONS = ("dl_train", "dl_evaluate", "dl_cnn_train", "dl_cnn_evaluate", "dl_kernels")
 
-def load(path: Path):
-    native._LIB, native._LOAD_ERROR = None, None
-    native._library_path = lambda: path
-    lib = native.library()
-    if lib is None:
-        raise SystemExit(native.load_error())
+
+def load(path: Path, like: ctypes.CDLL) -> ctypes.CDLL:
+    """A build of the library with the signatures of the current one (older builds lack newer functions)."""
+    lib = ctypes.CDLL(str(path.resolve()))
+    for name in FUNCTIONS:
+        mine, theirs = getattr(lib, name), getattr(like, name)
+        mine.restype, mine.argtypes = theirs.restype, theirs.argtypes
     return lib
 
 
-def epoch(model: str, x: np.ndarray, y: np.ndarray, threads: int) -> tuple[float, str]:
+def run(model: str, x: np.ndarray, y: np.ndarray, steps: int | None, threads: int) -> tuple[float, str]:
     net = native.NativeCNN(seed=0) if model == "cnn" else native.NativeMLP([784, 128, 64, 10], seed=0)
     n_train = len(x) * 9 // 10
     idx = np.random.default_rng(0).permutation(n_train)
-    steps = -(-n_train // 32)
+    steps = min(steps or n_train, -(-n_train // 32))
     lrs = np.full(steps, 1e-3, np.float32)
     t0 = time.perf_counter()
     for s0 in range(0, steps, 256):  # as fit_native calls the kernels
@@ -52,30 +56,36 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lib", action="append", default=[], help="NAME=PATH of a built library (repeatable)")
     ap.add_argument("--model", choices=["mlp", "cnn"], nargs="+", default=["mlp", "cnn"])
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--steps", type=int, help="training steps per round (default: one epoch, 1688)")
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--data-dir")
     args = ap.parse_args()
-    libs = dict(item.split("=", 1) for item in args.lib) or {"built": str(native._library_path())}
-    libs = {name: load(Path(path)) for name, path in libs.items()}
+    current = native.library()
+    if current is None:
+        raise SystemExit(native.load_error())
+    paths = dict(item.split("=", 1) for item in args.lib) or {"built": str(native._library_path())}
+    libs = {name: load(Path(path), current) for name, path in paths.items()}
     (x, y), _ = load_data("mnist", args.data_dir, quiet=True)
     x = x.reshape(len(x), 784)
     y = y.astype(np.int64)
     for model in args.model:
         times: dict[str, list[float]] = {name: [] for name in libs}
-        digests: dict[str, set[str]] = {name: set() for name in libs}
+        digests: set[str] = set()
         for _ in range(args.rounds):
             for name, lib in libs.items():
                 native._LIB = lib
-                took, digest = epoch(model, x, y, args.threads)
+                took, digest = run(model, x, y, args.steps, args.threads)
                 times[name].append(took)
-                digests[name].add(digest)
-        for name in libs:
-            t = times[name]
-            print(f"{model} {name:>8}: epoch {statistics.median(t):6.2f} s median, range {min(t):.2f}-{max(t):.2f} "
-                  f"({args.rounds} rounds, {args.threads} threads), weights {','.join(sorted(digests[name]))}")
-        same = len({d for ds in digests.values() for d in ds}) == 1
-        print(f"{model}: weights {'identical' if same else 'DIFFER'} across builds")
+                digests.add(digest)
+        native._LIB = current
+        first = next(iter(times.values()))
+        for name, t in times.items():
+            ratio = statistics.median(a / b for a, b in zip(t, first, strict=True))
+            print(f"{model} {name:>6}: {statistics.median(t):6.2f} s median, range {min(t):.2f}-{max(t):.2f}, "
+                  f"x{ratio:.3f} of {next(iter(times))} (median of {args.rounds} paired rounds, {args.threads} "
+                  f"thread(s))")
+        print(f"{model}: weights {'identical' if len(digests) == 1 else 'DIFFER'} across builds and rounds")
 
 
 if __name__ == "__main__":
