@@ -4,8 +4,9 @@
     python benchmarks/bench_native.py --lib old=/tmp/old.so --lib new=/tmp/new.so --model cnn --steps 400
 
 Each round trains the same steps (batch 32 over the tutorial's 54,000 training images, a whole
-epoch unless --steps says fewer) from the same starting weights on every build in turn, in one
-process, then evaluates the 6,000 held-out images: the builds see the same machine. Prints each
+epoch unless --steps says fewer) from the same starting weights on every build in turn (the order
+reversed every other round), in one process, then evaluates the 6,000 held-out images: the builds
+see the same machine. Prints each
 build's median time with its range, the median of the per-round ratios to the first build (the
 number to trust on a loaded machine), and whether the builds' weights agree bit for bit.
 """
@@ -72,8 +73,8 @@ def main() -> None:
     for model in args.model:
         times: dict[str, list[float]] = {name: [] for name in libs}
         digests: set[str] = set()
-        for _ in range(args.rounds):
-            for name, lib in libs.items():
+        for r in range(args.rounds):
+            for name, lib in (list(libs.items())[::-1] if r % 2 else libs.items()):  # ABBA: no build always first
                 native._LIB = lib
                 took, digest = run(model, x, y, args.steps, args.threads)
                 times[name].append(took)

@@ -162,3 +162,19 @@ def test_the_kernels_refuse_what_they_cannot_run():
     assert lib.dl_cnn_train_bytes(4, dims(784, 32, 64, 128, 10), 3176751) == -2
     assert lib.dl_cnn_train_bytes(3, dims(784, 32, 64, 128), 32) == -2
     assert NativeCNN(seed=0).dims == list(native.CNN_DIMS)
+
+
+def test_a_library_from_older_sources_is_told_and_torch_takes_over(monkeypatch):
+    from types import SimpleNamespace
+
+    class OldLibrary:  # the functions of a build from before dl_train_bytes existed
+        def __init__(self, path):
+            for name in ("dl_train", "dl_evaluate", "dl_cnn_train", "dl_cnn_evaluate", "dl_kernels"):
+                setattr(self, name, SimpleNamespace())
+
+    monkeypatch.setattr(native, "_LIB", None)
+    monkeypatch.setattr(native, "_LOAD_ERROR", None)
+    monkeypatch.setattr(native.ctypes, "CDLL", OldLibrary)
+    assert not native.available()
+    assert native.load_error().endswith("is out of date: rebuild it with `python setup.py build_ext --inplace`")
+    assert choose_engine(TrainConfig.from_preset("tutorial", device="cpu")) == "torch"

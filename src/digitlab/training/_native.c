@@ -11,6 +11,14 @@
  * torch.nn.Linear.weight) and bias b[l] of dims[l+1]; Adam moments have the same shapes. Every
  * output column is computed by the same sequence of operations whatever the number of threads, so
  * results do not depend on it.
+ *
+ * Reading order: threads and barriers; the kernels (forward product, backward through ReLU, weight
+ * gradient fused with Adam), each in portable C and AVX2/FMA, chosen at run time; then each network
+ * as a struct of named buffers (mlp_buffers, cnn_buffers) whose sizes one table function computes
+ * (mlp_table, cnn_table), and a training step as named phases over it: *_forward, step_loss,
+ * *_backward, *_update, looped over the batches by *_train_worker on every thread. The exported
+ * functions answer 0, DL_ENOMEM or DL_EINVAL; dl_train_bytes/dl_cnn_train_bytes say beforehand how
+ * much memory a training call will ask for.
  */
 #include <math.h>
 #include <pthread.h>
@@ -489,6 +497,37 @@ static void grad_adam(int M, int K, const float *A, int lda, const float *dZ, in
     grad_adam_generic(M, K, A, lda, dZ, ldz, W, Mo, V, ldw, c0, c1, o);
 }
 
+/* Adam on W[k0:k1, c0:c1] from the gradients already summed in G (same layout as W). */
+static void adam_block_generic(const float *G, float *W, float *Mo, float *V, int ld, int k0, int k1, int c0, int c1,
+                               const adam_t *o) {
+    for (int k = k0; k < k1; k++)
+        for (int j = c0; j < c1; j++) {
+            size_t at = (size_t)k * ld + j;
+            adam_scalar(o, G[at], W + at, Mo + at, V + at);
+        }
+}
+
+#ifdef DL_X86
+AVX2 static void adam_block_avx2(const float *G, float *W, float *Mo, float *V, int ld, int k0, int k1, int c0,
+                                 int c1, const adam_t *o) {
+    int jend = c0 + (c1 - c0) / 8 * 8;
+    for (int k = k0; k < k1; k++) {
+        size_t row = (size_t)k * ld;
+        for (int j = c0; j < jend; j += 8)
+            adam_vec(o, _mm256_loadu_ps(G + row + j), W + row + j, Mo + row + j, V + row + j);
+    }
+    if (jend < c1) adam_block_generic(G, W, Mo, V, ld, k0, k1, jend, c1, o);
+}
+#endif
+
+static void adam_block(const float *G, float *W, float *Mo, float *V, int ld, int k0, int k1, int c0, int c1,
+                       const adam_t *o) {
+#ifdef DL_X86
+    if (have_avx2()) { adam_block_avx2(G, W, Mo, V, ld, k0, k1, c0, c1, o); return; }
+#endif
+    adam_block_generic(G, W, Mo, V, ld, k0, k1, c0, c1, o);
+}
+
 /* Softmax cross-entropy on logits row by row: returns the summed loss, counts correct argmaxes,
  * and (when dZ is given) writes (softmax - onehot) * scale. */
 static double softmax_xent(int M, int N, const float *Z, const int64_t *y, float *dZ, float scale,
@@ -863,37 +902,6 @@ int dl_evaluate(int L, const int *dims, float **W, float **b, const uint8_t *X, 
     eval_ctx c = {.L = L, .nthreads = nthreads < 1 ? 1 : nthreads > DL_MAXT ? DL_MAXT : nthreads, .dims = dims,
                   .W = W, .b = b, .X = X, .y = y, .n = n, .probs = probs};
     return run_eval(eval_worker, &c, loss_out, correct_out);
-}
-
-/* Adam on W[k0:k1, c0:c1] from the gradients already summed in G (same layout as W). */
-static void adam_block_generic(const float *G, float *W, float *Mo, float *V, int ld, int k0, int k1, int c0, int c1,
-                               const adam_t *o) {
-    for (int k = k0; k < k1; k++)
-        for (int j = c0; j < c1; j++) {
-            size_t at = (size_t)k * ld + j;
-            adam_scalar(o, G[at], W + at, Mo + at, V + at);
-        }
-}
-
-#ifdef DL_X86
-AVX2 static void adam_block_avx2(const float *G, float *W, float *Mo, float *V, int ld, int k0, int k1, int c0,
-                                 int c1, const adam_t *o) {
-    int jend = c0 + (c1 - c0) / 8 * 8;
-    for (int k = k0; k < k1; k++) {
-        size_t row = (size_t)k * ld;
-        for (int j = c0; j < jend; j += 8)
-            adam_vec(o, _mm256_loadu_ps(G + row + j), W + row + j, Mo + row + j, V + row + j);
-    }
-    if (jend < c1) adam_block_generic(G, W, Mo, V, ld, k0, k1, jend, c1, o);
-}
-#endif
-
-static void adam_block(const float *G, float *W, float *Mo, float *V, int ld, int k0, int k1, int c0, int c1,
-                       const adam_t *o) {
-#ifdef DL_X86
-    if (have_avx2()) { adam_block_avx2(G, W, Mo, V, ld, k0, k1, c0, c1, o); return; }
-#endif
-    adam_block_generic(G, W, Mo, V, ld, k0, k1, c0, c1, o);
 }
 
 /* --- the tutorial's CNN ----------------------------------------------------------------------
