@@ -158,6 +158,7 @@ def test_the_kernels_refuse_what_they_cannot_run():
     assert lib.dl_train_bytes(2, dims(784, 0, 10), 32) == -2
     assert lib.dl_train_bytes(2, dims(784, 16, 10), 0) == -2
     assert lib.dl_train_bytes(16, dims(*([8] * 17)), 32) > 0
+    assert lib.dl_train_bytes(1, dims(2**31 - 1, 10), 2**31 - 1) == -2  # its buffers' sizes would overflow
     assert lib.dl_cnn_train_bytes(4, dims(784, 32, 64, 128, 10), 3176750) > 0
     assert lib.dl_cnn_train_bytes(4, dims(784, 32, 64, 128, 10), 3176751) == -2
     assert lib.dl_cnn_train_bytes(3, dims(784, 32, 64, 128), 32) == -2

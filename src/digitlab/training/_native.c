@@ -703,10 +703,12 @@ typedef struct {
 
 #define MLP_MAX_BUFFERS (3 + 2 * DL_MAXL)
 
+#define MLP_MAX_VALUES ((int64_t)1 << 40) /* per buffer: far past any memory, and no size_t overflow */
+
 static int mlp_check(int L, const int *dims, int batch) {
     if (L < 1 || L > DL_MAXL || batch < 1) return DL_EINVAL;
     for (int l = 0; l <= L; l++)
-        if (dims[l] < 1) return DL_EINVAL;
+        if (dims[l] < 1 || (int64_t)batch * dims[l] > MLP_MAX_VALUES) return DL_EINVAL;
     return 0;
 }
 
