@@ -67,6 +67,15 @@ def test_a_model_too_large_for_memory_is_refused_on_every_engine(synth_dir, tmp_
     assert not (tmp_path / "runs" / "r").exists()
 
 
+@pytest.mark.parametrize("engine", ["auto", "native"])
+def test_hidden_100000_100000_is_a_one_line_error_about_memory(synth_dir, tmp_path, engine):
+    have = native.available_memory()
+    if have is None or have >= 12 * 10_079_600_010:
+        pytest.skip("this machine has the memory to train it")
+    line = one_line_error(train_cli(tmp_path, synth_dir, "--hidden", "100000,100000", "--engine", engine))
+    assert line.startswith("error: a model of 10,079,600,010 parameters needs at least 112.6 GiB of memory to train")
+
+
 def test_hidden_100000_100000_is_refused_for_its_memory(monkeypatch):
     monkeypatch.setattr(native, "available_memory", lambda: 64 * 2**30)
     for engine in ("auto", "native", "torch"):
