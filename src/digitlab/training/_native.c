@@ -11,6 +11,14 @@
  * torch.nn.Linear.weight) and bias b[l] of dims[l+1]; Adam moments have the same shapes. Every
  * output column is computed by the same sequence of operations whatever the number of threads, so
  * results do not depend on it.
+ *
+ * Reading order: threads and barriers; the kernels (forward product, backward through ReLU, weight
+ * gradient fused with Adam), each in portable C and AVX2/FMA, chosen at run time; then each network
+ * as a struct of named buffers (mlp_buffers, cnn_buffers) whose sizes one table function computes
+ * (mlp_table, cnn_table), and a training step as named phases over it: *_forward, step_loss,
+ * *_backward, *_update, looped over the batches by *_train_worker on every thread. The exported
+ * functions answer 0, DL_ENOMEM or DL_EINVAL; dl_train_bytes/dl_cnn_train_bytes say beforehand how
+ * much memory a training call will ask for.
  */
 #include <math.h>
 #include <pthread.h>
@@ -489,6 +497,37 @@ static void grad_adam(int M, int K, const float *A, int lda, const float *dZ, in
     grad_adam_generic(M, K, A, lda, dZ, ldz, W, Mo, V, ldw, c0, c1, o);
 }
 
+/* Adam on W[k0:k1, c0:c1] from the gradients already summed in G (same layout as W). */
+static void adam_block_generic(const float *G, float *W, float *Mo, float *V, int ld, int k0, int k1, int c0, int c1,
+                               const adam_t *o) {
+    for (int k = k0; k < k1; k++)
+        for (int j = c0; j < c1; j++) {
+            size_t at = (size_t)k * ld + j;
+            adam_scalar(o, G[at], W + at, Mo + at, V + at);
+        }
+}
+
+#ifdef DL_X86
+AVX2 static void adam_block_avx2(const float *G, float *W, float *Mo, float *V, int ld, int k0, int k1, int c0,
+                                 int c1, const adam_t *o) {
+    int jend = c0 + (c1 - c0) / 8 * 8;
+    for (int k = k0; k < k1; k++) {
+        size_t row = (size_t)k * ld;
+        for (int j = c0; j < jend; j += 8)
+            adam_vec(o, _mm256_loadu_ps(G + row + j), W + row + j, Mo + row + j, V + row + j);
+    }
+    if (jend < c1) adam_block_generic(G, W, Mo, V, ld, k0, k1, jend, c1, o);
+}
+#endif
+
+static void adam_block(const float *G, float *W, float *Mo, float *V, int ld, int k0, int k1, int c0, int c1,
+                       const adam_t *o) {
+#ifdef DL_X86
+    if (have_avx2()) { adam_block_avx2(G, W, Mo, V, ld, k0, k1, c0, c1, o); return; }
+#endif
+    adam_block_generic(G, W, Mo, V, ld, k0, k1, c0, c1, o);
+}
+
 /* Softmax cross-entropy on logits row by row: returns the summed loss, counts correct argmaxes,
  * and (when dZ is given) writes (softmax - onehot) * scale. */
 static double softmax_xent(int M, int N, const float *Z, const int64_t *y, float *dZ, float scale,
@@ -606,68 +645,158 @@ static int run_training(work_fn worker, void *ctx, train_job *j, barrier_t *bar)
     return run_threads(worker, ctx, 1);
 }
 
+/* What the library's functions answer: 0, or one of these (the Python side turns them into errors). */
+#define DL_ENOMEM (-1) /* a buffer could not be allocated */
+#define DL_EINVAL (-2) /* the arguments describe a network or a batch the kernels cannot run */
+
+/* --- tables of named buffers ---------------------------------------------------------------
+ *
+ * Each network keeps the buffers of a training step in a struct with one named field per buffer.
+ * Its table function lists every field with its size, and that list is the one place sizes are
+ * computed: the training call allocates from it and dl_*_train_bytes reports the memory it needs. */
+
+typedef struct {
+    void **at;    /* the field that points at the buffer */
+    size_t bytes; /* its size */
+} buffer;
+
+#define BUFFER(field, count) ((buffer){(void **)&(field), (size_t)(count) * sizeof(*(field))})
+#define BUF_ALIGN 64
+
+static size_t table_bytes(const buffer *table, int n) {
+    size_t total = 0;
+    for (int k = 0; k < n; k++) total += (table[k].bytes + BUF_ALIGN - 1) / BUF_ALIGN * BUF_ALIGN;
+    return total;
+}
+
+/* One aligned block for every buffer of the table, each field pointed at its part; NULL when short. */
+static void *table_alloc(const buffer *table, int n) {
+    size_t total = table_bytes(table, n);
+    char *mem = (char *)aligned_alloc(BUF_ALIGN, total ? total : BUF_ALIGN);
+    if (!mem) return NULL;
+    char *q = mem;
+    for (int k = 0; k < n; k++) {
+        *table[k].at = q;
+        q += (table[k].bytes + BUF_ALIGN - 1) / BUF_ALIGN * BUF_ALIGN;
+    }
+    return mem;
+}
+
+/* The loss of step s (thread 0 alone): the batch's labels, the summed loss and correct count into the
+ * job's outputs, and d loss / d logits (the mean over the batch) into dlogits. */
+static void step_loss(const train_job *j, int64_t s, int64_t first, int bs, int nc, const float *logits,
+                      float *dlogits, int64_t *yb) {
+    for (int i = 0; i < bs; i++) yb[i] = j->y[j->idx[first + i]];
+    int64_t ok = 0;
+    j->loss_out[s] = softmax_xent(bs, nc, logits, yb, dlogits, 1.0f / (float)bs, NULL, &ok);
+    j->correct_out[s] = ok;
+}
+
+/* --- the MLP ------------------------------------------------------------------------------- */
+
+typedef struct {
+    float *x[2];       /* B x dims[0], twice: step s reads x[s & 1] while the next batch is gathered */
+    float *H[DL_MAXL];  /* B x dims[l+1]: layer l's output (ReLU but for the logits) */
+    float *dZ[DL_MAXL]; /* B x dims[l+1]: d loss / d layer l's output before its ReLU */
+    int64_t *y;        /* B: the batch's labels */
+} mlp_buffers;
+
+#define MLP_MAX_BUFFERS (3 + 2 * DL_MAXL)
+
+#define MLP_MAX_VALUES ((int64_t)1 << 40) /* per buffer: far past any memory, and no size_t overflow */
+
+static int mlp_check(int L, const int *dims, int batch) {
+    if (L < 1 || L > DL_MAXL || batch < 1) return DL_EINVAL;
+    for (int l = 0; l <= L; l++)
+        if (dims[l] < 1 || (int64_t)batch * dims[l] > MLP_MAX_VALUES) return DL_EINVAL;
+    return 0;
+}
+
+static int mlp_table(mlp_buffers *b, int L, const int *dims, size_t B, buffer *table) {
+    int n = 0;
+    table[n++] = BUFFER(b->x[0], B * dims[0]);
+    table[n++] = BUFFER(b->x[1], B * dims[0]);
+    for (int l = 0; l < L; l++) {
+        table[n++] = BUFFER(b->H[l], B * dims[l + 1]);
+        table[n++] = BUFFER(b->dZ[l], B * dims[l + 1]);
+    }
+    table[n++] = BUFFER(b->y, B);
+    return n;
+}
+
 typedef struct {
     train_job j;
-    float *xb[2], *H[DL_MAXL], *dZ[DL_MAXL];
-    int64_t *yb;
+    mlp_buffers b;
     barrier_t bar;
-} train_ctx;
+} mlp_ctx;
 
-static void train_worker(void *p, int t) {
+/* Layer by layer, each thread computing its block of output columns. */
+static void mlp_forward(mlp_ctx *c, const float *x, int bs, int t, int *sense) {
+    const int L = c->j.L, T = c->j.nthreads;
+    const int *dims = c->j.dims;
+    const float *A = x;
+    for (int l = 0; l < L; l++) {
+        int c0, c1;
+        part(dims[l + 1], t, T, &c0, &c1);
+        forward_cols(bs, dims[l], A, dims[l], c->j.W[l], dims[l + 1], c->j.b[l], c->b.H[l], dims[l + 1], c0, c1,
+                     l < L - 1);
+        barrier_wait(&c->bar, sense);
+        A = c->b.H[l];
+    }
+}
+
+/* Gradients with respect to each hidden layer's output (through its ReLU), last layer first. */
+static void mlp_backward(mlp_ctx *c, int bs, int t, int *sense) {
+    const int L = c->j.L, T = c->j.nthreads;
+    const int *dims = c->j.dims;
+    for (int l = L - 1; l >= 1; l--) {
+        int r0, r1;
+        part(dims[l], t, T, &r0, &r1);
+        backward_hidden(bs, dims[l + 1], c->b.dZ[l], dims[l + 1], c->j.W[l], dims[l + 1], c->b.H[l - 1],
+                        c->b.dZ[l - 1], dims[l], r0, r1);
+        barrier_wait(&c->bar, sense);
+    }
+}
+
+/* Weight gradients fused with Adam: kernels by input rows, so each thread streams one contiguous
+ * block of W, m and v; biases by columns. */
+static void mlp_update(mlp_ctx *c, const float *x, int bs, const adam_t *o, int t) {
+    const int L = c->j.L, T = c->j.nthreads;
+    for (int l = 0; l < L; l++) {
+        int k0, k1, c0, c1, din = c->j.dims[l], dout = c->j.dims[l + 1];
+        part4(din, t, T, &k0, &k1);
+        const float *A = l == 0 ? x : c->b.H[l - 1];
+        size_t at = (size_t)k0 * dout;
+        grad_adam(bs, k1 - k0, A + k0, din, c->b.dZ[l], dout, c->j.W[l] + at, c->j.mW[l] + at, c->j.vW[l] + at, dout,
+                  0, dout, o);
+        part(dout, t, T, &c0, &c1);
+        for (int j = c0; j < c1; j++) {
+            float g = 0.0f;
+            for (int i = 0; i < bs; i++) g += c->b.dZ[l][(size_t)i * dout + j];
+            adam_scalar(o, g, c->j.b[l] + j, c->j.mb[l] + j, c->j.vb[l] + j);
+        }
+    }
+}
+
+static void mlp_train_worker(void *p, int t) {
     fp_mode fp = fast_fp_begin();
-    train_ctx *c = (train_ctx *)p;
+    mlp_ctx *c = (mlp_ctx *)p;
     const int L = c->j.L, T = c->j.nthreads, B = c->j.batch, d0 = c->j.dims[0];
     int sense = 0;
     int64_t steps = (c->j.n + B - 1) / B;
     for (int64_t s = 0; s < steps; s++) {
         int64_t first = s * B;
         int bs = (int)(c->j.n - first < B ? c->j.n - first : B);
-        float *xb = c->xb[s & 1];
-        to_float_rows(c->j.X, c->j.idx, first, bs, d0, xb, t, T);
+        float *x = c->b.x[s & 1];
+        to_float_rows(c->j.X, c->j.idx, first, bs, d0, x, t, T);
         barrier_wait(&c->bar, &sense);
         if (s + 1 < steps) prefetch_rows(c->j.X, c->j.idx, first + B, c->j.n, B, d0, t, T); /* the next batch */
-
-        const float *A = xb;
-        for (int l = 0; l < L; l++) {
-            int c0, c1;
-            part(c->j.dims[l + 1], t, T, &c0, &c1);
-            forward_cols(bs, c->j.dims[l], A, c->j.dims[l], c->j.W[l], c->j.dims[l + 1], c->j.b[l], c->H[l],
-                         c->j.dims[l + 1], c0, c1, l < L - 1);
-            barrier_wait(&c->bar, &sense);
-            A = c->H[l];
-        }
-        if (t == 0) {
-            const int nc = c->j.dims[L];
-            for (int i = 0; i < bs; i++) c->yb[i] = c->j.y[c->j.idx[first + i]];
-            int64_t ok = 0;
-            c->j.loss_out[s] = softmax_xent(bs, nc, c->H[L - 1], c->yb, c->dZ[L - 1], 1.0f / (float)bs, NULL, &ok);
-            c->j.correct_out[s] = ok;
-        }
+        mlp_forward(c, x, bs, t, &sense);
+        if (t == 0) step_loss(&c->j, s, first, bs, c->j.dims[L], c->b.H[L - 1], c->b.dZ[L - 1], c->b.y);
         barrier_wait(&c->bar, &sense);
-        for (int l = L - 1; l >= 1; l--) {
-            int r0, r1;
-            part(c->j.dims[l], t, T, &r0, &r1);
-            backward_hidden(bs, c->j.dims[l + 1], c->dZ[l], c->j.dims[l + 1], c->j.W[l], c->j.dims[l + 1], c->H[l - 1],
-                            c->dZ[l - 1], c->j.dims[l], r0, r1);
-            barrier_wait(&c->bar, &sense);
-        }
-
+        mlp_backward(c, bs, t, &sense);
         adam_t o = adam_for_step(&c->j, s);
-        for (int l = 0; l < L; l++) {
-            /* kernels by input rows: each thread streams one contiguous block of W, m and v */
-            int k0, k1, c0, c1, din = c->j.dims[l], dout = c->j.dims[l + 1];
-            part4(din, t, T, &k0, &k1);
-            const float *Al = l == 0 ? xb : c->H[l - 1];
-            size_t at = (size_t)k0 * dout;
-            grad_adam(bs, k1 - k0, Al + k0, din, c->dZ[l], dout, c->j.W[l] + at, c->j.mW[l] + at, c->j.vW[l] + at, dout,
-                      0, dout, &o);
-            part(dout, t, T, &c0, &c1);
-            for (int j = c0; j < c1; j++) {
-                float g = 0.0f;
-                for (int i = 0; i < bs; i++) g += c->dZ[l][(size_t)i * dout + j];
-                adam_scalar(&o, g, c->j.b[l] + j, c->j.mb[l] + j, c->j.vb[l] + j);
-            }
-        }
+        mlp_update(c, x, bs, &o, t);
     }
     fast_fp_end(fp);
 }
@@ -675,29 +804,29 @@ static void train_worker(void *p, int t) {
 /* Train on the samples idx[0:n] in order, `batch` at a time (the last batch may be smaller).
  * lr[s] is the learning rate of step s; t0 the number of Adam steps already taken.
  * Writes the summed loss and the number of correct predictions of each step.
- * Returns 0, or -1 when memory or threads are short. */
+ * Returns 0, DL_EINVAL or DL_ENOMEM. */
 int dl_train(int L, const int *dims, float **W, float **b, float **mW, float **vW, float **mb, float **vb,
              const uint8_t *X, const int64_t *y, const int64_t *idx, int64_t n, int batch, const float *lr,
              int64_t t0, float beta1, float beta2, float eps, float weight_decay, int decoupled,
              double *loss_out, int64_t *correct_out, int nthreads) {
-    if (L < 1 || L > DL_MAXL || batch < 1 || n < 0) return -2;
-    train_ctx c = {.j = JOB_FROM_ARGS};
-    size_t total = 2 * (size_t)batch * dims[0];
-    for (int l = 0; l < L; l++) total += 2 * (size_t)batch * dims[l + 1];
-    float *mem = (float *)aligned_alloc(64, ((total * sizeof(float)) + 63) / 64 * 64);
-    c.yb = (int64_t *)malloc(sizeof(int64_t) * (size_t)batch);
-    if (!mem || !c.yb) { free(mem); free(c.yb); return -1; }
-    float *p = mem;
-    c.xb[0] = p; p += (size_t)batch * dims[0];
-    c.xb[1] = p; p += (size_t)batch * dims[0];
-    for (int l = 0; l < L; l++) {
-        c.H[l] = p; p += (size_t)batch * dims[l + 1];
-        c.dZ[l] = p; p += (size_t)batch * dims[l + 1];
-    }
-    int rc = run_training(train_worker, &c, &c.j, &c.bar);
+    if (mlp_check(L, dims, batch) || n < 0) return DL_EINVAL;
+    mlp_ctx c = {.j = JOB_FROM_ARGS};
+    buffer table[MLP_MAX_BUFFERS];
+    int nb = mlp_table(&c.b, L, dims, (size_t)batch, table);
+    void *mem = table_alloc(table, nb);
+    if (!mem) return DL_ENOMEM;
+    int rc = run_training(mlp_train_worker, &c, &c.j, &c.bar);
     free(mem);
-    free(c.yb);
     return rc;
+}
+
+/* The bytes of buffers dl_train allocates for this network and batch (beside the caller's
+ * parameters and Adam moments), or DL_EINVAL. */
+int64_t dl_train_bytes(int L, const int *dims, int batch) {
+    if (mlp_check(L, dims, batch)) return DL_EINVAL;
+    mlp_buffers b;
+    buffer table[MLP_MAX_BUFFERS];
+    return (int64_t)table_bytes(table, mlp_table(&b, L, dims, (size_t)batch, table));
 }
 
 /* --- inference ----------------------------------------------------------------------------- */
@@ -749,8 +878,6 @@ static void eval_worker(void *p, int t) {
     fast_fp_end(fp);
 }
 
-/* Forward X[0:n] (uint8 rows of dims[0] pixels): summed loss and correct count when labels y are
- * given, probabilities into probs (n x dims[L]) when it is not NULL. Returns 0, or -1. */
 /* Runs an inference worker on every thread (one if threads cannot be had) and adds up its results. */
 static int run_eval(work_fn worker, eval_ctx *c, double *loss_out, int64_t *correct_out) {
     if (run_threads(worker, c, c->nthreads) != 0) {
@@ -760,7 +887,7 @@ static int run_eval(work_fn worker, eval_ctx *c, double *loss_out, int64_t *corr
     double loss = 0.0;
     int64_t ok = 0;
     for (int t = 0; t < c->nthreads; t++) {
-        if (c->failed[t]) return -1;
+        if (c->failed[t]) return DL_ENOMEM;
         loss += c->loss[t];
         ok += c->correct[t];
     }
@@ -769,43 +896,14 @@ static int run_eval(work_fn worker, eval_ctx *c, double *loss_out, int64_t *corr
     return 0;
 }
 
+/* Forward X[0:n] (uint8 rows of dims[0] pixels): summed loss and correct count when labels y are
+ * given, probabilities into probs (n x dims[L]) when it is not NULL. Returns 0, DL_EINVAL or DL_ENOMEM. */
 int dl_evaluate(int L, const int *dims, float **W, float **b, const uint8_t *X, const int64_t *y, int64_t n,
                 float *probs, double *loss_out, int64_t *correct_out, int nthreads) {
-    if (L < 1 || L > DL_MAXL || n < 0) return -2;
+    if (mlp_check(L, dims, 1) || n < 0) return DL_EINVAL;
     eval_ctx c = {.L = L, .nthreads = nthreads < 1 ? 1 : nthreads > DL_MAXT ? DL_MAXT : nthreads, .dims = dims,
                   .W = W, .b = b, .X = X, .y = y, .n = n, .probs = probs};
     return run_eval(eval_worker, &c, loss_out, correct_out);
-}
-
-/* Adam on W[k0:k1, c0:c1] from the gradients already summed in G (same layout as W). */
-static void adam_block_generic(const float *G, float *W, float *Mo, float *V, int ld, int k0, int k1, int c0, int c1,
-                               const adam_t *o) {
-    for (int k = k0; k < k1; k++)
-        for (int j = c0; j < c1; j++) {
-            size_t at = (size_t)k * ld + j;
-            adam_scalar(o, G[at], W + at, Mo + at, V + at);
-        }
-}
-
-#ifdef DL_X86
-AVX2 static void adam_block_avx2(const float *G, float *W, float *Mo, float *V, int ld, int k0, int k1, int c0,
-                                 int c1, const adam_t *o) {
-    int jend = c0 + (c1 - c0) / 8 * 8;
-    for (int k = k0; k < k1; k++) {
-        size_t row = (size_t)k * ld;
-        for (int j = c0; j < jend; j += 8)
-            adam_vec(o, _mm256_loadu_ps(G + row + j), W + row + j, Mo + row + j, V + row + j);
-    }
-    if (jend < c1) adam_block_generic(G, W, Mo, V, ld, k0, k1, jend, c1, o);
-}
-#endif
-
-static void adam_block(const float *G, float *W, float *Mo, float *V, int ld, int k0, int k1, int c0, int c1,
-                       const adam_t *o) {
-#ifdef DL_X86
-    if (have_avx2()) { adam_block_avx2(G, W, Mo, V, ld, k0, k1, c0, c1, o); return; }
-#endif
-    adam_block_generic(G, W, Mo, V, ld, k0, k1, c0, c1, o);
 }
 
 /* --- the tutorial's CNN ----------------------------------------------------------------------
@@ -901,195 +999,282 @@ static void col_sums(int M, const float *dZ, int ldz, int c0, int c1, float *out
     }
 }
 
+/* The network's sizes, from dims = {784, c1, c2, h, classes}. */
+typedef struct {
+    int C1, C2, D, NC; /* conv1 and conv2 channels, dense units, classes */
+    int R1, Q1;        /* conv1's output pixels (26 x 26), after pooling (13 x 13) */
+    int R2, F;         /* conv2's output pixels (11 x 11); features after pooling and flattening (5 x 5 x c2) */
+    int K1, K2;        /* im2col row widths: 3 x 3 x 1 and 3 x 3 x c1 */
+} cnn_shape;
+
+static cnn_shape cnn_shape_of(const int *dims) {
+    return (cnn_shape){.C1 = dims[1], .C2 = dims[2], .D = dims[3], .NC = dims[4], .R1 = CNN_H1 * CNN_H1,
+                       .Q1 = CNN_P1 * CNN_P1, .R2 = CNN_H2 * CNN_H2, .F = CNN_P2 * CNN_P2 * dims[2], .K1 = 9,
+                       .K2 = 9 * dims[1]};
+}
+
+#define CNN_MAX_DIM (1 << 20)
+
+/* A batch's im2col row count must fit the kernels' int sizes. */
+static int cnn_check(int L, const int *dims, int batch) {
+    if (L != 4 || dims[0] != CNN_H0 * CNN_H0 || batch < 1 || (int64_t)batch * CNN_H1 * CNN_H1 > INT32_MAX)
+        return DL_EINVAL;
+    for (int l = 1; l <= 4; l++)
+        if (dims[l] < 1 || dims[l] > CNN_MAX_DIM) return DL_EINVAL;
+    return 0;
+}
+
+/* Every buffer of a training step, for a batch of B; activations are channels-last. The forward
+ * pass uses the first CNN_FORWARD_BUFFERS alone (inference allocates those only). */
+typedef struct {
+    /* forward */
+    float *x;      /* B x 784: the pixels / 255 */
+    float *col1;   /* B*R1 x K1: conv1's im2col rows */
+    float *z1;     /* B*R1 x C1: conv1's output */
+    uint8_t *arg1; /* B*Q1 x C1: which input of each pooling window won */
+    float *p1;     /* B*Q1 x C1: pooled, ReLU */
+    float *col2;   /* B*R2 x K2: conv2's im2col rows */
+    float *z2;     /* B*R2 x C2: conv2's output */
+    uint8_t *arg2; /* B x F */
+    float *p2;     /* B x F: pooled, ReLU, flattened in (y, x, c) order */
+    float *h3;     /* B x D: the dense layer's output, ReLU */
+    float *z4;     /* B x NC: the logits */
+    /* loss and backward: d loss / d each of the above */
+    int64_t *y;    /* B: the batch's labels */
+    float *dz4;    /* B x NC */
+    float *dh3;    /* B x D */
+    float *dp2;    /* B x F */
+    float *dz2;    /* B*R2 x C2 */
+    float *dcol2;  /* B*R2 x K2 */
+    float *dp1;    /* B*Q1 x C1 */
+    float *dz1;    /* B*R1 x C1 */
+    float *w2t;    /* C2 x K2: conv2's kernel transposed, for its input gradient as a forward product */
+    float *zero;   /* K2 zeros: that product's bias */
+    /* update */
+    float *g1;     /* K1 x C1: conv1's weight gradient */
+    float *g2;     /* K2 x C2: conv2's weight gradient */
+    float *gb;     /* C1 + C2 + D + NC: the bias gradients, a slice per layer */
+} cnn_buffers;
+
+#define CNN_FORWARD_BUFFERS 11
+#define CNN_BUFFERS 24
+
+static int cnn_table(cnn_buffers *b, const cnn_shape *s, size_t B, buffer table[CNN_BUFFERS]) {
+    const size_t R1 = s->R1, Q1 = s->Q1, R2 = s->R2, F = s->F, K1 = s->K1, K2 = s->K2, C1 = s->C1, C2 = s->C2,
+                 D = s->D, NC = s->NC;
+    buffer t[CNN_BUFFERS] = {
+        BUFFER(b->x, B * CNN_H0 * CNN_H0), BUFFER(b->col1, B * R1 * K1), BUFFER(b->z1, B * R1 * C1),
+        BUFFER(b->arg1, B * Q1 * C1),      BUFFER(b->p1, B * Q1 * C1),   BUFFER(b->col2, B * R2 * K2),
+        BUFFER(b->z2, B * R2 * C2),        BUFFER(b->arg2, B * F),       BUFFER(b->p2, B * F),
+        BUFFER(b->h3, B * D),              BUFFER(b->z4, B * NC),
+
+        BUFFER(b->y, B),                   BUFFER(b->dz4, B * NC),       BUFFER(b->dh3, B * D),
+        BUFFER(b->dp2, B * F),             BUFFER(b->dz2, B * R2 * C2),  BUFFER(b->dcol2, B * R2 * K2),
+        BUFFER(b->dp1, B * Q1 * C1),       BUFFER(b->dz1, B * R1 * C1),  BUFFER(b->w2t, C2 * K2),
+        BUFFER(b->zero, K2),
+
+        BUFFER(b->g1, K1 * C1),            BUFFER(b->g2, K2 * C2),       BUFFER(b->gb, C1 + C2 + D + NC),
+    };
+    memcpy(table, t, sizeof(t));
+    return CNN_BUFFERS;
+}
+
+/* The network's parameters (and, for training, Adam's moments and the step's other inputs). */
 typedef struct {
     train_job j;
-    float *xb, *col1, *z1, *p1, *col2, *z2, *p2, *h3, *z4, *dz4, *dh3, *dp2, *dz2, *dcol2, *dp1, *dz1, *gb;
-    float *w2t, *zero, *g1, *g2;
-    uint8_t *a1, *a2;
-    int64_t *yb;
+    cnn_shape s;
+    cnn_buffers b;
     barrier_t bar;
 } cnn_ctx;
+
+/* The forward pass of b.x[0:bs] to the logits b.z4, thread t of T: convolutions by blocks of im2col
+ * rows, pooling by samples, dense layers by output columns. The work of each output value does not
+ * depend on T, so neither does the result. */
+static void cnn_forward(const cnn_shape *s, float *const *W, float *const *bias, cnn_buffers *b, int bs, int t,
+                        int T, barrier_t *bar, int *sense) {
+    const int C1 = s->C1, C2 = s->C2, D = s->D, NC = s->NC, R1 = s->R1, Q1 = s->Q1, R2 = s->R2, F = s->F,
+              K1 = s->K1, K2 = s->K2;
+    int c0, c1, k0, k1;
+    for (int i = t; i < bs; i += T)
+        im2col3(b->x + (size_t)i * CNN_H0 * CNN_H0, CNN_H0, CNN_H0, 1, b->col1 + (size_t)i * R1 * K1);
+    barrier_wait(bar, sense);
+    part4(bs * R1, t, T, &k0, &k1);
+    forward_cols(k1 - k0, K1, b->col1 + (size_t)k0 * K1, K1, W[0], C1, bias[0], b->z1 + (size_t)k0 * C1, C1, 0, C1,
+                 0);
+    barrier_wait(bar, sense);
+    for (int i = t; i < bs; i += T) {
+        pool_relu(b->z1 + (size_t)i * R1 * C1, CNN_H1, CNN_H1, C1, b->p1 + (size_t)i * Q1 * C1,
+                  b->arg1 + (size_t)i * Q1 * C1);
+        im2col3(b->p1 + (size_t)i * Q1 * C1, CNN_P1, CNN_P1, C1, b->col2 + (size_t)i * R2 * K2);
+    }
+    barrier_wait(bar, sense);
+    part4(bs * R2, t, T, &k0, &k1);
+    forward_cols(k1 - k0, K2, b->col2 + (size_t)k0 * K2, K2, W[1], C2, bias[1], b->z2 + (size_t)k0 * C2, C2, 0, C2,
+                 0);
+    barrier_wait(bar, sense);
+    for (int i = t; i < bs; i += T)
+        pool_relu(b->z2 + (size_t)i * R2 * C2, CNN_H2, CNN_H2, C2, b->p2 + (size_t)i * F, b->arg2 + (size_t)i * F);
+    barrier_wait(bar, sense);
+    part(D, t, T, &c0, &c1);
+    forward_cols(bs, F, b->p2, F, W[2], D, bias[2], b->h3, D, c0, c1, 1);
+    barrier_wait(bar, sense);
+    part(NC, t, T, &c0, &c1);
+    forward_cols(bs, D, b->h3, D, W[3], NC, bias[3], b->z4, NC, c0, c1, 0);
+    barrier_wait(bar, sense);
+}
+
+/* From d loss / d logits (b.dz4) back to d loss / d conv1's output (b.dz1), thread t of T. */
+static void cnn_backward(const cnn_shape *s, float *const *W, cnn_buffers *b, int bs, int t, int T, barrier_t *bar,
+                         int *sense) {
+    const int C1 = s->C1, C2 = s->C2, D = s->D, NC = s->NC, R1 = s->R1, Q1 = s->Q1, R2 = s->R2, F = s->F,
+              K2 = s->K2;
+    int k0, k1;
+    part(D, t, T, &k0, &k1);
+    backward_hidden(bs, NC, b->dz4, NC, W[3], NC, b->h3, b->dh3, D, k0, k1);
+    barrier_wait(bar, sense);
+    part(F, t, T, &k0, &k1);
+    backward_hidden(bs, D, b->dh3, D, W[2], D, b->p2, b->dp2, F, k0, k1);
+    barrier_wait(bar, sense);
+    for (int i = t; i < bs; i += T)
+        pool_relu_back(b->dp2 + (size_t)i * F, b->p2 + (size_t)i * F, b->arg2 + (size_t)i * F, CNN_H2, CNN_H2, C2,
+                       b->dz2 + (size_t)i * R2 * C2);
+    part(K2, t, T, &k0, &k1);
+    for (int r = k0; r < k1; r++)
+        for (int j = 0; j < C2; j++) b->w2t[(size_t)j * K2 + r] = W[1][(size_t)r * C2 + j];
+    barrier_wait(bar, sense);
+    part4(bs * R2, t, T, &k0, &k1);
+    forward_cols(k1 - k0, C2, b->dz2 + (size_t)k0 * C2, C2, b->w2t, K2, b->zero, b->dcol2 + (size_t)k0 * K2, K2, 0,
+                 K2, 0);
+    barrier_wait(bar, sense);
+    for (int i = t; i < bs; i += T) {
+        float *dp1 = b->dp1 + (size_t)i * Q1 * C1;
+        col2im3(b->dcol2 + (size_t)i * R2 * K2, CNN_P1, CNN_P1, C1, dp1);
+        pool_relu_back(dp1, b->p1 + (size_t)i * Q1 * C1, b->arg1 + (size_t)i * Q1 * C1, CNN_H1, CNN_H1, C1,
+                       b->dz1 + (size_t)i * R1 * C1);
+    }
+    barrier_wait(bar, sense);
+}
+
+/* Weight gradients and Adam, thread t of T. conv1 (9 rows of weights) by columns, the other layers
+ * by rows of W; a convolution's gradient is summed over blocks of im2col rows into g1/g2 first, a
+ * dense layer's is used by Adam as it is computed. Bias gradients by columns. */
+static void cnn_update(cnn_ctx *c, int bs, const adam_t *o, int t) {
+    const cnn_shape *s = &c->s;
+    const train_job *j = &c->j;
+    cnn_buffers *b = &c->b;
+    const int T = j->nthreads;
+    struct { const float *A; int M, K, N; const float *dZ; float *G, *gb; } layer[4] = {
+        {b->col1, bs * s->R1, s->K1, s->C1, b->dz1, b->g1, b->gb},
+        {b->col2, bs * s->R2, s->K2, s->C2, b->dz2, b->g2, b->gb + s->C1},
+        {b->p2, bs, s->F, s->D, b->dh3, NULL, b->gb + s->C1 + s->C2},
+        {b->h3, bs, s->D, s->NC, b->dz4, NULL, b->gb + s->C1 + s->C2 + s->D}};
+    int c0, c1, k0, k1;
+    for (int l = 0; l < 4; l++) {
+        int M = layer[l].M, K = layer[l].K, N = layer[l].N;
+        if (layer[l].G) {
+            float *G = layer[l].G;
+            if (l == 0) { part(N, t, T, &c0, &c1); k0 = 0; k1 = K; }
+            else { c0 = 0; c1 = N; part4(K, t, T, &k0, &k1); }
+            for (int i0 = 0; i0 < M; i0 += GRAD_MBLOCK) {
+                int m = M - i0 < GRAD_MBLOCK ? M - i0 : GRAD_MBLOCK;
+                grad_acc(m, k1 - k0, layer[l].A + (size_t)i0 * K + k0, K, layer[l].dZ + (size_t)i0 * N, N,
+                         G + (size_t)k0 * N, N, c0, c1, i0 == 0);
+            }
+            adam_block(G, j->W[l], j->mW[l], j->vW[l], N, k0, k1, c0, c1, o);
+        } else {
+            part4(K, t, T, &k0, &k1);
+            size_t at = (size_t)k0 * N;
+            grad_adam(M, k1 - k0, layer[l].A + k0, K, layer[l].dZ, N, j->W[l] + at, j->mW[l] + at, j->vW[l] + at, N, 0,
+                      N, o);
+        }
+        part(N, t, T, &c0, &c1);
+        float *gb = layer[l].gb;
+        col_sums(M, layer[l].dZ, N, c0, c1, gb);
+        for (int k = c0; k < c1; k++) adam_scalar(o, gb[k], j->b[l] + k, j->mb[l] + k, j->vb[l] + k);
+    }
+}
 
 static void cnn_train_worker(void *p, int t) {
     fp_mode fp = fast_fp_begin();
     cnn_ctx *c = (cnn_ctx *)p;
-    const int T = c->j.nthreads, B = c->j.batch, C1 = c->j.dims[1], C2 = c->j.dims[2], D = c->j.dims[3],
-              NC = c->j.dims[4];
-    const int R1 = CNN_H1 * CNN_H1, Q1 = CNN_P1 * CNN_P1, R2 = CNN_H2 * CNN_H2, F = CNN_P2 * CNN_P2 * C2;
-    const int K1 = 9, K2 = 9 * C1;
-    int sense = 0, c0, c1, k0, k1;
+    const int T = c->j.nthreads, B = c->j.batch;
+    int sense = 0;
     int64_t steps = (c->j.n + B - 1) / B;
     for (int64_t s = 0; s < steps; s++) {
         int64_t first = s * B;
         int bs = (int)(c->j.n - first < B ? c->j.n - first : B);
-        to_float_rows(c->j.X, c->j.idx, first, bs, CNN_H0 * CNN_H0, c->xb, t, T);
+        to_float_rows(c->j.X, c->j.idx, first, bs, CNN_H0 * CNN_H0, c->b.x, t, T);
         barrier_wait(&c->bar, &sense);
         if (s + 1 < steps) prefetch_rows(c->j.X, c->j.idx, first + B, c->j.n, B, CNN_H0 * CNN_H0, t, T);
-        for (int i = t; i < bs; i += T)
-            im2col3(c->xb + (size_t)i * CNN_H0 * CNN_H0, CNN_H0, CNN_H0, 1, c->col1 + (size_t)i * R1 * K1);
+        cnn_forward(&c->s, c->j.W, c->j.b, &c->b, bs, t, T, &c->bar, &sense);
+        if (t == 0) step_loss(&c->j, s, first, bs, c->s.NC, c->b.z4, c->b.dz4, c->b.y);
         barrier_wait(&c->bar, &sense);
-        part4(bs * R1, t, T, &k0, &k1); /* convolutions: by rows of the im2col matrix */
-        forward_cols(k1 - k0, K1, c->col1 + (size_t)k0 * K1, K1, c->j.W[0], C1, c->j.b[0], c->z1 + (size_t)k0 * C1, C1,
-                     0, C1, 0);
-        barrier_wait(&c->bar, &sense);
-        for (int i = t; i < bs; i += T) {
-            pool_relu(c->z1 + (size_t)i * R1 * C1, CNN_H1, CNN_H1, C1, c->p1 + (size_t)i * Q1 * C1,
-                      c->a1 + (size_t)i * Q1 * C1);
-            im2col3(c->p1 + (size_t)i * Q1 * C1, CNN_P1, CNN_P1, C1, c->col2 + (size_t)i * R2 * K2);
-        }
-        barrier_wait(&c->bar, &sense);
-        part4(bs * R2, t, T, &k0, &k1);
-        forward_cols(k1 - k0, K2, c->col2 + (size_t)k0 * K2, K2, c->j.W[1], C2, c->j.b[1], c->z2 + (size_t)k0 * C2, C2,
-                     0, C2, 0);
-        barrier_wait(&c->bar, &sense);
-        for (int i = t; i < bs; i += T)
-            pool_relu(c->z2 + (size_t)i * R2 * C2, CNN_H2, CNN_H2, C2, c->p2 + (size_t)i * F,
-                      c->a2 + (size_t)i * F);
-        barrier_wait(&c->bar, &sense);
-        part(D, t, T, &c0, &c1);
-        forward_cols(bs, F, c->p2, F, c->j.W[2], D, c->j.b[2], c->h3, D, c0, c1, 1);
-        barrier_wait(&c->bar, &sense);
-        part(NC, t, T, &c0, &c1);
-        forward_cols(bs, D, c->h3, D, c->j.W[3], NC, c->j.b[3], c->z4, NC, c0, c1, 0);
-        barrier_wait(&c->bar, &sense);
-        if (t == 0) {
-            for (int i = 0; i < bs; i++) c->yb[i] = c->j.y[c->j.idx[first + i]];
-            int64_t ok = 0;
-            c->j.loss_out[s] = softmax_xent(bs, NC, c->z4, c->yb, c->dz4, 1.0f / (float)bs, NULL, &ok);
-            c->j.correct_out[s] = ok;
-        }
-        barrier_wait(&c->bar, &sense);
-
-        part(D, t, T, &k0, &k1);
-        backward_hidden(bs, NC, c->dz4, NC, c->j.W[3], NC, c->h3, c->dh3, D, k0, k1);
-        barrier_wait(&c->bar, &sense);
-        part(F, t, T, &k0, &k1);
-        backward_hidden(bs, D, c->dh3, D, c->j.W[2], D, c->p2, c->dp2, F, k0, k1);
-        barrier_wait(&c->bar, &sense);
-        for (int i = t; i < bs; i += T)
-            pool_relu_back(c->dp2 + (size_t)i * F, c->p2 + (size_t)i * F, c->a2 + (size_t)i * F, CNN_H2, CNN_H2,
-                           C2, c->dz2 + (size_t)i * R2 * C2);
-        part(K2, t, T, &k0, &k1); /* conv2's kernel transposed, for its input gradient as a forward product */
-        for (int r = k0; r < k1; r++)
-            for (int j = 0; j < C2; j++) c->w2t[(size_t)j * K2 + r] = c->j.W[1][(size_t)r * C2 + j];
-        barrier_wait(&c->bar, &sense);
-        part4(bs * R2, t, T, &k0, &k1);
-        forward_cols(k1 - k0, C2, c->dz2 + (size_t)k0 * C2, C2, c->w2t, K2, c->zero, c->dcol2 + (size_t)k0 * K2, K2,
-                     0, K2, 0);
-        barrier_wait(&c->bar, &sense);
-        for (int i = t; i < bs; i += T) {
-            float *dp1 = c->dp1 + (size_t)i * CNN_P1 * CNN_P1 * C1;
-            col2im3(c->dcol2 + (size_t)i * R2 * K2, CNN_P1, CNN_P1, C1, dp1);
-            pool_relu_back(dp1, c->p1 + (size_t)i * Q1 * C1, c->a1 + (size_t)i * Q1 * C1, CNN_H1, CNN_H1, C1,
-                           c->dz1 + (size_t)i * R1 * C1);
-        }
-        barrier_wait(&c->bar, &sense);
-
+        cnn_backward(&c->s, c->j.W, &c->b, bs, t, T, &c->bar, &sense);
         adam_t o = adam_for_step(&c->j, s);
-        /* weight gradients + Adam: conv1 by columns (9 rows only), the others by rows of W */
-        struct { const float *A; int M, K, N; const float *dZ; } layer[4] = {
-            {c->col1, bs * R1, K1, C1, c->dz1}, {c->col2, bs * R2, K2, C2, c->dz2},
-            {c->p2, bs, F, D, c->dh3}, {c->h3, bs, D, NC, c->dz4}};
-        for (int l = 0; l < 4; l++) {
-            int M = layer[l].M, K = layer[l].K, N = layer[l].N;
-            if (l < 2) { /* convolutions: sum the gradient over blocks of im2col rows, then Adam */
-                float *G = l == 0 ? c->g1 : c->g2;
-                if (l == 0) { part(N, t, T, &c0, &c1); k0 = 0; k1 = K; }
-                else { c0 = 0; c1 = N; part4(K, t, T, &k0, &k1); }
-                for (int i0 = 0; i0 < M; i0 += GRAD_MBLOCK) {
-                    int m = M - i0 < GRAD_MBLOCK ? M - i0 : GRAD_MBLOCK;
-                    grad_acc(m, k1 - k0, layer[l].A + (size_t)i0 * K + k0, K, layer[l].dZ + (size_t)i0 * N, N,
-                             G + (size_t)k0 * N, N, c0, c1, i0 == 0);
-                }
-                adam_block(G, c->j.W[l], c->j.mW[l], c->j.vW[l], N, k0, k1, c0, c1, &o);
-            } else {
-                part4(K, t, T, &k0, &k1);
-                size_t at = (size_t)k0 * N;
-                grad_adam(M, k1 - k0, layer[l].A + k0, K, layer[l].dZ, N, c->j.W[l] + at, c->j.mW[l] + at,
-                          c->j.vW[l] + at, N, 0, N, &o);
-            }
-            part(N, t, T, &c0, &c1);
-            float *gb = c->gb + (l > 0 ? C1 : 0) + (l > 1 ? C2 : 0) + (l > 2 ? D : 0); /* a slice per layer */
-            col_sums(M, layer[l].dZ, N, c0, c1, gb);
-            for (int j = c0; j < c1; j++) adam_scalar(&o, gb[j], c->j.b[l] + j, c->j.mb[l] + j, c->j.vb[l] + j);
-        }
+        cnn_update(c, bs, &o, t);
     }
     fast_fp_end(fp);
 }
 
+/* dl_train for the CNN: dims = {784, c1, c2, h, classes}, L = 4. */
 int dl_cnn_train(int L, const int *dims, float **W, float **b, float **mW, float **vW, float **mb, float **vb,
                  const uint8_t *X, const int64_t *y, const int64_t *idx, int64_t n, int batch, const float *lr,
                  int64_t t0, float beta1, float beta2, float eps, float weight_decay, int decoupled,
                  double *loss_out, int64_t *correct_out, int nthreads) {
-    if (L != 4 || dims[0] != CNN_H0 * CNN_H0 || batch < 1 || n < 0) return -2;
-    cnn_ctx c = {.j = JOB_FROM_ARGS};
-    const size_t Bz = (size_t)batch, C1 = dims[1], C2 = dims[2], D = dims[3], NC = dims[4];
-    const size_t R1 = CNN_H1 * CNN_H1, Q1 = CNN_P1 * CNN_P1, R2 = CNN_H2 * CNN_H2, F = CNN_P2 * CNN_P2 * C2;
-    size_t sizes[] = {Bz * 784, Bz * R1 * 9, Bz * R1 * C1, Bz * Q1 * C1, Bz * R2 * 9 * C1, Bz * R2 * C2, Bz * F,
-                      Bz * D, Bz * NC, Bz * NC, Bz * D, Bz * F, Bz * R2 * C2, Bz * R2 * 9 * C1, Bz * Q1 * C1,
-                      Bz * R1 * C1, C1 + C2 + D + NC + 64, 9 * C1 * C2, 9 * C1, 9 * C1, 9 * C1 * C2};
-    float **slots[] = {&c.xb, &c.col1, &c.z1, &c.p1, &c.col2, &c.z2, &c.p2, &c.h3, &c.z4, &c.dz4, &c.dh3, &c.dp2,
-                       &c.dz2, &c.dcol2, &c.dp1, &c.dz1, &c.gb, &c.w2t, &c.zero, &c.g1, &c.g2};
-    size_t total = 0;
-    for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) total += (sizes[k] + 15) / 16 * 16;
-    float *mem = (float *)aligned_alloc(64, total * sizeof(float));
-    c.a1 = (uint8_t *)malloc(Bz * Q1 * C1);
-    c.a2 = (uint8_t *)malloc(Bz * F);
-    c.yb = (int64_t *)malloc(sizeof(int64_t) * Bz);
-    if (!mem || !c.a1 || !c.a2 || !c.yb) { free(mem); free(c.a1); free(c.a2); free(c.yb); return -1; }
-    float *q = mem;
-    for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) { *slots[k] = q; q += (sizes[k] + 15) / 16 * 16; }
-    memset(c.zero, 0, sizeof(float) * 9 * C1);
+    if (cnn_check(L, dims, batch) || n < 0) return DL_EINVAL;
+    cnn_ctx c = {.j = JOB_FROM_ARGS, .s = cnn_shape_of(dims)};
+    buffer table[CNN_BUFFERS];
+    void *mem = table_alloc(table, cnn_table(&c.b, &c.s, (size_t)batch, table));
+    if (!mem) return DL_ENOMEM;
+    memset(c.b.zero, 0, sizeof(float) * (size_t)c.s.K2);
     int rc = run_training(cnn_train_worker, &c, &c.j, &c.bar);
-    free(mem); free(c.a1); free(c.a2); free(c.yb);
+    free(mem);
     return rc;
 }
 
+int64_t dl_cnn_train_bytes(int L, const int *dims, int batch) {
+    if (cnn_check(L, dims, batch)) return DL_EINVAL;
+    cnn_shape s = cnn_shape_of(dims);
+    cnn_buffers b;
+    buffer table[CNN_BUFFERS];
+    return (int64_t)table_bytes(table, cnn_table(&b, &s, (size_t)batch, table));
+}
 
 #define CNN_EVAL_BLOCK 16
 
+/* Inference: each thread runs the forward pass alone over its blocks of CNN_EVAL_BLOCK images. */
 static void cnn_eval_worker(void *p, int t) {
     fp_mode fp = fast_fp_begin();
     eval_ctx *c = (eval_ctx *)p;
-    const size_t E = CNN_EVAL_BLOCK, C1 = c->dims[1], C2 = c->dims[2], D = c->dims[3], NC = c->dims[4];
-    const size_t R1 = CNN_H1 * CNN_H1, Q1 = CNN_P1 * CNN_P1, R2 = CNN_H2 * CNN_H2, F = CNN_P2 * CNN_P2 * C2;
-    size_t floats = E * (784 + R1 * 9 + R1 * C1 + Q1 * C1 + R2 * 9 * C1 + R2 * C2 + F + D + NC);
-    float *mem = (float *)malloc(sizeof(float) * floats);
-    uint8_t *arg = (uint8_t *)malloc(E * (R1 * C1));
-    int64_t *rows = (int64_t *)malloc(sizeof(int64_t) * E);
+    const cnn_shape s = cnn_shape_of(c->dims);
+    cnn_buffers b;
+    buffer table[CNN_BUFFERS];
+    cnn_table(&b, &s, CNN_EVAL_BLOCK, table);
+    void *mem = table_alloc(table, CNN_FORWARD_BUFFERS);
+    int64_t rows[CNN_EVAL_BLOCK];
+    barrier_t alone = {.n = 1};
+    int sense = 0;
     c->loss[t] = 0.0;
     c->correct[t] = 0;
-    c->failed[t] = !mem || !arg || !rows;
-    if (c->failed[t]) { free(mem); free(arg); free(rows); fast_fp_end(fp); return; }
-    float *xb = mem, *col1 = xb + E * 784, *z1 = col1 + E * R1 * 9, *p1 = z1 + E * R1 * C1, *col2 = p1 + E * Q1 * C1,
-          *z2 = col2 + E * R2 * 9 * C1, *p2 = z2 + E * R2 * C2, *h3 = p2 + E * F, *z4 = h3 + E * D;
-    int64_t nblocks = (c->n + (int64_t)E - 1) / (int64_t)E;
+    c->failed[t] = !mem;
+    if (!mem) { fast_fp_end(fp); return; }
+    int64_t nblocks = (c->n + CNN_EVAL_BLOCK - 1) / CNN_EVAL_BLOCK;
     for (int64_t blk = t; blk < nblocks; blk += c->nthreads) {
-        int64_t first = blk * (int64_t)E;
-        int m = (int)(c->n - first < (int64_t)E ? c->n - first : (int64_t)E);
+        int64_t first = blk * CNN_EVAL_BLOCK;
+        int m = (int)(c->n - first < CNN_EVAL_BLOCK ? c->n - first : CNN_EVAL_BLOCK);
         for (int i = 0; i < m; i++) rows[i] = first + i;
-        to_float_rows(c->X, rows, 0, m, 784, xb, 0, 1);
-        for (int i = 0; i < m; i++) im2col3(xb + (size_t)i * 784, CNN_H0, CNN_H0, 1, col1 + (size_t)i * R1 * 9);
-        forward_cols(m * (int)R1, 9, col1, 9, c->W[0], (int)C1, c->b[0], z1, (int)C1, 0, (int)C1, 0);
-        for (int i = 0; i < m; i++) {
-            pool_relu(z1 + (size_t)i * R1 * C1, CNN_H1, CNN_H1, (int)C1, p1 + (size_t)i * Q1 * C1, arg);
-            im2col3(p1 + (size_t)i * Q1 * C1, CNN_P1, CNN_P1, (int)C1, col2 + (size_t)i * R2 * 9 * C1);
-        }
-        forward_cols(m * (int)R2, 9 * (int)C1, col2, 9 * (int)C1, c->W[1], (int)C2, c->b[1], z2, (int)C2, 0, (int)C2,
-                     0);
-        for (int i = 0; i < m; i++) pool_relu(z2 + (size_t)i * R2 * C2, CNN_H2, CNN_H2, (int)C2, p2 + (size_t)i * F, arg);
-        forward_cols(m, (int)F, p2, (int)F, c->W[2], (int)D, c->b[2], h3, (int)D, 0, (int)D, 1);
-        forward_cols(m, (int)D, h3, (int)D, c->W[3], (int)NC, c->b[3], z4, (int)NC, 0, (int)NC, 0);
-        c->loss[t] += softmax_xent(m, (int)NC, z4, c->y ? c->y + first : NULL, NULL, 1.0f,
-                                   c->probs ? c->probs + (size_t)first * NC : NULL, &c->correct[t]);
+        to_float_rows(c->X, rows, 0, m, CNN_H0 * CNN_H0, b.x, 0, 1);
+        cnn_forward(&s, c->W, c->b, &b, m, 0, 1, &alone, &sense);
+        c->loss[t] += softmax_xent(m, s.NC, b.z4, c->y ? c->y + first : NULL, NULL, 1.0f,
+                                   c->probs ? c->probs + (size_t)first * s.NC : NULL, &c->correct[t]);
     }
-    free(mem); free(arg); free(rows);
+    free(mem);
     fast_fp_end(fp);
 }
 
 int dl_cnn_evaluate(int L, const int *dims, float **W, float **b, const uint8_t *X, const int64_t *y, int64_t n,
                     float *probs, double *loss_out, int64_t *correct_out, int nthreads) {
-    if (L != 4 || dims[0] != CNN_H0 * CNN_H0 || n < 0) return -2;
+    if (cnn_check(L, dims, 1) || n < 0) return DL_EINVAL;
     eval_ctx c = {.L = L, .nthreads = nthreads < 1 ? 1 : nthreads > DL_MAXT ? DL_MAXT : nthreads, .dims = dims,
                   .W = W, .b = b, .X = X, .y = y, .n = n, .probs = probs};
     return run_eval(cnn_eval_worker, &c, loss_out, correct_out);

@@ -67,11 +67,14 @@ class TrainResult:
 
 def choose_engine(config: TrainConfig, dist: Any = None) -> str:
     """``native`` or ``torch`` for this config (``config.fit.engine`` may force one)."""
+    from digitlab.training import native
+
+    too_large = native.too_large(config)  # for every engine: the weights alone would not fit
+    if too_large is not None:
+        raise ConfigError(too_large)
     wanted = config.fit.engine
     if wanted == "torch":
         return "torch"
-    from digitlab.training import native
-
     reason = "data-parallel training needs the torch engine" if dist is not None else native.unsupported(config)
     if reason is None:
         return "native"

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from digitlab.errors import ConfigError
+
 _LIB: ctypes.CDLL | None = None
 _LOAD_ERROR: str | None = None
 
@@ -62,6 +64,13 @@ def library() -> ctypes.CDLL | None:
     lib.dl_cnn_evaluate.restype = ctypes.c_int
     lib.dl_cnn_evaluate.argtypes = lib.dl_evaluate.argtypes
     lib.dl_kernels.restype = ctypes.c_int
+    try:
+        for name in ("dl_train_bytes", "dl_cnn_train_bytes"):
+            getattr(lib, name).restype = ctypes.c_int64
+            getattr(lib, name).argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_int), ctypes.c_int]
+    except AttributeError:
+        _LOAD_ERROR = f"{path.name} is out of date: rebuild it with `python setup.py build_ext --inplace`"
+        return None
     _LIB = lib
     return lib
 
@@ -89,8 +98,111 @@ def _accelerator_present() -> bool:
     return any(os.path.exists(p) for p in ("/dev/nvidia0", "/dev/nvidiactl", "/dev/kfd"))
 
 
+# --- what the kernels can run: told before they run ---------------------------------------------
+
+# The C library's answers (DL_ENOMEM, DL_EINVAL in _native.c) and limits (DL_MAXL layers, C ints).
+_ENOMEM, _EINVAL = -1, -2
+MAX_LAYERS = 16
+_INT_MAX = 2**31 - 1
+_CNN_ROWS = 26 * 26  # im2col rows per image of the first convolution: a batch's must fit a C int
+CNN_DIMS = (784, 32, 64, 128, 10)
+
+
+def network_dims(config: Any) -> list[int] | None:
+    """The layer widths a native net for ``config`` has (input first), or None for other models."""
+    opts = config.model_options
+    if config.model == "mlp":
+        return [28 * 28, *opts.get("hidden", (128, 64)), opts.get("num_classes", 10)]
+    if config.model == "cnn":
+        return list(CNN_DIMS)
+    return None
+
+
+def limits(dims: list[int], batch: int, cnn: bool = False) -> str | None:
+    """Which of the kernels' size limits a network of layer widths ``dims`` trained ``batch`` at a
+    time exceeds, or None."""
+    if not cnn and len(dims) - 1 > MAX_LAYERS:
+        return f"{len(dims) - 2} hidden layers (the native engine runs at most {MAX_LAYERS - 1})"
+    if any(d > _INT_MAX for d in dims):
+        return f"a layer of {max(dims)} units (the native engine runs at most {_INT_MAX})"
+    top = _INT_MAX // _CNN_ROWS if cnn else _INT_MAX
+    if not 1 <= batch <= top:
+        return f"batch size {batch} (the native {'CNN' if cnn else 'engine'} takes 1 to {top})"
+    return None
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:,.1f} GiB"
+
+
+def available_memory() -> int | None:
+    """Bytes of memory that can still be had (the kernel's MemAvailable, within a cgroup's limit), or None."""
+    found: list[int] = []
+    try:
+        with open("/proc/meminfo") as f:
+            found += [int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:")]
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            found.append(int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
+    if not found and hasattr(os, "sysconf"):
+        try:
+            found.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (OSError, ValueError):
+            pass
+    return min(found) if found else None
+
+
+def _kernel_sizes(dims: list[int], cnn: bool) -> list[int]:
+    if cnn:
+        _, c1, c2, units, classes = dims
+        return [9 * c1, 9 * c1 * c2, 25 * c2 * units, units * classes]
+    return [a * b for a, b in zip(dims[:-1], dims[1:], strict=True)]
+
+
+def _param_count(dims: list[int], cnn: bool) -> int:
+    return sum(_kernel_sizes(dims, cnn)) + sum(dims[1:])
+
+
+def too_large(config: Any) -> str | None:
+    """Why no engine can train ``config`` in this machine's memory (its weights and Adam's two moments
+    alone do not fit), or None. Told only for runs on the CPU, whose memory this is."""
+    dims = network_dims(config)
+    if dims is None or not _on_cpu(config):
+        return None
+    params = _param_count(dims, config.model == "cnn")
+    need, have = 12 * params, available_memory()
+    if have is None or need <= have:
+        return None
+    return (f"a model of {params:,} parameters needs at least {_gib(need)} of memory to train (its weights and "
+            f"Adam's two moments) and {_gib(have)} are available: choose smaller --hidden sizes")
+
+
+def train_memory(dims: list[int], batch: int, cnn: bool = False) -> int | None:
+    """Bytes the native engine needs to train this network at this batch size: parameters, Adam
+    moments, the kernels' buffers and the initialisation's float64 draw; None past its limits."""
+    lib = library()
+    if lib is None or limits(dims, batch, cnn) is not None:
+        return None
+    dims_c = (ctypes.c_int * len(dims))(*dims)
+    buffers = (lib.dl_cnn_train_bytes if cnn else lib.dl_train_bytes)(len(dims) - 1, dims_c, batch)
+    if buffers < 0:
+        return None
+    return 12 * _param_count(dims, cnn) + 8 * max(_kernel_sizes(dims, cnn)) + buffers
+
+
+def _on_cpu(config: Any) -> bool:
+    device = config.fit.device
+    return device == "cpu" or (device == "auto" and not _accelerator_present())
+
+
 def unsupported(config: Any) -> str | None:
-    """Why the native engine cannot run ``config`` (a TrainConfig), or None when it can."""
+    """Why the native engine cannot run ``config`` (a TrainConfig), or None when it can: what it does
+    not implement, its size limits, and whether its memory need fits this machine."""
     fit = config.fit
     opts = config.model_options
     checks = [
@@ -102,14 +214,42 @@ def unsupported(config: Any) -> str | None:
         (not fit.augment, "augmentation"),
         (not fit.label_smoothing, "label smoothing"),
         (not fit.bf16 and not fit.compile, "bf16/compile"),
-        (fit.device == "cpu" or (fit.device == "auto" and not _accelerator_present()), f"device {fit.device}"),
+        (_on_cpu(config), f"device {fit.device}"),
     ]
     for ok, what in checks:
         if not ok:
             return f"{what} needs the torch engine"
+    dims, cnn = network_dims(config), config.model == "cnn"
+    beyond = limits(dims, fit.batch_size, cnn)
+    if beyond is not None:
+        return beyond
     if not available():
         return load_error()
+    need, have = train_memory(dims, fit.batch_size, cnn), available_memory()
+    if need is None:
+        return f"layer widths {dims} at batch size {fit.batch_size} (refused by the native kernels)"
+    if have is not None and need > have:
+        batch_part = need - train_memory(dims, 1, cnn)
+        return (f"training at batch size {fit.batch_size} needs about {_gib(need)} of memory ({_gib(batch_part)} "
+                f"of it for the batch) and {_gib(have)} are available")
     return None
+
+
+def _raise_for(rc: int, what: str, net: NativeMLP, batch: int) -> None:
+    """The C library's answer ``rc`` as the error it means (nothing when it is 0)."""
+    if rc == 0:
+        return
+    if rc == _ENOMEM:
+        if what != "training":
+            raise ConfigError(f"the native engine could not allocate its {what} buffers: out of memory")
+        need = train_memory(net.dims, batch, isinstance(net, NativeCNN))
+        size = f" the {_gib(need)} it needs" if need is not None else " what it needs"
+        raise ConfigError(f"the native engine could not allocate{size} to train at batch size {batch}: out of "
+                          f"memory; try a smaller --batch-size")
+    if rc == _EINVAL:
+        beyond = limits(net.dims, batch, isinstance(net, NativeCNN))
+        raise ConfigError(f"the native engine cannot run {beyond or f'layer widths {net.dims} at batch size {batch}'}")
+    raise RuntimeError(f"the native engine's {what} failed with code {rc}")
 
 
 def _ptr_array(arrays: list[np.ndarray]) -> ctypes.Array:
@@ -138,6 +278,9 @@ class NativeMLP:
             raise RuntimeError(f"native engine unavailable: {load_error()}")
         self.dims = [int(d) for d in dims]
         self.L = len(self.dims) - 1
+        beyond = limits(self.dims, 1, isinstance(self, NativeCNN))
+        if beyond is not None:
+            raise ConfigError(f"the native engine cannot run {beyond}")
         self.names = self._names()
         rng = np.random.default_rng(seed)
         self.W: list[np.ndarray] = []
@@ -184,6 +327,9 @@ class NativeMLP:
         """Adam steps over ``x[idx]`` in batches of ``batch_size``; ``lrs[s]`` is step s's learning rate.
 
         Returns each step's summed loss and number of correct predictions."""
+        beyond = limits(self.dims, batch_size, isinstance(self, NativeCNN))
+        if beyond is not None:
+            raise ConfigError(f"the native engine cannot run {beyond}")
         x = _rows(x, self.dims[0])
         y = np.ascontiguousarray(y, dtype=np.int64)
         idx = np.ascontiguousarray(idx, dtype=np.int64)
@@ -204,8 +350,7 @@ class NativeMLP:
             len(idx), batch_size, lrs.ctypes.data_as(_f32p), self.step, betas[0], betas[1], eps, weight_decay,
             int(decoupled), loss.ctypes.data_as(ctypes.POINTER(ctypes.c_double)), correct.ctypes.data_as(_i64p),
             threads)
-        if rc != 0:
-            raise MemoryError("the native engine could not allocate its training buffers")
+        _raise_for(rc, "training", self, batch_size)
         self.step += steps
         return loss, correct
 
@@ -221,8 +366,7 @@ class NativeMLP:
             self.L, self._dims_c, self._p[0], self._p[1], x.ctypes.data,
             None if y_arr is None else y_arr.ctypes.data_as(_i64p), len(x),
             None if out is None else out.ctypes.data_as(_f32p), ctypes.byref(loss), ctypes.byref(correct), threads)
-        if rc != 0:
-            raise MemoryError("the native engine could not allocate its inference buffers")
+        _raise_for(rc, "inference", self, 1)
         return loss.value, correct.value, out
 
     def evaluate(self, x: np.ndarray, y: np.ndarray, threads: int = 1) -> tuple[float, float]:
