@@ -536,7 +536,7 @@ def test_serves_a_predictor_without_torch_model(tmp_path):
 def test_internal_errors_answer_500_without_details(tmp_path):
     p = NumpyPredictor(fail_after=1)  # the warm-up call at start succeeds, requests fail
     with TestClient(create_app(tmp_path / "m.onnx", predictor=p), raise_server_exceptions=False) as c:
-        r = c.post("/api/predict", json={"pixels": [0] * 784})
+        r = c.post("/api/predict", json={"pixels": bar_pixels().tolist()})
         assert_error(r, 500, "internal server error")
         assert "secret" not in r.text
         assert c.get("/healthz").status_code == 200
@@ -663,7 +663,8 @@ from fastapi.testclient import TestClient
 from digitlab.serve import create_app
 c = TestClient(create_app({str(onnx_path)!r}))
 info = c.get("/api/model").json()
-r = c.post("/api/predict?activations=1", json={{"pixels": [0] * 784}}).json()
+bar = [255 if 5 <= i // 28 < 23 and 13 <= i % 28 < 16 else 0 for i in range(784)]  # a '1'
+r = c.post("/api/predict?activations=1", json={{"pixels": bar}}).json()
 print(json.dumps({{"info": info, "pred": r, "torch": "torch" in sys.modules}}))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -674,6 +675,8 @@ print(json.dumps({{"info": info, "pred": r, "torch": "torch" in sys.modules}}))
     assert info["source"] == "onnx" and info["name"] == "mlp" and info["parameters"] == 109_386
     assert [r["name"] for r in info["architecture"]] == ["flatten", "dense", "act", "dense_1", "act_1", "dense_2"]
     assert [a["shape"] for a in info["activation_layers"]] == [[128], [64]]
-    torch_answer = load_predictor(mlp_run).predict_proba(np.zeros((1, 28, 28), np.uint8))[0]
+    bar = np.zeros((1, 28, 28), np.uint8)
+    bar[0, 5:23, 13:16] = 255
+    torch_answer = load_predictor(mlp_run).predict_proba(bar)[0]
     np.testing.assert_allclose(got["pred"]["probabilities"], torch_answer, atol=1e-5)
     assert [len(v) for v in got["pred"]["activations"].values()] == [128, 64]
