@@ -24,6 +24,7 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 from digitlab.data.pictures import load_digit, to_mnist
+from digitlab.inference.detector import THRESHOLD
 from digitlab.inference.predictor import load_predictor
 from digitlab.serve import create_app
 from digitlab.serve.app import ENV_MAX_UPLOAD, ENV_MODEL, ENV_THREADS, create_app_from_env
@@ -101,7 +102,7 @@ def cnn_client(cnn_run, cnn_predictor):
 def assert_prediction(body: dict, predictor, expected_input: np.ndarray) -> None:
     """A prediction body is internally consistent and equals the predictor's own answer on that input."""
     assert set(body) == {"label", "name", "confidence", "probabilities", "top3", "input", "model_ms",
-                         "activations"}
+                         "activations", "is_digit", "digit_score"}
     seen = np.array(body["input"])
     assert seen.shape == (28, 28)
     assert seen.min() >= 0 and seen.max() <= 255
@@ -111,9 +112,10 @@ def assert_prediction(body: dict, predictor, expected_input: np.ndarray) -> None
     assert abs(probs.sum() - 1.0) < 1e-5
     want = predictor.predict_proba(expected_input[None])[0]
     np.testing.assert_allclose(probs, want, rtol=0, atol=1e-6)
-    assert body["label"] == int(np.argmax(want))
-    assert body["name"] == str(body["label"])
-    assert body["confidence"] == probs[body["label"]]
+    assert body["is_digit"] == (body["digit_score"] >= THRESHOLD)  # label and name null when not a digit
+    assert body["label"] == (int(np.argmax(want)) if body["is_digit"] else None)
+    assert body["name"] == (None if body["label"] is None else str(body["label"]))
+    assert body["confidence"] == probs[int(np.argmax(want))]
     assert [t["label"] for t in body["top3"]] == list(np.argsort(-want, kind="stable")[:3])
     assert [t["probability"] for t in body["top3"]] == sorted((t["probability"] for t in body["top3"]),
                                                               reverse=True)
@@ -178,7 +180,7 @@ def test_openapi_describes_every_endpoint(client):
     ok = predict["responses"]["200"]["content"]["application/json"]["schema"]
     assert ok["$ref"] == "#/components/schemas/Prediction"
     assert {"413", "415", "422"} <= set(predict["responses"])
-    assert [p["name"] for p in predict["parameters"]] == ["activations"]
+    assert [p["name"] for p in predict["parameters"]] == ["activations", "reject"]
     schemas = spec["components"]["schemas"]
     names = {"Prediction", "PixelsRequest", "ModelInfo", "BatchResponse", "Health", "ErrorBody"}
     assert names <= set(schemas)
