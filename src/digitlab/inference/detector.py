@@ -68,8 +68,12 @@ def as_layers(tensors: dict[str, np.ndarray]) -> tuple[int, tuple[tuple[np.ndarr
 
 def _patches(x: np.ndarray, k: int) -> np.ndarray:
     """(N, H, W, C) -> (N, H', W', C * k * k): the k x k windows at stride 2, in (c, ky, kx) order."""
-    v = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(1, 2))[:, ::2, ::2]
-    return v.reshape(*v.shape[:3], -1)
+    x = np.ascontiguousarray(x)
+    n, h, w, c = x.shape
+    sn, sh, sw, sc = x.strides
+    v = np.lib.stride_tricks.as_strided(x, (n, (h - k) // 2 + 1, (w - k) // 2 + 1, c, k, k),
+                                        (sn, 2 * sh, 2 * sw, sc, sh, sw), writeable=False)
+    return v.reshape(*v.shape[:3], c * k * k)
 
 
 def digit_scores(images: np.ndarray) -> np.ndarray:
