@@ -32,8 +32,8 @@ OUT = ROOT / "src" / "digitlab" / "inference" / "detector.safetensors"
 GROUPS = {
     "mnist": (1, 1.0), "mnist-soft": (1, 1.0), "mnist-picture": (1, 1.0), "mnist-degraded": (1, 1.5),
     "font-digit": (1, 1.0), "stroke-digit": (1, 1.0),
-    "fashion": (0, 0.5), "fashion-picture": (0, 1.5), "font-letter": (0, 2.0), "stroke-letter": (0, 2.0),
-    "junk": (0, 2.0),
+    "fashion": (0, 0.5), "fashion-picture": (0, 2.5), "font-letter": (0, 2.0), "stroke-letter": (0, 2.0),
+    "junk": (0, 3.0),
 }
 
 
@@ -221,7 +221,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--steps", type=int, default=2400, help="Adam steps of 256 inputs")
+    p.add_argument("--steps", type=int, default=5000, help="Adam steps of 256 inputs")
     p.add_argument("--arch", choices=("cnn", "mlp"), default="cnn")
     p.add_argument("--hidden", default="64", help="dense layer widths (the CNN has one)")
     p.add_argument("--scale", type=float, default=0.12, help="size of the picture groups (1 = the shipped run)")
