@@ -175,7 +175,7 @@ def test_cli_predict_files_json_and_csv(real_run, digit_files, tmp_path, capsys)
     assert code == 0
     rows = list(csv.DictReader(io.StringIO(out)))
     assert list(rows[0]) == ["path", "label", "name", "probability", "top2_label", "top2_probability",
-                             "top3_label", "top3_probability", "error"]
+                             "top3_label", "top3_probability", "is_digit", "digit_score", "error"]
     assert len(rows) == 7 and rows[1]["path"] == str(digit_files / "test_0_label_7.png")
     assert rows[1]["label"] == "7" and rows[1]["error"] == ""
     p1, p2, p3 = (float(rows[1][k]) for k in ("probability", "top2_probability", "top3_probability"))

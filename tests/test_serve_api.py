@@ -24,6 +24,7 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 from digitlab.data.pictures import load_digit, to_mnist
+from digitlab.inference.detector import THRESHOLD
 from digitlab.inference.predictor import load_predictor
 from digitlab.serve import create_app
 from digitlab.serve.app import ENV_MAX_UPLOAD, ENV_MODEL, ENV_THREADS, create_app_from_env
@@ -101,7 +102,7 @@ def cnn_client(cnn_run, cnn_predictor):
 def assert_prediction(body: dict, predictor, expected_input: np.ndarray) -> None:
     """A prediction body is internally consistent and equals the predictor's own answer on that input."""
     assert set(body) == {"label", "name", "confidence", "probabilities", "top3", "input", "model_ms",
-                         "activations"}
+                         "activations", "is_digit", "digit_score"}
     seen = np.array(body["input"])
     assert seen.shape == (28, 28)
     assert seen.min() >= 0 and seen.max() <= 255
@@ -111,9 +112,10 @@ def assert_prediction(body: dict, predictor, expected_input: np.ndarray) -> None
     assert abs(probs.sum() - 1.0) < 1e-5
     want = predictor.predict_proba(expected_input[None])[0]
     np.testing.assert_allclose(probs, want, rtol=0, atol=1e-6)
-    assert body["label"] == int(np.argmax(want))
-    assert body["name"] == str(body["label"])
-    assert body["confidence"] == probs[body["label"]]
+    assert body["is_digit"] == (body["digit_score"] >= THRESHOLD)  # label and name null when not a digit
+    assert body["label"] == (int(np.argmax(want)) if body["is_digit"] else None)
+    assert body["name"] == (None if body["label"] is None else str(body["label"]))
+    assert body["confidence"] == probs[int(np.argmax(want))]
     assert [t["label"] for t in body["top3"]] == list(np.argsort(-want, kind="stable")[:3])
     assert [t["probability"] for t in body["top3"]] == sorted((t["probability"] for t in body["top3"]),
                                                               reverse=True)
@@ -178,7 +180,7 @@ def test_openapi_describes_every_endpoint(client):
     ok = predict["responses"]["200"]["content"]["application/json"]["schema"]
     assert ok["$ref"] == "#/components/schemas/Prediction"
     assert {"413", "415", "422"} <= set(predict["responses"])
-    assert {"activations", "act_format", "layers"} <= {p["name"] for p in predict["parameters"]}
+    assert {"activations", "act_format", "layers", "reject"} <= {p["name"] for p in predict["parameters"]}
     schemas = spec["components"]["schemas"]
     names = {"Prediction", "PixelsRequest", "ModelInfo", "BatchResponse", "Health", "ErrorBody"}
     assert names <= set(schemas)
@@ -536,7 +538,7 @@ def test_serves_a_predictor_without_torch_model(tmp_path):
 def test_internal_errors_answer_500_without_details(tmp_path):
     p = NumpyPredictor(fail_after=1)  # the warm-up call at start succeeds, requests fail
     with TestClient(create_app(tmp_path / "m.onnx", predictor=p), raise_server_exceptions=False) as c:
-        r = c.post("/api/predict", json={"pixels": [0] * 784})
+        r = c.post("/api/predict", json={"pixels": bar_pixels().tolist()})
         assert_error(r, 500, "internal server error")
         assert "secret" not in r.text
         assert c.get("/healthz").status_code == 200
@@ -663,7 +665,8 @@ from fastapi.testclient import TestClient
 from digitlab.serve import create_app
 c = TestClient(create_app({str(onnx_path)!r}))
 info = c.get("/api/model").json()
-r = c.post("/api/predict?activations=1", json={{"pixels": [0] * 784}}).json()
+bar = [255 if 5 <= i // 28 < 23 and 13 <= i % 28 < 16 else 0 for i in range(784)]  # a '1'
+r = c.post("/api/predict?activations=1", json={{"pixels": bar}}).json()
 print(json.dumps({{"info": info, "pred": r, "torch": "torch" in sys.modules}}))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -674,6 +677,8 @@ print(json.dumps({{"info": info, "pred": r, "torch": "torch" in sys.modules}}))
     assert info["source"] == "onnx" and info["name"] == "mlp" and info["parameters"] == 109_386
     assert [r["name"] for r in info["architecture"]] == ["flatten", "dense", "act", "dense_1", "act_1", "dense_2"]
     assert [a["shape"] for a in info["activation_layers"]] == [[128], [64]]
-    torch_answer = load_predictor(mlp_run).predict_proba(np.zeros((1, 28, 28), np.uint8))[0]
+    bar = np.zeros((1, 28, 28), np.uint8)
+    bar[0, 5:23, 13:16] = 255
+    torch_answer = load_predictor(mlp_run).predict_proba(bar)[0]
     np.testing.assert_allclose(got["pred"]["probabilities"], torch_answer, atol=1e-5)
     assert [len(v) for v in got["pred"]["activations"].values()] == [128, 64]

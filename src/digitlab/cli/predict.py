@@ -17,7 +17,7 @@ from digitlab.errors import ConfigError, ImageError
 
 PREDICTIONS_PNG = "predictions.png"
 CSV_FIELDS = ("path", "label", "name", "probability", "top2_label", "top2_probability",
-              "top3_label", "top3_probability", "error")
+              "top3_label", "top3_probability", "is_digit", "digit_score", "error")
 
 
 @app.command()
@@ -36,13 +36,16 @@ def predict(
                                      help="Save the 28x28 images the model saw as PNGs in this folder."),
     as_json: bool = JSON,
     as_csv: bool = typer.Option(False, "--csv", help="Print the predictions as CSV on stdout."),
+    no_reject: bool = typer.Option(False, "--no-reject",
+                                   help="Give a label even to pictures that hold no digit ('not a digit' otherwise)."),
     quiet: bool = QUIET,
 ) -> None:
     """Predict digits.
 
     Without pictures: print 'sample i: predicted = p, true = t' for the first test images and save
     the 5x3 prediction grid (predictions.png). With pictures: the label, its probability and the
-    top 3 for each one.
+    top 3 for each one, or "not a digit" (an empty label, is_digit false) for a picture that holds
+    no digit at all (clothing, letters, scribbles), unless --no-reject.
     """
     from digitlab.inference.predictor import load_predictor
 
@@ -50,7 +53,7 @@ def predict(
         raise ConfigError("choose one of --json and --csv")
     predictor = load_predictor(model_path)
     if inputs:
-        _predict_files(predictor, inputs, save_inputs, as_json, as_csv, quiet)
+        _predict_files(predictor, inputs, save_inputs, as_json, as_csv, quiet, reject=not no_reject)
     else:
         if save_inputs is not None:
             raise ConfigError("--save-inputs needs pictures to predict")
@@ -88,10 +91,10 @@ def _predict_test_set(predictor, model_path, count, dataset, data_dir, out_dir, 
         err.print(f"saved {figure}", soft_wrap=True, markup=False)
 
 
-def _predict_files(predictor, inputs, save_inputs, as_json, as_csv, quiet):
+def _predict_files(predictor, inputs, save_inputs, as_json, as_csv, quiet, reject=True):
     from digitlab.inference.predictor import predict_files
 
-    results = predict_files(predictor, inputs, save_inputs=save_inputs)
+    results = predict_files(predictor, inputs, save_inputs=save_inputs, reject=reject)
     failed = [r for r in results if not r.ok]
     if len(failed) == len(results):  # nothing to show: only the errors
         if len(failed) == 1:
@@ -109,7 +112,8 @@ def _predict_files(predictor, inputs, save_inputs, as_json, as_csv, quiet):
             top += [("", "")] * (2 - len(top))
             w.writerow([r.path, "" if r.label is None else r.label, r.name or "",
                         "" if r.probability is None else f"{r.probability:.6f}",
-                        *top[0], *top[1], r.error or ""])
+                        *top[0], *top[1], "" if r.is_digit is None else str(r.is_digit).lower(),
+                        "" if r.digit_score is None else f"{r.digit_score:.4f}", r.error or ""])
         sys.stdout.write(buf.getvalue())
     else:
         table = Table()
@@ -118,7 +122,10 @@ def _predict_files(predictor, inputs, save_inputs, as_json, as_csv, quiet):
         table.add_column("probability", justify="right", no_wrap=True)
         table.add_column("top 3", no_wrap=True)
         for r in results:
-            if r.ok:
+            if r.ok and r.label is None:
+                top3 = ", ".join(f"{n} {100 * p:.1f}%" for _, n, p in r.top)
+                table.add_row(Text(str(r.path)), Text("not a digit", style="yellow"), "", Text(top3, style="dim"))
+            elif r.ok:
                 top3 = ", ".join(f"{n} {100 * p:.1f}%" for _, n, p in r.top)
                 table.add_row(Text(str(r.path)), Text(r.name), f"{100 * r.probability:.1f}%", Text(top3))
             else:

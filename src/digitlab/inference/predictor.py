@@ -79,6 +79,8 @@ class FilePrediction:
     top: list[tuple[int, str, float]] = field(default_factory=list)  # best 3: (class, name, probability)
     input_path: Path | None = None   # where the 28x28 input was saved (``save_inputs``)
     error: str | None = None         # why the picture could not be read (then no prediction)
+    is_digit: bool | None = None     # the not-a-digit detector's verdict (None when unreadable)
+    digit_score: float | None = None  # its score in [0, 1] (digitlab.inference.detector)
 
     @property
     def ok(self) -> bool:
@@ -93,6 +95,8 @@ class FilePrediction:
             "top": [{"label": c, "name": n, "probability": p} for c, n, p in self.top],
             "input_path": None if self.input_path is None else str(self.input_path),
             "error": self.error,
+            "is_digit": self.is_digit,
+            "digit_score": self.digit_score,
         }
 
 
@@ -118,6 +122,7 @@ def predict_files(
     paths: Sequence[str | os.PathLike],
     save_inputs: str | os.PathLike | None = None,
     top: int = 3,
+    reject: bool = True,
 ) -> list[FilePrediction]:
     """Predict the digit in each picture; folders are searched for images.
 
@@ -129,6 +134,10 @@ def predict_files(
 
     ``save_inputs``: a folder where the 28x28 image the model actually saw is written as
     ``<stem>.png`` for each picture (``<stem>_2.png``... when two pictures share a name).
+
+    ``reject``: a picture that holds no digit (:mod:`digitlab.inference.detector`) gets
+    ``is_digit=False`` and no ``label``/``name`` (its probabilities stay); ``reject=False`` keeps
+    the label and still reports ``is_digit``.
     """
     from digitlab.data.formats import atomic_write_bytes
     from digitlab.data.pictures import find_images, load_digit
@@ -151,10 +160,10 @@ def predict_files(
         for r, image in zip(good, inputs, strict=True):
             r.input_path = atomic_write_bytes(_unique_name(folder, r.path.stem, taken), _png_bytes(image))
     if good:
-        labels, probs = predict_arrays(predictor, np.stack(inputs))
-        names = list(predictor.labels)
-        for r, label, p in zip(good, labels, probs, strict=True):
-            best = np.argsort(-p, kind="stable")[:top]
-            r.label, r.name, r.probability = int(label), names[int(label)], float(p[label])
-            r.top = [(int(c), names[int(c)], float(p[c])) for c in best]
+        from digitlab.inference.detector import readings
+
+        for r, d in zip(good, readings(predict_proba(predictor, np.stack(inputs)), predictor.labels, np.stack(inputs),
+                                       reject=reject, top=top), strict=True):
+            r.label, r.name, r.probability, r.top = d.index, d.label, d.confidence, d.top
+            r.is_digit, r.digit_score = d.is_digit, d.digit_score
     return results

@@ -40,6 +40,8 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from digitlab.errors import ImageError
+from digitlab.inference.detector import THRESHOLD as DIGIT_THRESHOLD
+from digitlab.inference.detector import digit_scores
 from digitlab.inference.predictor import Predictor, load_predictor
 from digitlab.serve.limits import BodyLimit
 from digitlab.serve.schemas import (
@@ -62,6 +64,7 @@ DEFAULT_MAX_UPLOAD_BYTES = 4_000_000
 DEFAULT_MAX_BATCH = 64
 DEFAULT_MAX_PIXELS = 20_000_000  # a 20-megapixel photo; larger pictures are refused before decoding
 INLINE_DECODE_BYTES = 64_000  # smaller pictures are decoded on the event loop, larger ones in a thread
+BLANK_RANGE = 13  # JSON pixels that vary less than this (5% of 255) hold no ink: 422, like a blank picture
 
 # Environment variables read by create_app_from_env (uvicorn --workers N imports the app in each worker).
 ENV_MODEL = "DIGITLAB_SERVE_MODEL"
@@ -84,6 +87,13 @@ _ACTIVATIONS_PARAM = {
     "schema": {"type": "boolean", "default": False},
 }
 
+_REJECT_PARAM = {
+    "name": "reject", "in": "query", "required": False,
+    "description": "Answer label and name null when the picture holds no digit (is_digit false); "
+                   "reject=0 always gives the most likely class.",
+    "schema": {"type": "boolean", "default": True},
+}
+
 _ACT_FORMAT_PARAM = {
     "name": "act_format", "in": "query", "required": False,
     "description": "How activations are written: `json` (nested lists of floats, the default) or `u8`: "
@@ -100,7 +110,7 @@ _LAYERS_PARAM = {
 }
 
 _PREDICT_BODY = {
-    "parameters": [_ACTIVATIONS_PARAM, _ACT_FORMAT_PARAM, _LAYERS_PARAM],
+    "parameters": [_ACTIVATIONS_PARAM, _ACT_FORMAT_PARAM, _LAYERS_PARAM, _REJECT_PARAM],
     "requestBody": {
         "required": True,
         "description": "One picture as a multipart upload (field `file`) or as the raw body with an "
@@ -117,6 +127,7 @@ _PREDICT_BODY = {
 }
 
 _BATCH_BODY = {
+    "parameters": [_REJECT_PARAM],
     "requestBody": {
         "required": True,
         "content": {
@@ -175,6 +186,9 @@ class ServedModel:
             raise HTTPException(422, f"pixel values must be between 0 and {top:g} with scale={req.scale!r}; "
                                      f"found {a[r, c]:g} at row {r}, column {c}")
         shown = np.rint(a if req.scale == "byte" else a * 255.0).astype(np.uint8)
+        if int(shown.max()) - int(shown.min()) < BLANK_RANGE:
+            raise HTTPException(422, "the pixels are blank (no ink: every value within 5% of the others); "
+                                     "send a digit drawn in white (high values) on black (0)")
         if req.preprocess:
             from digitlab.data.pictures import to_mnist
 
@@ -190,11 +204,11 @@ class ServedModel:
     # -- the model ---------------------------------------------------------------------------
 
     def predict(self, x: np.ndarray, shown: np.ndarray, with_activations: bool, act_format: str = "json",
-                layers: list[str] | None = None) -> dict[str, Any]:
+                layers: list[str] | None = None, reject: bool = True) -> dict[str, Any]:
         t0 = time.perf_counter()
         proba = np.asarray(self.predictor.predict_proba(x[None]), dtype=np.float32)[0]
         ms = (time.perf_counter() - t0) * 1000.0
-        result = self.result(proba, shown, ms)
+        result = self.result(proba, shown, ms, float(digit_scores(shown)[0]), reject)
         if with_activations:
             acts = self.predictor.activations(x[None])
             if layers is not None:
@@ -223,13 +237,17 @@ class ServedModel:
         proba = np.asarray(self.predictor.predict_proba(np.stack(xs)), dtype=np.float32)
         return proba, (time.perf_counter() - t0) * 1000.0
 
-    def result(self, proba: np.ndarray, shown: np.ndarray, ms: float) -> dict[str, Any]:
+    def result(self, proba: np.ndarray, shown: np.ndarray, ms: float, score: float = 1.0,
+               reject: bool = True) -> dict[str, Any]:
         probs = proba.astype(np.float64).tolist()
         order = np.argsort(-proba, kind="stable")[:3].tolist()
         k = order[0]
+        digit = score >= DIGIT_THRESHOLD
         return {
-            "label": k,
-            "name": self.labels[k],
+            "label": k if digit or not reject else None,
+            "name": self.labels[k] if digit or not reject else None,
+            "is_digit": digit,
+            "digit_score": round(score, 6),
             "confidence": probs[k],
             "probabilities": probs,
             "top3": [{"label": i, "name": self.labels[i], "probability": probs[i]} for i in order],
@@ -322,6 +340,7 @@ def create_app(model_path: str | os.PathLike, max_upload_bytes: int = DEFAULT_MA
         # (the query parameter is read by hand: FastAPI's parameter machinery costs more than the model)
         activations = _flag(request, "activations")
         act_format, layers = model.activation_options(request)
+        reject = _flag(request, "reject", default=True)
         kind = _media_type(request)
         if kind == "multipart/form-data":
             async with _form(request, max_files=1) as form:
@@ -339,7 +358,7 @@ def create_app(model_path: str | os.PathLike, max_upload_bytes: int = DEFAULT_MA
             what = kind or "(none)"
             raise HTTPException(415, f"unsupported content type {what!r}; send multipart/form-data "
                                      "(field 'file'), an image/* body, or application/json pixels")
-        return _json_response(_dumps(model.predict(x, shown, activations, act_format, layers)))
+        return _json_response(_dumps(model.predict(x, shown, activations, act_format, layers, reject)))
 
     samples = _MnistSamples()
 
@@ -406,7 +425,7 @@ def create_app(model_path: str | os.PathLike, max_upload_bytes: int = DEFAULT_MA
             await form.close()
         if not uploads:
             raise HTTPException(422, "no pictures in the form; upload them in fields named 'files'")
-        results = await anyio.to_thread.run_sync(_batch, model, uploads)
+        results = await anyio.to_thread.run_sync(_batch, model, uploads, _flag(request, "reject", default=True))
         return _json_response(_dumps(results))
 
     index_headers = {
@@ -470,7 +489,7 @@ def _document_pixels_body(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def _batch(model: ServedModel, uploads: list[tuple[str | None, bytes]]) -> dict[str, Any]:
+def _batch(model: ServedModel, uploads: list[tuple[str | None, bytes]], reject: bool = True) -> dict[str, Any]:
     items: list[dict[str, Any]] = []
     good: list[tuple[int, np.ndarray]] = []
     for i, (filename, data) in enumerate(uploads):
@@ -485,8 +504,9 @@ def _batch(model: ServedModel, uploads: list[tuple[str | None, bytes]]) -> dict[
         good.append((i, x))
     if good:
         proba, ms = model.predict_many([x for _, x in good])
-        for (i, x), p in zip(good, proba, strict=True):
-            items[i]["prediction"] = model.result(p, x, ms / len(good))
+        scores = digit_scores(np.stack([x for _, x in good]))
+        for (i, x), p, score in zip(good, proba, scores, strict=True):
+            items[i]["prediction"] = model.result(p, x, ms / len(good), float(score), reject)
     return {"count": len(items), "ok": len(good), "results": items}
 
 
@@ -701,10 +721,10 @@ _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
 
 
-def _flag(request: Request, name: str) -> bool:
+def _flag(request: Request, name: str, default: bool = False) -> bool:
     value = request.query_params.get(name)
     if value is None:
-        return False
+        return default
     if value.lower() in _TRUE:
         return True
     if value.lower() in _FALSE:

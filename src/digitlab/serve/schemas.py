@@ -37,8 +37,11 @@ class TopClass(BaseModel):
 
 
 class Prediction(BaseModel):
-    label: int = Field(description="The predicted class index (argmax of the probabilities).")
-    name: str = Field(description="The predicted class name.")
+    label: int | None = Field(description="The predicted class index (argmax of the probabilities); null when "
+                                          "the picture holds no digit (is_digit false) and rejection is on.")
+    name: str | None = Field(description="The predicted class name (null with label).")
+    is_digit: bool = Field(description="Whether the picture holds a digit at all (the not-a-digit detector).")
+    digit_score: float = Field(description="The detector's score in [0, 1]; higher is more digit-like.")
     confidence: float = Field(description="Probability of the predicted class.")
     probabilities: list[float] = Field(description="10 probabilities (softmax output), summing to 1.")
     top3: list[TopClass] = Field(description="The three most likely classes, most likely first.")
