@@ -36,13 +36,15 @@ def predict(
                                      help="Save the 28x28 images the model saw as PNGs in this folder."),
     as_json: bool = JSON,
     as_csv: bool = typer.Option(False, "--csv", help="Print the predictions as CSV on stdout."),
+    single: bool = typer.Option(False, "--single", help="Read each picture as one digit (not a number)."),
     quiet: bool = QUIET,
 ) -> None:
     """Predict digits.
 
     Without pictures: print 'sample i: predicted = p, true = t' for the first test images and save
-    the 5x3 prediction grid (predictions.png). With pictures: the label, its probability and the
-    top 3 for each one.
+    the 5x3 prediction grid (predictions.png). With pictures: what is written (one digit or a
+    number of up to 12 digits on one line), its probability and the top 3 for a single digit;
+    --single reads each picture as one digit.
     """
     from digitlab.inference.predictor import load_predictor
 
@@ -50,7 +52,7 @@ def predict(
         raise ConfigError("choose one of --json and --csv")
     predictor = load_predictor(model_path)
     if inputs:
-        _predict_files(predictor, inputs, save_inputs, as_json, as_csv, quiet)
+        _predict_files(predictor, inputs, save_inputs, as_json, as_csv, quiet, single)
     else:
         if save_inputs is not None:
             raise ConfigError("--save-inputs needs pictures to predict")
@@ -88,10 +90,10 @@ def _predict_test_set(predictor, model_path, count, dataset, data_dir, out_dir, 
         err.print(f"saved {figure}", soft_wrap=True, markup=False)
 
 
-def _predict_files(predictor, inputs, save_inputs, as_json, as_csv, quiet):
+def _predict_files(predictor, inputs, save_inputs, as_json, as_csv, quiet, single=True):
     from digitlab.inference.predictor import predict_files
 
-    results = predict_files(predictor, inputs, save_inputs=save_inputs)
+    results = predict_files(predictor, inputs, save_inputs=save_inputs, single=single)
     failed = [r for r in results if not r.ok]
     if len(failed) == len(results):  # nothing to show: only the errors
         if len(failed) == 1:
@@ -107,7 +109,8 @@ def _predict_files(predictor, inputs, save_inputs, as_json, as_csv, quiet):
         for r in results:
             top = [(c, f"{p:.6f}") for c, _, p in r.top[1:3]]
             top += [("", "")] * (2 - len(top))
-            w.writerow([r.path, "" if r.label is None else r.label, r.name or "",
+            label = r.number if r.number is not None else r.label  # the string read: "2026"
+            w.writerow([r.path, "" if label is None else label, r.name or "",
                         "" if r.probability is None else f"{r.probability:.6f}",
                         *top[0], *top[1], r.error or ""])
         sys.stdout.write(buf.getvalue())
@@ -118,7 +121,10 @@ def _predict_files(predictor, inputs, save_inputs, as_json, as_csv, quiet):
         table.add_column("probability", justify="right", no_wrap=True)
         table.add_column("top 3", no_wrap=True)
         for r in results:
-            if r.ok:
+            if r.ok and len(r.digits) > 1:  # a number: the digits' own probabilities
+                each = " ".join(f"{d.label or '?'} {100 * d.confidence:.0f}%" for d in r.digits)
+                table.add_row(Text(str(r.path)), Text(r.number or "-"), f"{100 * r.probability:.1f}%", Text(each))
+            elif r.ok:
                 top3 = ", ".join(f"{n} {100 * p:.1f}%" for _, n, p in r.top)
                 table.add_row(Text(str(r.path)), Text(r.name), f"{100 * r.probability:.1f}%", Text(top3))
             else:

@@ -79,6 +79,9 @@ class FilePrediction:
     top: list[tuple[int, str, float]] = field(default_factory=list)  # best 3: (class, name, probability)
     input_path: Path | None = None   # where the 28x28 input was saved (``save_inputs``)
     error: str | None = None         # why the picture could not be read (then no prediction)
+    number: str | None = None        # what is written ("2026"), when read as a number
+    number_confidence: float | None = None
+    digits: list = field(default_factory=list)  # its DigitReadings, left to right
 
     @property
     def ok(self) -> bool:
@@ -93,6 +96,9 @@ class FilePrediction:
             "top": [{"label": c, "name": n, "probability": p} for c, n, p in self.top],
             "input_path": None if self.input_path is None else str(self.input_path),
             "error": self.error,
+            "number": self.number,
+            "number_confidence": self.number_confidence,
+            "digits": [d.to_dict() for d in self.digits],
         }
 
 
@@ -118,6 +124,7 @@ def predict_files(
     paths: Sequence[str | os.PathLike],
     save_inputs: str | os.PathLike | None = None,
     top: int = 3,
+    single: bool = True,
 ) -> list[FilePrediction]:
     """Predict the digit in each picture; folders are searched for images.
 
@@ -129,6 +136,10 @@ def predict_files(
 
     ``save_inputs``: a folder where the 28x28 image the model actually saw is written as
     ``<stem>.png`` for each picture (``<stem>_2.png``... when two pictures share a name).
+
+    ``single=False`` reads what is written, one digit or a number
+    (:func:`digitlab.inference.numbers.read_number`): ``number``, ``number_confidence`` and ``digits``
+    are set, and the one-digit fields hold the number's digit when it has one.
     """
     from digitlab.data.formats import atomic_write_bytes
     from digitlab.data.pictures import find_images, load_digit
@@ -138,6 +149,10 @@ def predict_files(
     if not files:
         raise ImageError(f"no images found in {', '.join(str(p) for p in paths)}")
     results = [FilePrediction(path=Path(f)) for f in files]
+    if not single:
+        from digitlab.inference.numbers import read_files
+
+        return read_files(predictor, results, save_inputs, top)
     inputs: list[np.ndarray] = []
     good: list[FilePrediction] = []
     for r in results:

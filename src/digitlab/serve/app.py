@@ -39,6 +39,7 @@ from starlette.exceptions import HTTPException
 from digitlab.errors import ImageError
 from digitlab.inference.predictor import Predictor, load_predictor
 from digitlab.serve.limits import BodyLimit
+from digitlab.serve.numbers import read_picture, read_picture_async, single_fields
 from digitlab.serve.schemas import (
     BatchResponse,
     ErrorBody,
@@ -79,8 +80,15 @@ _ACTIVATIONS_PARAM = {
     "schema": {"type": "boolean", "default": False},
 }
 
+_SINGLE_PARAM = {
+    "name": "single", "in": "query", "required": False,
+    "description": "Read the picture as one digit; by default it is read as what is written, one digit "
+                   "or a number (fields number, number_confidence, digits).",
+    "schema": {"type": "boolean", "default": False},
+}
+
 _PREDICT_BODY = {
-    "parameters": [_ACTIVATIONS_PARAM],
+    "parameters": [_ACTIVATIONS_PARAM, _SINGLE_PARAM],
     "requestBody": {
         "required": True,
         "description": "One picture as a multipart upload (field `file`) or as the raw body with an "
@@ -97,6 +105,7 @@ _PREDICT_BODY = {
 }
 
 _BATCH_BODY = {
+    "parameters": [_SINGLE_PARAM],
     "requestBody": {
         "required": True,
         "content": {
@@ -280,6 +289,7 @@ def create_app(model_path: str | os.PathLike, max_upload_bytes: int = DEFAULT_MA
         """Predict the digit in one picture, or in 28x28 JSON pixels."""
         # (the query parameter is read by hand: FastAPI's parameter machinery costs more than the model)
         activations = _flag(request, "activations")
+        single, number = _flag(request, "single"), None
         kind = _media_type(request)
         if kind == "multipart/form-data":
             async with _form(request, max_files=1) as form:
@@ -287,17 +297,21 @@ def create_app(model_path: str | os.PathLike, max_upload_bytes: int = DEFAULT_MA
                 if not isinstance(upload, UploadFile):
                     raise HTTPException(422, "no picture in the form; upload it in a field named 'file'")
                 data = await upload.read()
-            x = shown = await model.picture_to_input_async(data)
+            x, number = await read_picture_async(model, data, single)
+            shown = x
         elif kind == "application/json":
             req = _parse_pixels(await request.body())
             x, shown = model.pixels_to_input(req)
         elif kind.startswith("image/") or kind == "application/octet-stream":
-            x = shown = await model.picture_to_input_async(await request.body())
+            x, number = await read_picture_async(model, await request.body(), single)
+            shown = x
         else:
             what = kind or "(none)"
             raise HTTPException(415, f"unsupported content type {what!r}; send multipart/form-data "
                                      "(field 'file'), an image/* body, or application/json pixels")
-        return _json_response(_dumps(model.predict(x, shown, activations)))
+        result = model.predict(x, shown, activations)
+        result.update(number or single_fields(result))
+        return _json_response(_dumps(result))
 
     @app.post("/api/predict/batch", response_model=BatchResponse, responses=_ERRORS, tags=["predict"],
               openapi_extra=_BATCH_BODY)
@@ -323,7 +337,7 @@ def create_app(model_path: str | os.PathLike, max_upload_bytes: int = DEFAULT_MA
             await form.close()
         if not uploads:
             raise HTTPException(422, "no pictures in the form; upload them in fields named 'files'")
-        results = await anyio.to_thread.run_sync(_batch, model, uploads)
+        results = await anyio.to_thread.run_sync(_batch, model, uploads, _flag(request, "single"))
         return _json_response(_dumps(results))
 
     index_headers = {
@@ -374,12 +388,13 @@ def _document_pixels_body(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def _batch(model: ServedModel, uploads: list[tuple[str | None, bytes]]) -> dict[str, Any]:
+def _batch(model: ServedModel, uploads: list[tuple[str | None, bytes]], single: bool = False) -> dict[str, Any]:
     items: list[dict[str, Any]] = []
     good: list[tuple[int, np.ndarray]] = []
+    numbers: dict[int, dict[str, Any]] = {}
     for i, (filename, data) in enumerate(uploads):
         try:
-            x = model.picture_to_input(data)
+            x, numbers[i] = read_picture(model, data, single)
         except HTTPException as e:
             items.append({"index": i, "filename": filename, "ok": False, "status": e.status_code,
                           "error": str(e.detail), "prediction": None})
@@ -390,7 +405,7 @@ def _batch(model: ServedModel, uploads: list[tuple[str | None, bytes]]) -> dict[
     if good:
         proba, ms = model.predict_many([x for _, x in good])
         for (i, x), p in zip(good, proba, strict=True):
-            items[i]["prediction"] = model.result(p, x, ms / len(good))
+            items[i]["prediction"] = model.result(p, x, ms / len(good)) | numbers[i]
     return {"count": len(items), "ok": len(good), "results": items}
 
 
