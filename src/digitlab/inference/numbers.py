@@ -40,6 +40,8 @@ MAX_DIGITS = 12        # what one line may hold
 MAX_SPAN = 4           # a digit is made of at most this many consecutive slices
 SPECK = 0.04           # blobs under this fraction of the biggest blob's ink are specks
 OVERLAP = 0.5          # blobs overlapping by this fraction of the narrower one are one digit
+CUT_OVERLAP = 0.3      # the two sides of a cut may overlap by at most this fraction of the narrower
+DARK = 0.8             # a digit has ink at least this dark (on the ink map's scale); haze and shadows do not
 MAX_JOIN_GAP = 0.35    # groups further apart than this (x line height) are never one digit
 WORK_HEIGHT = 48       # the ink profile is measured with the line this many pixels high
 SLOPES = (-0.3, -0.15, 0.0, 0.15, 0.3)  # cut lines: x shift per pixel down
@@ -121,7 +123,7 @@ def _groups(labels: np.ndarray, ink: np.ndarray) -> list[_Group]:
     if n == 0:
         return []
     masses = np.bincount(labels.ravel(), weights=ink.ravel(), minlength=n + 1)[1:]
-    strong = np.bincount(labels[ink >= 0.5].ravel(), minlength=n + 1)[1:] > 0
+    strong = np.bincount(labels[ink >= DARK].ravel(), minlength=n + 1)[1:] > 0
     boxes = ndimage.find_objects(labels)
     blobs = [_Group([i + 1], b[1].start, b[0].start, b[1].stop, b[0].stop, float(masses[i]))
              for i, b in enumerate(boxes) if b is not None and strong[i]]
@@ -154,6 +156,12 @@ def _groups(labels: np.ndarray, ink: np.ndarray) -> list[_Group]:
             min(near, key=lambda g: abs((g.x0 + g.x1) - (s.x0 + s.x1))).absorb(s)
     # small groups (a broken-off piece of stroke, dirt): join the nearest group when close, else dropped
     kept = [g for g in groups if g.height >= 0.3 * line or g.mass >= 0.1 * max(x.mass for x in groups)]
+    # one line: a group beside the line's band (a shadow in a corner, a mark under the number) goes
+    top = max(kept, key=lambda g: g.mass)
+    band = [g for g in kept if _v_overlap(g, top) >= 0.5]
+    if len(band) < len(kept):
+        lo, hi = min(g.y0 for g in band), max(g.y1 for g in band)
+        kept = [g for g in kept if min(g.y1, hi) - max(g.y0, lo) >= 0.5 * g.height]
     for g in groups:
         if g in kept:
             continue
@@ -162,6 +170,10 @@ def _groups(labels: np.ndarray, ink: np.ndarray) -> list[_Group]:
         if gap < 0.2 * line:
             k.absorb(g)
     return sorted(kept, key=lambda g: g.x0)
+
+
+def _v_overlap(a: _Group, b: _Group) -> float:
+    return (min(a.y1, b.y1) - max(a.y0, b.y0)) / max(1, min(a.height, b.height))
 
 
 def _line_height(groups: list[_Group]) -> float:
@@ -253,7 +265,7 @@ def _cuts(ink: np.ndarray, labels: np.ndarray, g: _Group, line: float) -> list[_
         if any(float(small[side].sum()) < 0.08 * total for side in sides):
             continue
         (a0, a1), (b0, b1) = [(int(xs[side].min()), int(xs[side].max()) + 1) for side in sides]
-        if min(a1, b1) - max(a0, b0) >= OVERLAP * min(a1 - a0, b1 - b0):
+        if min(a1, b1) - max(a0, b0) >= CUT_OVERLAP * min(a1 - a0, b1 - b0):
             continue
         chosen.append(c)
         if len(chosen) >= 2 * max(n, 1) + 2:
