@@ -178,7 +178,7 @@ def test_openapi_describes_every_endpoint(client):
     ok = predict["responses"]["200"]["content"]["application/json"]["schema"]
     assert ok["$ref"] == "#/components/schemas/Prediction"
     assert {"413", "415", "422"} <= set(predict["responses"])
-    assert [p["name"] for p in predict["parameters"]] == ["activations"]
+    assert {"activations", "single"} <= {p["name"] for p in predict["parameters"]}
     schemas = spec["components"]["schemas"]
     names = {"Prediction", "PixelsRequest", "ModelInfo", "BatchResponse", "Health", "ErrorBody"}
     assert names <= set(schemas)

@@ -41,14 +41,15 @@ MAX_SPAN = 4           # a digit is made of at most this many consecutive slices
 SPECK = 0.04           # blobs under this fraction of the biggest blob's ink are specks
 OVERLAP = 0.5          # blobs overlapping by this fraction of the narrower one are one digit
 CUT_OVERLAP = 0.3      # the two sides of a cut may overlap by at most this fraction of the narrower
-DARK = 0.8             # a digit has ink at least this dark (on the ink map's scale); haze and shadows do not
+DARK = 0.5             # a digit has ink at least this dark (on the ink map's scale); haze and shadows do not
 MAX_JOIN_GAP = 0.35    # groups further apart than this (x line height) are never one digit
+NEAR = 0.08            # groups closer than this (x line height) are always tried as one digit too
 WORK_HEIGHT = 48       # the ink profile is measured with the line this many pixels high
 SLOPES = (-0.3, -0.15, 0.0, 0.15, 0.3)  # cut lines: x shift per pixel down
 
 # the split's priors (log scale)
 WIDE_FROM, WIDE_COST = 0.95, 20.0     # width / height above this costs WIDE_COST * excess^2
-SMALL_FROM, SMALL_COST = 0.7, 8.0    # height / line height below this costs SMALL_COST * shortfall / SMALL_FROM
+SMALL_FROM, SMALL_COST = 0.55, 8.0   # height / line height below this costs SMALL_COST * shortfall / SMALL_FROM
 CUT_COST, STROKE_COST = 0.1, 0.1     # a cut through ink: a constant plus this per stroke crossed
 GAP_COST = 8.0                       # joining two groups: this times their gap / line height
 DIGIT_COST = 0.0                     # per digit (positive favours fewer digits)
@@ -156,6 +157,16 @@ def _groups(labels: np.ndarray, ink: np.ndarray) -> list[_Group]:
             min(near, key=lambda g: abs((g.x0 + g.x1) - (s.x0 + s.x1))).absorb(s)
     # small groups (a broken-off piece of stroke, dirt): join the nearest group when close, else dropped
     kept = [g for g in groups if g.height >= 0.3 * line or g.mass >= 0.1 * max(x.mass for x in groups)]
+    # a pale blob in a corner of the picture is a shadow or the edge of something else, not a digit
+    h, w = ink.shape
+
+    def pale_corner(g: _Group) -> bool:
+        sides = (g.x0 == 0, g.y0 == 0, g.x1 == w, g.y1 == h)  # left, top, right, bottom
+        corner = any(sides[i] and sides[(i + 1) % 4] for i in range(4))
+        return corner and float(np.percentile(ink[labels == g.labels[0]], 95)) < 0.9
+
+    if len(kept) > 1:
+        kept = [g for g in kept if not pale_corner(g)] or kept
     # one line: a group beside the line's band (a shadow in a corner, a mark under the number) goes
     top = max(kept, key=lambda g: g.mass)
     band = [g for g in kept if _v_overlap(g, top) >= 0.5]
@@ -405,7 +416,8 @@ def read_ink(ink: np.ndarray, scale: float, predictor, *, single: bool = False,
         a, b = groups[gi], groups[gi + 1]
         if max(0, b.x0 - a.x1) > MAX_JOIN_GAP * line:
             continue
-        if sure.get(gi, 0.0) < SURE or sure.get(gi + 1, 0.0) < SURE or small(a) or small(b):
+        close = max(0, b.x0 - a.x1) < NEAR * line  # closer than digits are written: maybe one
+        if close or sure.get(gi, 0.0) < SURE or sure.get(gi + 1, 0.0) < SURE or small(a) or small(b):
             joinable.add(gi)
     slices = []
     for gi, g in enumerate(groups):
