@@ -49,7 +49,7 @@ SLOPES = (-0.3, -0.15, 0.0, 0.15, 0.3)  # cut lines: x shift per pixel down
 
 # the split's priors (log scale)
 WIDE_FROM, WIDE_COST = 0.95, 20.0     # width / height above this costs WIDE_COST * excess^2
-SMALL_FROM, SMALL_COST = 0.55, 8.0   # height / line height below this costs SMALL_COST * shortfall / SMALL_FROM
+SMALL_FROM, SMALL_COST = 0.7, 8.0    # height / line height below this costs SMALL_COST * shortfall / SMALL_FROM
 CUT_COST, STROKE_COST = 0.1, 0.1     # a cut through ink: a constant plus this per stroke crossed
 GAP_COST = 8.0                       # joining two groups: this times their gap / line height
 DIGIT_COST = 0.0                     # per digit (positive favours fewer digits)

@@ -24,7 +24,18 @@ def _http_error(e: DigitlabError) -> HTTPException:
     prefix = "the given data"  # how the pictures module names bytes; over HTTP they are the upload
     if text.startswith(prefix):
         text = "the upload" + text[len(prefix):]
-    return HTTPException(getattr(e, "http_status", 422), text)
+    return HTTPException(_status(e), text)
+
+
+def _status(e: DigitlabError) -> int:
+    """The status /api/predict has always given this error (the server's own mapping), else its http_status."""
+    try:
+        from digitlab.serve.app import _image_error_status
+    except ImportError:
+        return int(getattr(e, "http_status", 422))
+    from digitlab.errors import ImageError
+
+    return _image_error_status(e) if isinstance(e, ImageError) else int(getattr(e, "http_status", 422))
 
 
 def read_picture(model, data: bytes, single: bool, reject: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
