@@ -101,7 +101,7 @@ def cnn_client(cnn_run, cnn_predictor):
 def assert_prediction(body: dict, predictor, expected_input: np.ndarray) -> None:
     """A prediction body is internally consistent and equals the predictor's own answer on that input."""
     assert set(body) == {"label", "name", "confidence", "probabilities", "top3", "input", "model_ms",
-                         "activations"}
+                         "activations", "number", "number_confidence", "digits"}
     seen = np.array(body["input"])
     assert seen.shape == (28, 28)
     assert seen.min() >= 0 and seen.max() <= 255
