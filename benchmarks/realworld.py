@@ -1,12 +1,14 @@
 """Accuracy of a model on the real-world digit set (tests/realworld/), overall, per kind and per label.
 
-    python benchmarks/realworld.py RUN_OR_ONNX [--save-inputs DIR] [--errors] [--set FOLDER]
+    python benchmarks/realworld.py RUN_OR_ONNX [--save-inputs DIR] [--errors] [--set FOLDER] [--numbers]
 
 RUN_OR_ONNX is a run folder or an exported ``.onnx`` file. Every picture goes through
 ``digitlab.data.pictures.load_digit`` (the same preprocessing as the CLI and the server), then
 ``load_predictor(path).predict_proba``. ``--save-inputs DIR`` writes the 28x28 inputs the model saw
 as PNGs (same names as the pictures) plus ``sheet.png``, a contact sheet of the misclassified ones;
-``--errors`` lists every misclassified picture.
+``--errors`` lists every misclassified picture. ``--numbers`` reads every picture as what is written
+(``digitlab.inference.numbers.read_number``, the default of the CLI and the API): a hit is the
+picture read as exactly its one digit.
 """
 
 from __future__ import annotations
@@ -77,7 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--save-inputs", type=Path, metavar="DIR", help="write the 28x28 inputs here")
     parser.add_argument("--errors", action="store_true", help="list every misclassified picture")
     parser.add_argument("--set", type=Path, default=DEFAULT_SET, help="folder with labels.csv and images/")
+    parser.add_argument("--numbers", action="store_true", help="read each picture as a number (one digit or more)")
     args = parser.parse_args(argv)
+    if args.numbers:
+        return _numbers(args)
 
     start = time.perf_counter()
     files, x, y, kinds, errors = load_set(args.set)
@@ -123,6 +128,35 @@ def main(argv: list[str] | None = None) -> int:
             _sheet([args.set / "images" / files[i] for i in wrong], x[wrong],
                    [f"{y[i]}->{pred[i]} {kinds[i]}" for i in wrong], args.save_inputs / "sheet.png")
         print(f"\ninputs written to {args.save_inputs}", file=sys.stderr)
+    return 0
+
+
+def _numbers(args) -> int:
+    from digitlab.inference.numbers import read_number
+
+    with (args.set / "labels.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    predictor = load_predictor(args.model)
+    hits, split = [], 0
+    by_kind: dict[str, list[bool]] = defaultdict(list)
+    start = time.perf_counter()
+    for r in rows:
+        try:
+            reading = read_number(args.set / "images" / r["file"], predictor)
+            text, count = reading.text, len(reading.digits)
+        except ImageError:
+            text, count = None, 0
+        hit = text == r["label"]
+        hits.append(hit)
+        split += count > 1
+        by_kind[r["kind"]].append(hit)
+        if args.errors and not hit:
+            print(f"  {r['file']}: label {r['label']}, read {text}")
+    spent = time.perf_counter() - start
+    print(f"model: {args.model} ({predictor.name}), read as numbers")
+    print(f"pictures: {len(rows)} from {args.set}; {1000 * spent / len(rows):.1f} ms/picture")
+    print(f"accuracy: {100.0 * np.mean(hits):.1f}% ({int(np.sum(hits))}/{len(rows)}); read as several digits: {split}")
+    _table("kind", by_kind)
     return 0
 
 

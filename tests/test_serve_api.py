@@ -102,7 +102,7 @@ def cnn_client(cnn_run, cnn_predictor):
 def assert_prediction(body: dict, predictor, expected_input: np.ndarray) -> None:
     """A prediction body is internally consistent and equals the predictor's own answer on that input."""
     assert set(body) == {"label", "name", "confidence", "probabilities", "top3", "input", "model_ms",
-                         "activations", "is_digit", "digit_score"}
+                         "activations", "is_digit", "digit_score", "number", "number_confidence", "digits"}
     seen = np.array(body["input"])
     assert seen.shape == (28, 28)
     assert seen.min() >= 0 and seen.max() <= 255
@@ -180,7 +180,7 @@ def test_openapi_describes_every_endpoint(client):
     ok = predict["responses"]["200"]["content"]["application/json"]["schema"]
     assert ok["$ref"] == "#/components/schemas/Prediction"
     assert {"413", "415", "422"} <= set(predict["responses"])
-    assert {"activations", "act_format", "layers", "reject"} <= {p["name"] for p in predict["parameters"]}
+    assert {"activations", "act_format", "layers", "reject", "single"} <= {p["name"] for p in predict["parameters"]}
     schemas = spec["components"]["schemas"]
     names = {"Prediction", "PixelsRequest", "ModelInfo", "BatchResponse", "Health", "ErrorBody"}
     assert names <= set(schemas)

@@ -35,6 +35,7 @@ _LAZY = {
     "load_model": "digitlab.runs",
     "load_predictor": "digitlab.inference.predictor",
     "load_digit": "digitlab.data.pictures",
+    "read_number": "digitlab.inference.numbers",
     "to_mnist": "digitlab.data.pictures",
 }
 

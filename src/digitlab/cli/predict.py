@@ -38,14 +38,16 @@ def predict(
     as_csv: bool = typer.Option(False, "--csv", help="Print the predictions as CSV on stdout."),
     no_reject: bool = typer.Option(False, "--no-reject",
                                    help="Give a label even to pictures that hold no digit ('not a digit' otherwise)."),
+    single: bool = typer.Option(False, "--single", help="Read each picture as one digit (not a number)."),
     quiet: bool = QUIET,
 ) -> None:
     """Predict digits.
 
     Without pictures: print 'sample i: predicted = p, true = t' for the first test images and save
-    the 5x3 prediction grid (predictions.png). With pictures: the label, its probability and the
-    top 3 for each one, or "not a digit" (an empty label, is_digit false) for a picture that holds
-    no digit at all (clothing, letters, scribbles), unless --no-reject.
+    the 5x3 prediction grid (predictions.png). With pictures: what is written (one digit or a
+    number of up to 12 digits on one line), its probability and the top 3 for a single digit;
+    --single reads each picture as one digit. A picture that holds no digit at all (clothing,
+    letters, scribbles) is "not a digit" (an empty label, is_digit false), unless --no-reject.
     """
     from digitlab.inference.predictor import load_predictor
 
@@ -53,7 +55,7 @@ def predict(
         raise ConfigError("choose one of --json and --csv")
     predictor = load_predictor(model_path)
     if inputs:
-        _predict_files(predictor, inputs, save_inputs, as_json, as_csv, quiet, reject=not no_reject)
+        _predict_files(predictor, inputs, save_inputs, as_json, as_csv, quiet, reject=not no_reject, single=single)
     else:
         if save_inputs is not None:
             raise ConfigError("--save-inputs needs pictures to predict")
@@ -91,10 +93,10 @@ def _predict_test_set(predictor, model_path, count, dataset, data_dir, out_dir, 
         err.print(f"saved {figure}", soft_wrap=True, markup=False)
 
 
-def _predict_files(predictor, inputs, save_inputs, as_json, as_csv, quiet, reject=True):
+def _predict_files(predictor, inputs, save_inputs, as_json, as_csv, quiet, reject=True, single=True):
     from digitlab.inference.predictor import predict_files
 
-    results = predict_files(predictor, inputs, save_inputs=save_inputs, reject=reject)
+    results = predict_files(predictor, inputs, save_inputs=save_inputs, reject=reject, single=single)
     failed = [r for r in results if not r.ok]
     if len(failed) == len(results):  # nothing to show: only the errors
         if len(failed) == 1:
@@ -110,7 +112,8 @@ def _predict_files(predictor, inputs, save_inputs, as_json, as_csv, quiet, rejec
         for r in results:
             top = [(c, f"{p:.6f}") for c, _, p in r.top[1:3]]
             top += [("", "")] * (2 - len(top))
-            w.writerow([r.path, "" if r.label is None else r.label, r.name or "",
+            label = r.number if r.number is not None else r.label  # the string read: "2026"
+            w.writerow([r.path, "" if label is None else label, r.name or "",
                         "" if r.probability is None else f"{r.probability:.6f}",
                         *top[0], *top[1], "" if r.is_digit is None else str(r.is_digit).lower(),
                         "" if r.digit_score is None else f"{r.digit_score:.4f}", r.error or ""])
@@ -122,7 +125,10 @@ def _predict_files(predictor, inputs, save_inputs, as_json, as_csv, quiet, rejec
         table.add_column("probability", justify="right", no_wrap=True)
         table.add_column("top 3", no_wrap=True)
         for r in results:
-            if r.ok and r.label is None:
+            if r.ok and len(r.digits) > 1:  # a number: the digits' own probabilities
+                each = " ".join(f"{d.label or '?'} {100 * d.confidence:.0f}%" for d in r.digits)
+                table.add_row(Text(str(r.path)), Text(r.number or "-"), f"{100 * r.probability:.1f}%", Text(each))
+            elif r.ok and r.label is None:
                 top3 = ", ".join(f"{n} {100 * p:.1f}%" for _, n, p in r.top)
                 table.add_row(Text(str(r.path)), Text("not a digit", style="yellow"), "", Text(top3, style="dim"))
             elif r.ok:

@@ -575,3 +575,117 @@ def find_images(paths: list[str | os.PathLike]) -> list[Path]:
         else:
             raise ImageError(f"{p}: no such file or folder")
     return sorted(found)
+
+
+# numbers: temporary -- ink_image / digit_from_ink (the two steps of load_digit) from the internals above
+
+_SOFT_STRONG = (STRONG - LOW) / (HIGH - LOW)  # STRONG and 0.7 of the ink's contrast, on the ink map's scale
+_SOFT_DARK = (0.7 - LOW) / (HIGH - LOW)
+_SOFT_FLOOR = np.float32(1e-3)  # ink above the low threshold but under the ramp keeps a trace (connectivity)
+
+
+def _source_grey(source, max_pixels: int) -> tuple[np.ndarray, np.ndarray | None, float]:
+    """(grey, alpha, scale) of a path, bytes, PIL image or array; scale = analysed px per source px."""
+    if isinstance(source, np.ndarray):
+        grey, alpha = _array_arrays(source)
+        return grey, alpha, grey.shape[0] / max(1, np.asarray(source).shape[0])
+    if isinstance(source, Image.Image):
+        image = source
+    else:
+        image = open_image(source, max_pixels, draft=WORK_SIDE)
+    size = image.size
+    if not isinstance(source, Image.Image) and image.format in ("JPEG", "MPO"):
+        with Image.open(io.BytesIO(bytes(source)) if isinstance(source, bytes | bytearray | memoryview)
+                        else Path(source)) as header:
+            size = header.size  # the size before the draft decode
+    upright = _exif_upright(image).size
+    if upright != image.size:
+        size = (size[1], size[0])
+    grey, alpha = _pil_arrays(image)
+    return grey, alpha, grey.shape[1] / max(1, size[0])
+
+
+def ink_image(source, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, float]:
+    """A picture -> (ink map float32 (H, W) in [0, 1], 1 = ink; scale s: map pixel (x, y) = source (x/s, y/s))."""
+    try:
+        grey, alpha, scale = _source_grey(source, max_pixels)
+        if alpha is None and _already_mnist(grey):
+            return grey.astype(np.float32), scale
+        ink, raw = _contrast(_composite(grey, alpha))
+        top_ink = _extreme(ink)
+        if top_ink < MIN_CONTRAST:
+            raise _blank("no ink stands out from the background")
+        from scipy import ndimage
+
+        h, w = ink.shape
+        eight = np.ones((3, 3), bool)
+        labels, n = ndimage.label(ink > 0.15 * top_ink, structure=eight)
+        masses = np.bincount(labels.ravel(), weights=ink.ravel(), minlength=n + 1)[1:]
+        peak = float(np.percentile(ink[labels == int(np.argmax(masses)) + 1], 95))
+        reach = max(2, round(0.03 * max(h, w)))
+        near = ndimage.maximum_filter(ink > 0.3 * peak, size=2 * reach + 1)
+        texture = float(np.percentile(ink[~near], 99)) if (~near).sum() >= 100 else 0.0
+        if peak < max(MIN_CONTRAST, 2.5 * texture):
+            raise _blank("no ink stands out from the background")
+        lo = min(max(LOW * peak, 1.2 * texture), 0.35 * peak)
+        hi = HIGH * peak
+        soft = np.clip((raw - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+        # the ink's extent is where the smoothed contrast passes the low threshold, as in _digit
+        out = np.where(ink > lo, np.maximum(soft, _SOFT_FLOOR), np.float32(0.0))
+        return out.astype(np.float32), scale
+    except ImageError as e:
+        msg = str(e)
+        if msg.startswith("the image ") and not isinstance(source, np.ndarray | Image.Image):
+            raise ImageError(f"{_describe(source)} {msg[len('the image '):]}") from None
+        raise
+
+
+def digit_from_ink(ink: np.ndarray) -> np.ndarray:
+    """One digit's ink map (a crop of :func:`ink_image`'s) -> (28, 28) uint8, MNIST style (see _digit)."""
+    from scipy import ndimage
+
+    ink = np.asarray(ink, dtype=np.float32)
+    if ink.ndim != 2 or min(ink.shape) < 1:
+        raise _blank("no ink")
+    if _already_mnist(ink):
+        return np.round(ink * 255.0).astype(np.uint8)
+    h, w = ink.shape
+    eight = np.ones((3, 3), bool)
+    labels, n = ndimage.label(ink > 0, structure=eight)
+    masses = np.bincount(labels.ravel(), weights=ink.ravel(), minlength=n + 1)[1:]
+    has_strong = np.bincount(labels[ink >= _SOFT_STRONG], minlength=n + 1)[1:] > 0
+    has_dark = np.bincount(labels[ink >= _SOFT_DARK], minlength=n + 1)[1:] > 0
+    boxes = ndimage.find_objects(labels)
+    candidates = [int(i) for i in np.flatnonzero(has_strong)]
+    if not candidates:
+        raise _blank("no ink stands out from the background")
+    main = max(candidates, key=lambda i: masses[i])
+    top, left, bottom, right = (boxes[main][0].start, boxes[main][1].start,
+                                boxes[main][0].stop, boxes[main][1].stop)
+    if max(bottom - top, right - left) < max(5, 0.02 * max(h, w)):
+        raise _blank("only specks, no digit-sized stroke")
+    kept = {main}
+    changed = True
+    while changed:
+        changed = False
+        reach = 0.6 * max(bottom - top, right - left)
+        for i in candidates:
+            if i in kept or masses[i] < 0.03 * masses[main] or not has_dark[i]:
+                continue
+            b = boxes[i]
+            gap_y = max(top - b[0].stop, b[0].start - bottom, 0)
+            gap_x = max(left - b[1].stop, b[1].start - right, 0)
+            if max(gap_y, gap_x) <= reach:
+                kept.add(i)
+                top, left = min(top, b[0].start), min(left, b[1].start)
+                bottom, right = max(bottom, b[0].stop), max(right, b[1].stop)
+                changed = True
+    crop = ink[top:bottom, left:right]
+    keep = np.isin(labels[top:bottom, left:right], [i + 1 for i in kept])
+    tail = max(1, round(0.05 * max(bottom - top, right - left)))
+    core = keep & (crop >= _SOFT_STRONG)
+    keep &= ndimage.maximum_filter(core, size=2 * tail + 1)
+    soft = np.where(keep & (crop > _SOFT_FLOOR), crop, np.float32(0.0))
+    if not soft.any():
+        raise _blank("no ink stands out from the background")
+    return np.round(_mnist_geometry(_thicken(soft)) * 255.0).astype(np.uint8)

@@ -81,6 +81,9 @@ class FilePrediction:
     error: str | None = None         # why the picture could not be read (then no prediction)
     is_digit: bool | None = None     # the not-a-digit detector's verdict (None when unreadable)
     digit_score: float | None = None  # its score in [0, 1] (digitlab.inference.detector)
+    number: str | None = None        # what is written ("2026"), when read as a number
+    number_confidence: float | None = None
+    digits: list = field(default_factory=list)  # its DigitReadings, left to right
 
     @property
     def ok(self) -> bool:
@@ -97,6 +100,9 @@ class FilePrediction:
             "error": self.error,
             "is_digit": self.is_digit,
             "digit_score": self.digit_score,
+            "number": self.number,
+            "number_confidence": self.number_confidence,
+            "digits": [d.to_dict() for d in self.digits],
         }
 
 
@@ -123,6 +129,7 @@ def predict_files(
     save_inputs: str | os.PathLike | None = None,
     top: int = 3,
     reject: bool = True,
+    single: bool = True,
 ) -> list[FilePrediction]:
     """Predict the digit in each picture; folders are searched for images.
 
@@ -138,6 +145,10 @@ def predict_files(
     ``reject``: a picture that holds no digit (:mod:`digitlab.inference.detector`) gets
     ``is_digit=False`` and no ``label``/``name`` (its probabilities stay); ``reject=False`` keeps
     the label and still reports ``is_digit``.
+
+    ``single=False`` reads what is written, one digit or a number
+    (:func:`digitlab.inference.numbers.read_number`): ``number``, ``number_confidence`` and ``digits``
+    are set, and the one-digit fields hold the number's digit when it has one.
     """
     from digitlab.data.formats import atomic_write_bytes
     from digitlab.data.pictures import find_images, load_digit
@@ -147,6 +158,10 @@ def predict_files(
     if not files:
         raise ImageError(f"no images found in {', '.join(str(p) for p in paths)}")
     results = [FilePrediction(path=Path(f)) for f in files]
+    if not single:
+        from digitlab.inference.numbers import read_files
+
+        return read_files(predictor, results, save_inputs, top, reject=reject)
     inputs: list[np.ndarray] = []
     good: list[FilePrediction] = []
     for r in results:

@@ -44,6 +44,7 @@ from digitlab.inference.detector import THRESHOLD as DIGIT_THRESHOLD
 from digitlab.inference.detector import digit_scores
 from digitlab.inference.predictor import Predictor, load_predictor
 from digitlab.serve.limits import BodyLimit
+from digitlab.serve.numbers import read_picture, read_picture_async, single_fields
 from digitlab.serve.schemas import (
     BatchResponse,
     ErrorBody,
@@ -87,6 +88,13 @@ _ACTIVATIONS_PARAM = {
     "schema": {"type": "boolean", "default": False},
 }
 
+_SINGLE_PARAM = {
+    "name": "single", "in": "query", "required": False,
+    "description": "Read the picture as one digit; by default it is read as what is written, one digit "
+                   "or a number (fields number, number_confidence, digits).",
+    "schema": {"type": "boolean", "default": False},
+}
+
 _REJECT_PARAM = {
     "name": "reject", "in": "query", "required": False,
     "description": "Answer label and name null when the picture holds no digit (is_digit false); "
@@ -110,7 +118,7 @@ _LAYERS_PARAM = {
 }
 
 _PREDICT_BODY = {
-    "parameters": [_ACTIVATIONS_PARAM, _ACT_FORMAT_PARAM, _LAYERS_PARAM, _REJECT_PARAM],
+    "parameters": [_ACTIVATIONS_PARAM, _ACT_FORMAT_PARAM, _LAYERS_PARAM, _REJECT_PARAM, _SINGLE_PARAM],
     "requestBody": {
         "required": True,
         "description": "One picture as a multipart upload (field `file`) or as the raw body with an "
@@ -127,7 +135,7 @@ _PREDICT_BODY = {
 }
 
 _BATCH_BODY = {
-    "parameters": [_REJECT_PARAM],
+    "parameters": [_REJECT_PARAM, _SINGLE_PARAM],
     "requestBody": {
         "required": True,
         "content": {
@@ -341,6 +349,7 @@ def create_app(model_path: str | os.PathLike, max_upload_bytes: int = DEFAULT_MA
         activations = _flag(request, "activations")
         act_format, layers = model.activation_options(request)
         reject = _flag(request, "reject", default=True)
+        single, number = _flag(request, "single"), None
         kind = _media_type(request)
         if kind == "multipart/form-data":
             async with _form(request, max_files=1) as form:
@@ -348,17 +357,21 @@ def create_app(model_path: str | os.PathLike, max_upload_bytes: int = DEFAULT_MA
                 if not isinstance(upload, UploadFile):
                     raise HTTPException(422, "no picture in the form; upload it in a field named 'file'")
                 data = await upload.read()
-            x = shown = await model.picture_to_input_async(data)
+            x, number = await read_picture_async(model, data, single, reject)
+            shown = x
         elif kind == "application/json":
             req = _parse_pixels(await request.body())
             x, shown = model.pixels_to_input(req)
         elif kind.startswith("image/") or kind == "application/octet-stream":
-            x = shown = await model.picture_to_input_async(await request.body())
+            x, number = await read_picture_async(model, await request.body(), single, reject)
+            shown = x
         else:
             what = kind or "(none)"
             raise HTTPException(415, f"unsupported content type {what!r}; send multipart/form-data "
                                      "(field 'file'), an image/* body, or application/json pixels")
-        return _json_response(_dumps(model.predict(x, shown, activations, act_format, layers, reject)))
+        result = model.predict(x, shown, activations, act_format, layers, reject)
+        result.update(number or single_fields(result))
+        return _json_response(_dumps(result))
 
     samples = _MnistSamples()
 
@@ -425,7 +438,8 @@ def create_app(model_path: str | os.PathLike, max_upload_bytes: int = DEFAULT_MA
             await form.close()
         if not uploads:
             raise HTTPException(422, "no pictures in the form; upload them in fields named 'files'")
-        results = await anyio.to_thread.run_sync(_batch, model, uploads, _flag(request, "reject", default=True))
+        results = await anyio.to_thread.run_sync(_batch, model, uploads, _flag(request, "reject", default=True),
+                                                 _flag(request, "single"))
         return _json_response(_dumps(results))
 
     index_headers = {
@@ -489,12 +503,14 @@ def _document_pixels_body(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def _batch(model: ServedModel, uploads: list[tuple[str | None, bytes]], reject: bool = True) -> dict[str, Any]:
+def _batch(model: ServedModel, uploads: list[tuple[str | None, bytes]], reject: bool = True,
+           single: bool = False) -> dict[str, Any]:
     items: list[dict[str, Any]] = []
     good: list[tuple[int, np.ndarray]] = []
+    numbers: dict[int, dict[str, Any]] = {}
     for i, (filename, data) in enumerate(uploads):
         try:
-            x = model.picture_to_input(data)
+            x, numbers[i] = read_picture(model, data, single, reject)
         except HTTPException as e:
             items.append({"index": i, "filename": filename, "ok": False, "status": e.status_code,
                           "error": str(e.detail), "prediction": None})
@@ -506,7 +522,7 @@ def _batch(model: ServedModel, uploads: list[tuple[str | None, bytes]], reject: 
         proba, ms = model.predict_many([x for _, x in good])
         scores = digit_scores(np.stack([x for _, x in good]))
         for (i, x), p, score in zip(good, proba, scores, strict=True):
-            items[i]["prediction"] = model.result(p, x, ms / len(good), float(score), reject)
+            items[i]["prediction"] = model.result(p, x, ms / len(good), float(score), reject) | numbers[i]
     return {"count": len(items), "ok": len(good), "results": items}
 
 

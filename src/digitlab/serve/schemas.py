@@ -36,6 +36,20 @@ class TopClass(BaseModel):
     probability: float
 
 
+class DigitBox(BaseModel):
+    """One digit of the number read: where it is and what the model says."""
+
+    index: int | None = Field(description="Class index 0-9 (null when rejected as not a digit).")
+    label: str | None = Field(description="The digit read (null when rejected).")
+    confidence: float = Field(description="Probability of the most likely class.")
+    probabilities: list[float] = Field(description="10 probabilities, summing to 1.")
+    top: list[dict[str, Any]] = Field(description="The best classes: index, label, probability.")
+    is_digit: bool = Field(description="The not-a-digit verdict for this piece.")
+    digit_score: float = Field(description="The score behind it, in [0, 1].")
+    box: list[int] | None = Field(description="[x0, y0, x1, y1] in the picture's pixels (x1, y1 exclusive).")
+    input: list[list[int]] | None = Field(None, description="The 28x28 uint8 input the model saw for it.")
+
+
 class Prediction(BaseModel):
     label: int | None = Field(description="The predicted class index (argmax of the probabilities); null when "
                                           "the picture holds no digit (is_digit false) and rejection is on.")
@@ -52,6 +66,12 @@ class Prediction(BaseModel):
                           "(MLP: [128] and [64]; CNN: [32][26][26], [64][11][11], [128]); with "
                           "&act_format=u8 each layer is {shape, scale, data: base64 uint8}; "
                           "&layers=a,b sends only those layers.")
+    number: str | None = Field(None, description="What is written: one digit or a number of up to 12 digits "
+                                                 "(\"2026\", leading zeros kept). The fields above are the "
+                                                 "picture read as one digit; with ?single=1 this is that digit.")
+    number_confidence: float | None = Field(None, description="How sure of the whole string (the split and "
+                                                              "every digit together).")
+    digits: list[DigitBox] | None = Field(None, description="The digits of the number, left to right.")
 
 
 class ExplanationMaps(BaseModel):

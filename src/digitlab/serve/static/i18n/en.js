@@ -14,6 +14,7 @@
   "model.unavailable": "unavailable",
   "modes.label": "What to read",
   "modes.digit": "One digit",
+  "modes.number": "A number",
   "draw.title": "Draw one digit",
   "draw.pad": "Drawing area: draw one digit here with a mouse, pen or finger. Escape clears it.",
   "draw.here": "draw here",

@@ -13,6 +13,7 @@
   "model.unavailable": "不可用",
   "modes.label": "识别什么",
   "modes.digit": "单个数字",
+  "modes.number": "多位数",
   "draw.title": "写一个数字",
   "draw.pad": "绘图区：用鼠标、触控笔或手指在这里写一个数字。按 Esc 清除。",
   "draw.here": "在这里写",

@@ -1,0 +1,292 @@
+"""Reading whole numbers: exact-number and per-digit accuracy per kind of picture.
+
+    python benchmarks/bench_numbers.py RUN_OR_ONNX [--count N] [--seed S] [--kinds a,b] [--save DIR] [--timing]
+
+Numbers of 2 to 6 digits are made from MNIST *test* digits (never seen in training) and handed in
+as encoded pictures (PNG or JPEG bytes), scaled 1.5-4x, some blurred, on paper (dark ink, paper
+grain, uneven light) or on a screen (light ink on a dark background). Kinds:
+
+- ``separated``: digits a few pixels apart (3-10 px at MNIST scale);
+- ``gaps``: uneven gaps, from 1 px to more than a digit's width;
+- ``touching``: every neighbour touches the next, or overlaps it by up to 2 px;
+- ``sizes``: digit heights from 0.7x to 1.3x, a drifting baseline and a slant;
+- ``strokes``: 4s, 5s and 7s drawn in two separate strokes (with a pen, between MNIST digits).
+
+``--timing`` compares reading a 4-digit number with reading one digit (``load_digit`` + the model),
+medians over alternating runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+KINDS = ("separated", "gaps", "touching", "sizes", "strokes")
+
+
+def crop_digit(image: np.ndarray) -> np.ndarray:
+    """An MNIST image -> its ink (float [0, 1]) cropped to the bounding box."""
+    a = image.astype(np.float32) / 255.0
+    rows, cols = np.flatnonzero(a.max(axis=1) > 0.05), np.flatnonzero(a.max(axis=0) > 0.05)
+    return a[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+
+def stroke_digit(label: int, rng: np.random.Generator, height: int = 20) -> np.ndarray:
+    """A 4, 5 or 7 drawn with a pen in two strokes that do not touch (a 7's crossbar does)."""
+    up = 4
+    w, h = round(height * 0.75) * up, height * up
+    im = Image.new("L", (w + 8 * up, h + 8 * up), 0)
+    d = ImageDraw.Draw(im)
+    width = int(rng.uniform(2.0, 2.8) * up)
+
+    def pt(x, y):
+        return (4 * up + (x + rng.normal(0, 0.02)) * w, 4 * up + (y + rng.normal(0, 0.02)) * h)
+
+    if label == 4:  # the L, then the stem: across the bar, or lifted just short of it
+        if rng.random() < 0.5:
+            strokes = [[pt(0.45, 0.0), pt(0.05, 0.62), pt(0.95, 0.62)], [pt(0.72, 0.2), pt(0.68, 1.0)]]
+        else:
+            strokes = [[pt(0.45, 0.0), pt(0.05, 0.62), pt(0.62, 0.62)], [pt(0.74, 0.2), pt(0.70, 1.0)]]
+    elif label == 5:  # the body, then the flag, not touching the stem
+        belly = [pt(0.28, 0.12), pt(0.22, 0.48), pt(0.45, 0.40), pt(0.72, 0.48), pt(0.82, 0.66),
+                 pt(0.72, 0.88), pt(0.45, 0.98), pt(0.15, 0.90)]
+        strokes = [belly, [pt(0.40, 0.02), pt(0.92, 0.0)]]
+    elif rng.random() < 0.5:  # a 7 with a crossbar
+        strokes = [[pt(0.05, 0.06), pt(0.92, 0.04), pt(0.45, 1.0)], [pt(0.38, 0.55), pt(0.88, 0.53)]]
+    else:  # a 7 whose stem is a second stroke, lifted off the top bar
+        strokes = [[pt(0.05, 0.06), pt(0.92, 0.04)], [pt(0.86, 0.16), pt(0.45, 1.0)]]
+    for s in strokes:
+        d.line(s, fill=255, width=width, joint="curve")
+        for x, y in (s[0], s[-1]):
+            r = width / 2
+            d.ellipse([x - r, y - r, x + r, y + r], fill=255)
+    im = im.filter(ImageFilter.GaussianBlur(up * 0.5)).resize((im.width // up, im.height // up),
+                                                               Image.Resampling.BOX)
+    a = np.asarray(im, np.float32) / 255.0
+    rows, cols = np.flatnonzero(a.max(axis=1) > 0.05), np.flatnonzero(a.max(axis=0) > 0.05)
+    return a[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+
+def _resize(a: np.ndarray, f: float) -> np.ndarray:
+    size = (max(1, round(a.shape[1] * f)), max(1, round(a.shape[0] * f)))
+    return np.asarray(Image.fromarray(a, mode="F").resize(size, Image.Resampling.BILINEAR), np.float32)
+
+
+def _shear(a: np.ndarray, k: float) -> np.ndarray:
+    """Slant: row y moves by k * (h - y) pixels to the right."""
+    h, w = a.shape
+    extra = int(np.ceil(abs(k) * h)) + 1
+    out = np.zeros((h, w + extra), np.float32)
+    for y in range(h):
+        off = k * (h - 1 - y) if k > 0 else -k * y
+        i = int(off)
+        frac = off - i
+        out[y, i : i + w] += (1 - frac) * a[y]
+        out[y, i + 1 : i + 1 + w] += frac * a[y]
+    cols = np.flatnonzero(out.max(axis=0) > 0.02)
+    return out[:, cols[0] : cols[-1] + 1]
+
+
+def compose(parts: list[np.ndarray], gaps: list[float], offsets: list[int]) -> np.ndarray:
+    """Digit inks side by side: gap i is the smallest distance (px, negative = overlap) between the
+    ink of digits i and i+1 over the rows they share; offsets move each digit down."""
+    top = max(p.shape[0] + o for p, o in zip(parts, offsets, strict=True)) + 8
+    width = sum(p.shape[1] for p in parts) + int(sum(max(g, 0) for g in gaps)) + 16
+    canvas = np.zeros((top, width), np.float32)
+    x = 8
+    right = np.full(top, -10_000.0)  # rightmost ink column of each row so far
+    for i, (p, o) in enumerate(zip(parts, offsets, strict=True)):
+        rows = slice(4 + o, 4 + o + p.shape[0])
+        ink = p > 0.3
+        left_edge = np.where(ink.any(axis=1), ink.argmax(axis=1), 10_000)
+        if i:
+            need = right[rows] - left_edge + 1 + gaps[i - 1]  # x so that every row keeps the gap
+            x = int(np.ceil(np.max(need)))
+            x = max(x, 0)
+        canvas[rows, x : x + p.shape[1]] = np.maximum(canvas[rows, x : x + p.shape[1]], p)
+        rr = np.where(ink.any(axis=1), p.shape[1] - 1 - ink[:, ::-1].argmax(axis=1), -10_000)
+        right[rows] = np.maximum(right[rows], np.where(rr >= 0, x + rr, -10_000))
+    cols = np.flatnonzero(canvas.max(axis=0) > 0)
+    return canvas[:, max(0, cols[0] - 6) : cols[-1] + 7]
+
+
+def render(ink: np.ndarray, rng: np.random.Generator) -> tuple[bytes, str]:
+    """An ink map -> encoded picture bytes (scaled, maybe blurred, on paper or a screen), and how."""
+    f = rng.uniform(1.5, 4.0)
+    a = np.clip(_resize(ink, f), 0, 1)
+    a = np.pad(a, ((round(8 * f), round(8 * f)), (round(10 * f), round(10 * f))))
+    blur = rng.random() < 0.5
+    if blur:
+        from scipy import ndimage
+
+        a = ndimage.gaussian_filter(a, rng.uniform(0.6, 1.6) * f / 2)
+    h, w = a.shape
+    screen = rng.random() < 0.35
+    if screen:
+        bg, fg = rng.uniform(0.0, 0.2), rng.uniform(0.75, 1.0)
+        grey = bg + a * (fg - bg) + rng.normal(0, 0.02, a.shape)
+        colour = np.stack([grey * rng.uniform(0.8, 1.0), grey, grey * rng.uniform(0.9, 1.1)], axis=-1)
+    else:
+        paper = rng.uniform(0.78, 0.97) + np.linspace(-0.06, 0.06, w)[None, :] * rng.choice([-1, 1])
+        pen = rng.uniform(0.05, 0.3)
+        grey = paper - a * (paper - pen) + rng.normal(0, 0.025, a.shape)
+        colour = np.stack([grey, grey * rng.uniform(0.97, 1.0), grey * rng.uniform(0.9, 1.0)], axis=-1)
+    im = Image.fromarray(np.clip(colour * 255, 0, 255).astype(np.uint8), mode="RGB")
+    buf = io.BytesIO()
+    jpeg = rng.random() < 0.3
+    im.save(buf, format="JPEG" if jpeg else "PNG", quality=85)
+    how = f"{'screen' if screen else 'paper'} x{f:.1f}{' blur' if blur else ''}{' jpeg' if jpeg else ''}"
+    return buf.getvalue(), how
+
+
+def make_number(kind: str, rng: np.random.Generator, x_test: np.ndarray, y_test: np.ndarray,
+                length: int | None = None) -> tuple[np.ndarray, str]:
+    """(ink map of a number of ``kind``, its digits as text)."""
+    n = int(length or rng.integers(2, 7))
+    if kind == "strokes":
+        digits = [int(d) for d in rng.integers(0, 10, n)]
+        for i in rng.choice(n, size=max(1, n // 2), replace=False):
+            digits[i] = int(rng.choice([4, 5, 7]))
+    else:
+        digits = [int(d) for d in rng.integers(0, 10, n)]
+    parts = []
+    for d in digits:
+        if kind == "strokes" and d in (4, 5, 7):
+            parts.append(stroke_digit(d, rng))
+        else:
+            idx = np.flatnonzero(y_test == d)
+            parts.append(crop_digit(x_test[int(rng.choice(idx))]))
+    offsets = [0] * n
+    if kind == "separated":
+        gaps = list(rng.uniform(3, 10, n - 1))
+    elif kind == "gaps":
+        gaps = list(rng.choice([1.5, 2, 3, 6, 12, 24], n - 1))
+    elif kind == "touching":
+        gaps = list(rng.choice([0.0, -1.0, -2.0], n - 1))
+    elif kind == "sizes":
+        slant = rng.uniform(-0.25, 0.25)
+        parts = [_shear(_resize(p, rng.uniform(0.7, 1.3)), slant) for p in parts]
+        drift = rng.uniform(-0.35, 0.35) * 20
+        offsets = [round(drift * i / max(1, n - 1) + rng.normal(0, 1.5)) for i in range(n)]
+        low = min(offsets)
+        offsets = [o - low for o in offsets]
+        gaps = list(rng.uniform(2.5, 8, n - 1))
+    elif kind == "strokes":
+        gaps = list(rng.uniform(3, 10, n - 1))
+    else:
+        raise ValueError(f"unknown kind {kind!r}")
+    parts = [np.clip(p, 0, 1) for p in parts]
+    return compose(parts, gaps, offsets), "".join(map(str, digits))
+
+
+def make_set(kind: str, count: int, seed: int, x_test, y_test) -> list[tuple[bytes, str, str]]:
+    rng = np.random.default_rng([seed, KINDS.index(kind)])
+    out = []
+    for _ in range(count):
+        ink, text = make_number(kind, rng, x_test, y_test)
+        data, how = render(ink, rng)
+        out.append((data, text, how))
+    return out
+
+
+def _digit_hits(read: str | None, truth: str) -> int:
+    """Digits right in place (edit-distance alignment: a missed or extra digit costs one)."""
+    read = read or ""
+    m, n = len(read), len(truth)
+    d = np.zeros((m + 1, n + 1), int)
+    d[:, 0], d[0, :] = np.arange(m + 1), np.arange(n + 1)
+    for i in range(1, m + 1):
+        for j in range(1, n + 1):
+            d[i, j] = min(d[i - 1, j] + 1, d[i, j - 1] + 1, d[i - 1, j - 1] + (read[i - 1] != truth[j - 1]))
+    return max(0, n - int(d[m, n]))
+
+
+def timing(predictor, x_test, y_test, seed: int, rounds: int = 40) -> tuple[list[float], list[float]]:
+    from digitlab.data.pictures import load_digit
+    from digitlab.inference.numbers import read_number
+
+    rng = np.random.default_rng(seed)
+    fours, ones = [], []
+    for _ in range(rounds):
+        ink, _ = make_number("separated", rng, x_test, y_test, length=4)
+        fours.append(render(ink, rng)[0])
+        ink, _ = make_number("separated", rng, x_test, y_test, length=1)
+        ones.append(render(ink, rng)[0])
+    t_one, t_four = [], []
+    for one, four in zip(ones, fours, strict=True):  # alternating, so load affects both alike
+        t = time.perf_counter()
+        predictor.predict_proba(load_digit(one)[None])
+        t_one.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        read_number(four, predictor)
+        t_four.append(time.perf_counter() - t)
+    return t_one, t_four
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", help="a run folder or an exported .onnx file")
+    parser.add_argument("--count", type=int, default=200, help="numbers per kind (default 200)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--kinds", default=",".join(KINDS), help="comma-separated kinds")
+    parser.add_argument("--data-dir", type=Path, default=None, help="folder holding mnist/")
+    parser.add_argument("--save", type=Path, metavar="DIR", help="write the misread pictures here")
+    parser.add_argument("--errors", action="store_true", help="list every misread number")
+    parser.add_argument("--timing", action="store_true", help="time a 4-digit number against one digit")
+    args = parser.parse_args(argv)
+
+    from digitlab.data.datasets import load_data
+    from digitlab.errors import ImageError
+    from digitlab.inference.numbers import read_number
+    from digitlab.inference.predictor import load_predictor
+
+    _, (x_test, y_test) = load_data("mnist", data_dir=args.data_dir)
+    predictor = load_predictor(args.model)
+    print(f"model: {args.model} ({predictor.name}); {args.count} numbers per kind, seed {args.seed}")
+    print(f"\n{'kind':<12}{'numbers':>8}{'exact':>9}{'digits':>9}{'ms/number':>11}")
+    for kind in args.kinds.split(","):
+        cases = make_set(kind, args.count, args.seed, x_test, y_test)
+        exact = hits = total = 0
+        spent = 0.0
+        wrong = []
+        for i, (data, text, how) in enumerate(cases):
+            t = time.perf_counter()
+            try:
+                read = read_number(data, predictor).text
+            except ImageError as e:
+                read = None
+                how += f" ({e})"
+            spent += time.perf_counter() - t
+            exact += read == text
+            hits += _digit_hits(read, text)
+            total += len(text)
+            if read != text:
+                wrong.append((i, text, read, how, data))
+        print(f"{kind:<12}{len(cases):>8}{100 * exact / len(cases):>8.1f}%{100 * hits / total:>8.1f}%"
+              f"{1000 * spent / len(cases):>11.1f}")
+        if args.errors:
+            for i, text, read, how, _ in wrong:
+                print(f"    {kind}/{i:03d}: {text} read as {read} ({how})")
+        if args.save:
+            args.save.mkdir(parents=True, exist_ok=True)
+            for i, text, read, _, data in wrong:
+                (args.save / f"{kind}_{i:03d}_{text}_as_{read}.png").write_bytes(data)
+    if args.timing:
+        t_one, t_four = timing(predictor, x_test, y_test, args.seed)
+        one, four = float(np.median(t_one)), float(np.median(t_four))
+        print(f"\none digit (load_digit + model): median {1000 * one:.1f} ms "
+              f"[{1000 * np.percentile(t_one, 10):.1f}-{1000 * np.percentile(t_one, 90):.1f}]")
+        print(f"4-digit number (read_number): median {1000 * four:.1f} ms "
+              f"[{1000 * np.percentile(t_four, 10):.1f}-{1000 * np.percentile(t_four, 90):.1f}]")
+        print(f"ratio: {four / one:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

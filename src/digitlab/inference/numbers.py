@@ -1,0 +1,607 @@
+"""Reading a number: the digits written on one line of a picture, left to right.
+
+:func:`read_number` turns a picture into a :class:`~digitlab.inference.reading.NumberReading`:
+
+1. **Ink.** :func:`digitlab.data.pictures.ink_image` gives the picture's ink map (polarity,
+   lighting, alpha and EXIF handled), the same first step as a single digit.
+2. **Strokes into groups.** Connected blobs of ink (at the map's low threshold, so a stroke broken
+   by a faint gap stays one blob) that overlap horizontally by at least half of the narrower one
+   belong to one group: a 4 or 5 written in two strokes, a 7 with a crossbar, a speck above a 1.
+   Specks too small to be a digit join the group they lie over or next to, or are dropped.
+3. **Candidate cuts.** A group wide enough to hold two digits gets candidate cuts: minima of its
+   ink profile along slightly slanted lines (where few strokes are crossed), valleys of its upper
+   and lower contours (where two round digits touch), and even positions at the expected digit
+   width. Between groups the cut is free.
+4. **The model chooses.** Every run of up to :data:`MAX_SPAN` consecutive slices is a possible
+   digit: its ink goes through :func:`digitlab.data.pictures.digit_from_ink` (the single-digit
+   preprocessing) and the model, all in one batch. A dynamic programme over the slices picks the
+   split maximising the sum of ``log p(best class)`` plus priors: a digit is rarely much wider
+   than tall or much smaller than its neighbours; each cut through ink and each join across a gap
+   costs a little.
+5. **Confidence.** The same scores summed over every possible split (forward algorithm) give the
+   probability of the chosen split; the number's confidence is that times the product of its
+   digits' probabilities. An uncertain split gives a low confidence even when every digit is clear.
+
+A picture holding one digit is read exactly as :func:`~digitlab.data.pictures.load_digit` reads it
+(the whole ink map goes through ``digit_from_ink``). Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from digitlab.inference.reading import DigitReading, NumberReading
+
+MAX_DIGITS = 12        # what one line may hold
+MAX_SPAN = 4           # a digit is made of at most this many consecutive slices
+SPECK = 0.04           # blobs under this fraction of the biggest blob's ink are specks
+OVERLAP = 0.5          # blobs overlapping by this fraction of the narrower one are one digit
+CUT_OVERLAP = 0.3      # the two sides of a cut may overlap by at most this fraction of the narrower
+DARK = 0.5             # a digit has ink at least this dark (on the ink map's scale); haze and shadows do not
+MAX_JOIN_GAP = 0.35    # groups further apart than this (x line height) are never one digit
+NEAR = 0.08            # groups closer than this (x line height) are always tried as one digit too
+WORK_HEIGHT = 48       # the ink profile is measured with the line this many pixels high
+SLOPES = (-0.3, -0.15, 0.0, 0.15, 0.3)  # cut lines: x shift per pixel down
+
+# the split's priors (log scale)
+WIDE_FROM, WIDE_COST = 0.95, 20.0     # width / height above this costs WIDE_COST * excess^2
+SMALL_FROM, SMALL_COST = 0.7, 8.0    # height / line height below this costs SMALL_COST * shortfall / SMALL_FROM
+CUT_COST, STROKE_COST = 0.1, 0.1     # a cut through ink: a constant plus this per stroke crossed
+GAP_COST = 8.0                       # joining two groups: this times their gap / line height
+DIGIT_COST = 0.0                     # per digit (positive favours fewer digits)
+SURE = 0.9    # a group read at least this surely (and not wide) is one digit as it stands
+WIDE = 0.85   # a group wider than this times its height is tried as several digits
+
+
+# -- the not-a-digit verdict ---------------------------------------------------------------------
+
+
+def _digit_scores(images: np.ndarray) -> tuple[np.ndarray, float]:
+    """(scores (N,), threshold) of the not-a-digit detector; without one, every piece is a digit."""
+    try:
+        from digitlab.inference.detector import THRESHOLD, digit_scores
+    except ImportError:  # no detector in this installation: every piece counts as a digit
+        return np.ones(len(images), np.float32), 0.0
+    return np.asarray(digit_scores(images), dtype=np.float32).reshape(len(images)), float(THRESHOLD)
+
+
+# -- geometry of the ink ----------------------------------------------------------------------
+
+
+@dataclass
+class _Group:
+    """Blobs read as one unit of the line (before any cut): their labels and bounding box."""
+
+    labels: list[int]
+    x0: int
+    y0: int
+    x1: int  # exclusive
+    y1: int
+    mass: float
+
+    @property
+    def width(self) -> int:
+        return self.x1 - self.x0
+
+    @property
+    def height(self) -> int:
+        return self.y1 - self.y0
+
+    def absorb(self, other: _Group) -> None:
+        self.labels += other.labels
+        self.x0, self.y0 = min(self.x0, other.x0), min(self.y0, other.y0)
+        self.x1, self.y1 = max(self.x1, other.x1), max(self.y1, other.y1)
+        self.mass += other.mass
+
+
+@dataclass
+class _Cut:
+    """A straight cut line x = x + slope * (y - yc) in ink-map pixels, and what it costs."""
+
+    x: float
+    slope: float
+    yc: float
+    cost: float  # 0 between groups
+
+    def left_of(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        return xs < self.x + self.slope * (ys - self.yc)
+
+
+def _overlap(a: _Group, b: _Group) -> float:
+    inter = min(a.x1, b.x1) - max(a.x0, b.x0)
+    return inter / max(1, min(a.width, b.width))
+
+
+def _groups(labels: np.ndarray, ink: np.ndarray) -> list[_Group]:
+    """Blobs -> groups of blobs that are one digit (horizontal overlap), specks attached or dropped."""
+    from scipy import ndimage
+
+    n = int(labels.max())
+    if n == 0:
+        return []
+    masses = np.bincount(labels.ravel(), weights=ink.ravel(), minlength=n + 1)[1:]
+    strong = np.bincount(labels[ink >= DARK].ravel(), minlength=n + 1)[1:] > 0
+    boxes = ndimage.find_objects(labels)
+    blobs = [_Group([i + 1], b[1].start, b[0].start, b[1].stop, b[0].stop, float(masses[i]))
+             for i, b in enumerate(boxes) if b is not None and strong[i]]
+    if not blobs:
+        return []
+    top = max(b.mass for b in blobs)
+    big = sorted((b for b in blobs if b.mass >= SPECK * top), key=lambda g: g.x0)
+    specks = [b for b in blobs if b.mass < SPECK * top]
+    groups: list[_Group] = []
+    for b in big:  # merge by horizontal overlap until nothing changes
+        groups.append(b)
+        merged = True
+        while merged and len(groups) > 1:
+            merged = False
+            last = groups[-1]
+            for g in groups[:-1]:
+                if _overlap(g, last) >= OVERLAP:
+                    g.absorb(last)
+                    groups.pop()
+                    groups.remove(g)
+                    groups.append(g)
+                    merged = True
+                    break
+    groups.sort(key=lambda g: g.x0)
+    line = _line_height(groups)
+    for s in specks:  # a speck over a group, or right next to one, is part of it; others go
+        near = [g for g in groups if _overlap(g, s) > 0 or
+                max(g.x0 - s.x1, s.x0 - g.x1) < 0.1 * line]
+        if near:
+            min(near, key=lambda g: abs((g.x0 + g.x1) - (s.x0 + s.x1))).absorb(s)
+    # small groups (a broken-off piece of stroke, dirt): join the nearest group when close, else dropped
+    kept = [g for g in groups if g.height >= 0.3 * line or g.mass >= 0.1 * max(x.mass for x in groups)]
+    # a pale blob in a corner of the picture is a shadow or the edge of something else, not a digit
+    h, w = ink.shape
+
+    def pale_corner(g: _Group) -> bool:
+        sides = (g.x0 == 0, g.y0 == 0, g.x1 == w, g.y1 == h)  # left, top, right, bottom
+        corner = any(sides[i] and sides[(i + 1) % 4] for i in range(4))
+        return corner and float(np.percentile(ink[labels == g.labels[0]], 95)) < 0.9
+
+    if len(kept) > 1:
+        kept = [g for g in kept if not pale_corner(g)] or kept
+    # one line: a group beside the line's band (a shadow in a corner, a mark under the number) goes
+    top = max(kept, key=lambda g: g.mass)
+    band = [g for g in kept if _v_overlap(g, top) >= 0.5]
+    if len(band) < len(kept):
+        lo, hi = min(g.y0 for g in band), max(g.y1 for g in band)
+        kept = [g for g in kept if min(g.y1, hi) - max(g.y0, lo) >= 0.5 * g.height]
+    for g in groups:
+        if g in kept:
+            continue
+        gaps = [(max(k.x0 - g.x1, g.x0 - k.x1, 0), k) for k in kept]
+        gap, k = min(gaps, key=lambda t: t[0])
+        if gap < 0.2 * line:
+            k.absorb(g)
+    return sorted(kept, key=lambda g: g.x0)
+
+
+def _v_overlap(a: _Group, b: _Group) -> float:
+    return (min(a.y1, b.y1) - max(a.y0, b.y0)) / max(1, min(a.height, b.height))
+
+
+def _line_height(groups: list[_Group]) -> float:
+    top = max(g.mass for g in groups)
+    heights = [g.height for g in groups if g.mass >= 0.15 * top]
+    return float(np.median(heights)) if heights else float(max(g.height for g in groups))
+
+
+def _group_ink(ink: np.ndarray, labels: np.ndarray, g: _Group) -> np.ndarray:
+    crop = ink[g.y0 : g.y1, g.x0 : g.x1]
+    return np.where(np.isin(labels[g.y0 : g.y1, g.x0 : g.x1], g.labels), crop, np.float32(0.0))
+
+
+def _valleys(values: np.ndarray) -> list[int]:
+    """Indices of the local minima of a 1-D profile (the middle of a flat bottom)."""
+    out = []
+    n = len(values)
+    i = 1
+    while i < n - 1:
+        j = i
+        while j + 1 < n and values[j + 1] == values[i]:
+            j += 1
+        if j + 1 < n and values[i - 1] > values[i] < values[j + 1]:
+            out.append((i + j) // 2)
+        i = j + 1
+    return out
+
+
+def _cuts(ink: np.ndarray, labels: np.ndarray, g: _Group, line: float) -> list[_Cut]:
+    """Candidate cuts inside one group (none when it is too narrow to hold two digits)."""
+    from PIL import Image
+
+    if g.width < 0.4 * min(g.height, line) or g.width < 4:
+        return []
+    crop = _group_ink(ink, labels, g)
+    f = min(1.0, WORK_HEIGHT / max(1, g.height))
+    w, h = max(2, round(g.width * f)), max(2, round(g.height * f))
+    small = np.asarray(Image.fromarray(crop, mode="F").resize((w, h), Image.Resampling.BOX)
+                       if f < 1 else Image.fromarray(crop, mode="F"))
+    small = np.asarray(small, dtype=np.float32)
+    h, w = small.shape
+    m = small > 0.3
+    perimeter = int((m[1:] != m[:-1]).sum() + (m[:, 1:] != m[:, :-1]).sum()) or 1
+    stroke = max(1.0, 2.0 * float(m.sum()) / perimeter)
+    yc = (h - 1) / 2.0
+    rows = np.arange(h)
+    pad = math.ceil(max(abs(s) for s in SLOPES) * h) + 1
+    padded = np.pad(small, ((0, 0), (pad, pad)))
+    best = np.full(w, np.inf, np.float32)
+    best_slope = np.zeros(w, np.float32)
+    for s in SLOPES:
+        offs = np.round(s * (rows - yc)).astype(int)
+        idx = pad + offs[:, None] + np.arange(w)[None, :]
+        prof = padded[rows[:, None], idx].sum(axis=0)
+        better = prof < best
+        best[better], best_slope[better] = prof[better], s
+    lo, hi = max(1, round(0.12 * h)), w - max(1, round(0.12 * h))
+    if hi - lo < 1:
+        return []
+    found: dict[int, float] = {}
+    strokes = best / stroke
+    smooth = np.convolve(strokes, np.ones(3) / 3, mode="same")
+    for c in _valleys(smooth):
+        if lo <= c < hi:
+            found[c] = float(strokes[c])
+    ink_rows = m.any(axis=1)
+    if ink_rows.any():
+        top = np.where(m.any(axis=0), m.argmax(axis=0), h).astype(np.float32)
+        bottom = np.where(m.any(axis=0), h - 1 - m[::-1].argmax(axis=0), -1).astype(np.float32)
+        for c in _valleys(-np.convolve(top, np.ones(3) / 3, mode="same")) + _valleys(
+                np.convolve(bottom, np.ones(3) / 3, mode="same")):
+            if lo <= c < hi:
+                found.setdefault(c, float(strokes[c]))
+    n = round(w / (0.6 * h))
+    for k in range(1, n):
+        c = round(k * w / n)
+        if lo <= c < hi:
+            found.setdefault(c, float(strokes[c]))
+    # the cheapest first; no two closer than an eighth of the height
+    chosen: list[int] = []
+    ys, xs = np.mgrid[0:h, 0:w]
+    total = float(small.sum()) or 1.0
+    for c in sorted(found, key=lambda c: found[c]):
+        if not all(abs(c - o) >= max(2, 0.12 * h) for o in chosen):
+            continue
+        # the two sides must be side by side (like two groups) and each hold a real share of the ink
+        left = xs < c + best_slope[c] * (ys - yc)
+        sides = [m & left, m & ~left]
+        if any(float(small[side].sum()) < 0.08 * total for side in sides):
+            continue
+        (a0, a1), (b0, b1) = [(int(xs[side].min()), int(xs[side].max()) + 1) for side in sides]
+        if min(a1, b1) - max(a0, b0) >= CUT_OVERLAP * min(a1 - a0, b1 - b0):
+            continue
+        chosen.append(c)
+        if len(chosen) >= 2 * max(n, 1) + 2:
+            break
+    cuts = []
+    for c in sorted(chosen):
+        s = float(best_slope[c])
+        cuts.append(_Cut(x=g.x0 + (c + 0.5) / f, slope=s, yc=g.y0 + (yc + 0.5) / f,
+                         cost=CUT_COST + STROKE_COST * max(0.0, found[c])))
+    return cuts
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Piece:
+    start: int  # first slice
+    stop: int   # one past the last slice
+    image: np.ndarray
+    box: tuple[int, int, int, int]  # in ink-map pixels, x1/y1 exclusive
+    prior: float
+    row: int  # its row in the batch given to the model
+
+
+def _piece_ink(ink: np.ndarray, labels: np.ndarray, groups: list[_Group], left: _Cut | None,
+               right: _Cut | None) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:
+    x0, y0 = min(g.x0 for g in groups), min(g.y0 for g in groups)
+    x1, y1 = max(g.x1 for g in groups), max(g.y1 for g in groups)
+    crop = ink[y0:y1, x0:x1]
+    keep = np.isin(labels[y0:y1, x0:x1], [lab for g in groups for lab in g.labels])
+    if left is not None or right is not None:
+        ys, xs = np.mgrid[y0:y1, x0:x1]
+        if left is not None and left.cost > 0:
+            keep &= ~left.left_of(ys, xs)
+        if right is not None and right.cost > 0:
+            keep &= right.left_of(ys, xs)
+    piece = np.where(keep, crop, np.float32(0.0))
+    rows, cols = np.flatnonzero(piece.any(axis=1)), np.flatnonzero(piece.any(axis=0))
+    if not len(rows):
+        return None
+    piece = piece[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    return np.pad(piece, 2), (x0 + int(cols[0]), y0 + int(rows[0]), x0 + int(cols[-1]) + 1,
+                              y0 + int(rows[-1]) + 1)
+
+
+def _prior(box: tuple[int, int, int, int], line: float) -> float:
+    w, h = box[2] - box[0], box[3] - box[1]
+    ratio = w / max(1.0, h, 0.9 * line)  # a short digit may be as wide as the line is high
+    cost = WIDE_COST * max(0.0, ratio - WIDE_FROM) ** 2
+    tall = h / max(1.0, line)
+    cost += SMALL_COST * max(0.0, SMALL_FROM - tall) / SMALL_FROM
+    return -cost - DIGIT_COST
+
+
+def _reading(index: int, probs: np.ndarray, names: list[str], image: np.ndarray, box, scale: float,
+             score: float, threshold: float, reject: bool) -> DigitReading:
+    order = np.argsort(-probs, kind="stable")[:3]
+    k = int(order[0])
+    is_digit = bool(score >= threshold)
+    src_box = None
+    if box is not None:
+        src_box = (int(math.floor(box[0] / scale)), int(math.floor(box[1] / scale)),
+                   int(math.ceil(box[2] / scale)), int(math.ceil(box[3] / scale)))
+    known = is_digit or not reject
+    return DigitReading(index=k if known else None, label=names[k] if known else None,
+                        confidence=float(probs[k]), probabilities=probs.astype(np.float32),
+                        top=[(int(c), names[int(c)], float(probs[c])) for c in order],
+                        is_digit=is_digit, digit_score=float(score), box=src_box, image=image)
+
+
+def _number(digits: list[DigitReading], split_certainty: float) -> NumberReading:
+    known = [d for d in digits if d.label is not None]
+    text = "".join(d.label for d in known) if known else None
+    confidence = split_certainty * float(np.prod([d.confidence for d in known])) if known else 0.0
+    return NumberReading(text=text, confidence=confidence, digits=digits)
+
+
+def read_ink(ink: np.ndarray, scale: float, predictor, *, single: bool = False,
+             reject: bool = True) -> tuple[NumberReading, DigitReading]:
+    """An ink map (from :func:`~digitlab.data.pictures.ink_image`) -> (the number, the whole picture as one digit).
+
+    The second reading is what :func:`~digitlab.data.pictures.load_digit` plus the model give; it is
+    the number's only digit when the picture holds one digit (or with ``single``).
+    """
+    from scipy import ndimage
+
+    from digitlab.data.pictures import digit_from_ink
+
+    names = [str(n) for n in predictor.labels]
+    if names != [str(i) for i in range(10)]:
+        single = True  # not a digit model (Fashion-MNIST...): there is no number to read
+    ink = np.asarray(ink, dtype=np.float32)
+    whole_image = digit_from_ink(ink)  # raises ImageError when blank, as load_digit does
+    full_box = _ink_box(ink)
+    if ink.shape == whole_image.shape and np.array_equal(np.round(ink * 255.0), whole_image):
+        single = True  # already a 28x28 model input (an MNIST digit, a saved input): one digit
+    groups: list[_Group] = []
+    if not single:
+        labels, _ = ndimage.label(ink > 0, structure=np.ones((3, 3), bool))
+        groups = _groups(labels, ink)
+    if not groups:
+        probs = _predict(predictor, [whole_image])
+        chosen = [(whole_image, full_box, probs[0])]
+        return _finish(chosen, 1.0, whole_image, probs[0], full_box, scale, names, reject)
+
+    line = _line_height(groups)
+    full_box = (min(g.x0 for g in groups), min(g.y0 for g in groups), max(g.x1 for g in groups),
+                max(g.y1 for g in groups))
+    # round 1: every group as it stands (and the whole picture, the single-digit reading)
+    pieces: list[_Piece] = []
+    images = [whole_image]
+    slices: list[tuple[int, _Cut | None]] = []
+    first_slice = []
+    for gi, g in enumerate(groups):
+        first_slice.append(len(slices))
+        slices.append((gi, None))
+        made = _piece_ink(ink, labels, [g], None, None)
+        if len(groups) == 1:  # the group is the picture: read it as load_digit does
+            pieces.append(_Piece(gi, gi + 1, whole_image, full_box, _prior(full_box, line), 0))
+            continue
+        image = _digit(made[0]) if made else None
+        if image is not None:
+            pieces.append(_Piece(gi, gi + 1, image, made[1], _prior(made[1], line), len(images)))
+            images.append(image)
+    probs = _predict(predictor, images)
+    sure = {pc.start: float(probs[pc.row].max()) for pc in pieces}
+
+    # round 2: cuts inside the groups that may hold several digits, joins of the unsure neighbours
+    def small(g: _Group) -> bool:
+        return g.height < 0.6 * line
+
+    cut_groups = [gi for gi, g in enumerate(groups)
+                  if g.width > WIDE * g.height or (sure.get(gi, 0.0) < SURE and g.width >= 0.4 * min(g.height, line))]
+    joinable = set()
+    for gi in range(len(groups) - 1):
+        a, b = groups[gi], groups[gi + 1]
+        if max(0, b.x0 - a.x1) > MAX_JOIN_GAP * line:
+            continue
+        close = max(0, b.x0 - a.x1) < NEAR * line  # closer than digits are written: maybe one
+        if close or sure.get(gi, 0.0) < SURE or sure.get(gi + 1, 0.0) < SURE or small(a) or small(b):
+            joinable.add(gi)
+    slices = []
+    for gi, g in enumerate(groups):
+        slices.append((gi, None))
+        if gi in cut_groups:
+            slices += [(gi, c) for c in _cuts(ink, labels, g, line)]
+    n = len(slices)
+    start_of = {}
+    for k, (gi, cut) in enumerate(slices):
+        if cut is None:
+            start_of[gi] = k
+    for pc in pieces:  # round 1's pieces, in slice numbers
+        pc.start, pc.stop = start_of[pc.start], (start_of[pc.stop] if pc.stop < len(groups) else n)
+    done = {(pc.start, pc.stop) for pc in pieces}
+    for i in range(n):
+        for j in range(i + 1, min(n, i + MAX_SPAN) + 1):
+            if (i, j) in done or (i == 0 and j == n):
+                continue
+            g0, g1 = slices[i][0], slices[j - 1][0]
+            if any(gi not in joinable for gi in range(g0, g1)):
+                continue
+            made = _span(ink, labels, groups, slices, i, j, line)
+            if made is None:
+                continue
+            part, box, join_cost = made
+            image = _digit(part)
+            if image is None:
+                continue
+            pieces.append(_Piece(i, j, image, box, _prior(box, line) - join_cost, len(images)))
+            images.append(image)
+    if len(groups) - 1 == len(joinable) and n <= MAX_SPAN + 1:
+        joined = _join_cost(groups, 0, len(groups) - 1, line)
+        if joined is not None:
+            pieces.append(_Piece(0, n, whole_image, full_box, _prior(full_box, line) - joined, 0))
+    if len(images) > len(probs):
+        probs = np.concatenate([probs, _predict(predictor, images[len(probs):])])
+
+    scores = []
+    for pc in pieces:
+        score = float(np.log(max(float(probs[pc.row].max()), 1e-12))) + pc.prior
+        cut = slices[pc.start][1]
+        if cut is not None:  # the cut at a piece's left end is paid by the piece
+            score -= cut.cost
+        scores.append(score)
+    best = np.full(n + 1, -np.inf)
+    total = np.full(n + 1, -np.inf)
+    best[0] = total[0] = 0.0
+    back: list[int] = [-1] * (n + 1)
+    ending: dict[int, list[int]] = {}
+    for k, pc in enumerate(pieces):
+        ending.setdefault(pc.stop, []).append(k)
+    for j in range(1, n + 1):
+        for k in ending.get(j, []):
+            v = best[pieces[k].start] + scores[k]
+            if v > best[j]:
+                best[j], back[j] = v, k
+            total[j] = np.logaddexp(total[j], total[pieces[k].start] + scores[k])
+    if not np.isfinite(best[n]):  # no way through (a piece without ink): the picture as one digit
+        return _finish([(whole_image, full_box, probs[0])], 1.0, whole_image, probs[0], full_box,
+                       scale, names, reject)
+    path = []
+    j = n
+    while j > 0:
+        path.append(back[j])
+        j = pieces[back[j]].start
+    path.reverse()
+    certainty = float(np.exp(best[n] - total[n]))
+    if len(path) > MAX_DIGITS:
+        certainty = 0.0  # more than a line of digits: read, but not trusted
+    chosen = [(pieces[k].image, pieces[k].box, probs[pieces[k].row]) for k in path]
+    return _finish(chosen, certainty, whole_image, probs[0], full_box, scale, names, reject)
+
+
+def _predict(predictor, images: list[np.ndarray]) -> np.ndarray:
+    return np.asarray(predictor.predict_proba(np.stack(images)), dtype=np.float32)
+
+
+def _digit(part: np.ndarray) -> np.ndarray | None:
+    from digitlab.data.pictures import digit_from_ink
+    from digitlab.errors import ImageError
+
+    try:
+        return digit_from_ink(part)
+    except ImageError:
+        return None
+
+
+def _finish(chosen, certainty, whole_image, whole_probs, full_box, scale, names, reject):
+    shown = [image for image, _, _ in chosen]
+    scores, threshold = _digit_scores(np.stack([whole_image, *shown]))
+    whole = _reading(0, whole_probs, names, whole_image, full_box, scale, scores[0], threshold, reject)
+    digits = [_reading(i, p, names, image, box, scale, scores[1 + i], threshold, reject)
+              for i, (image, box, p) in enumerate(chosen)]
+    return _number(digits, certainty), whole
+
+
+def _ink_box(ink: np.ndarray) -> tuple[int, int, int, int]:
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    if not len(rows):
+        return (0, 0, ink.shape[1], ink.shape[0])
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def _join_cost(groups: list[_Group], first: int, last: int, line: float) -> float | None:
+    """What joining groups first..last into one digit costs (None: too far apart)."""
+    cost = 0.0
+    for a, b in zip(groups[first:last], groups[first + 1 : last + 1], strict=True):
+        gap = max(0, b.x0 - a.x1) / max(1.0, line)
+        if gap > MAX_JOIN_GAP:
+            return None
+        cost += GAP_COST * gap + CUT_COST
+    return cost
+
+
+def _span(ink, labels, groups, slices, i, j, line):
+    """The ink of slices i..j-1 as one piece: (ink crop, box, join cost) or None when not allowed."""
+    g0, left = slices[i]
+    g1 = slices[j - 1][0]
+    right = slices[j][1] if j < len(slices) and slices[j][0] == g1 else None
+    join = _join_cost(groups, g0, g1, line)
+    if join is None:
+        return None
+    made = _piece_ink(ink, labels, groups[g0 : g1 + 1], left, right)
+    if made is None:
+        return None
+    part, box = made
+    return part, box, join
+
+
+def read_number(source: str | os.PathLike | bytes | np.ndarray, predictor, *, single: bool = False,
+                reject: bool = True, max_pixels: int | None = None) -> NumberReading:
+    """Read the number written in a picture (path, bytes, numpy array or PIL image) with ``predictor``.
+
+    Up to :data:`MAX_DIGITS` digits on one line, left to right; ``text`` keeps leading zeros
+    ("007"). ``single=True`` reads the picture as one digit (what :func:`load_digit` and the model
+    give). ``reject=False`` keeps the class of pieces the not-a-digit detector refuses. Raises
+    :class:`~digitlab.errors.ImageError` for what is not a picture, too large, or blank.
+    """
+    from digitlab.data.pictures import MAX_PIXELS, ink_image
+
+    ink, scale = ink_image(source, MAX_PIXELS if max_pixels is None else max_pixels)
+    number, _ = read_ink(ink, scale, predictor, single=single, reject=reject)
+    return number
+
+
+def read_files(predictor, results: list, save_inputs: str | os.PathLike | None, top: int = 3,
+               reject: bool = True) -> list:
+    """Fill :class:`~digitlab.inference.predictor.FilePrediction` s by reading each picture as a number.
+
+    A one-digit number fills the one-digit fields exactly as the single-digit reading does; a longer
+    one leaves ``label`` empty and puts the number in ``name`` (its confidence in ``probability``).
+    ``save_inputs`` gets ``<stem>.png`` for a one-digit picture, ``<stem>-1.png``... per digit otherwise.
+    """
+    from pathlib import Path
+
+    from digitlab.data.formats import atomic_write_bytes
+    from digitlab.data.pictures import ink_image
+    from digitlab.errors import DigitlabError
+    from digitlab.inference.predictor import _png_bytes, _unique_name
+
+    taken: set[str] = set()
+    for r in results:
+        try:
+            ink, scale = ink_image(r.path)
+            number, _ = read_ink(ink, scale, predictor, reject=reject)
+        except DigitlabError as e:
+            r.error = str(e)
+            continue
+        r.number, r.number_confidence, r.digits = number.text, number.confidence, number.digits
+        r.is_digit = number.is_digit
+        r.digit_score = min((float(d.digit_score) for d in number.digits), default=0.0)
+        if len(number.digits) == 1:
+            d = number.digits[0]
+            r.label, r.name, r.probability = d.index, d.label, float(d.confidence)
+            p = np.asarray(d.probabilities)
+            r.top = [(int(c), str(predictor.labels[int(c)]), float(p[c]))
+                     for c in np.argsort(-p, kind="stable")[:top]]
+        else:
+            r.name, r.probability = number.text, float(number.confidence)
+        if save_inputs is not None:
+            folder = Path(save_inputs)
+            stems = [r.path.stem] if len(number.digits) == 1 else [
+                f"{r.path.stem}-{i + 1}" for i in range(len(number.digits))]
+            for stem, d in zip(stems, number.digits, strict=True):
+                path = atomic_write_bytes(_unique_name(folder, stem, taken), _png_bytes(d.image))
+                r.input_path = r.input_path or path
+    return results

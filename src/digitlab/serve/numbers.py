@@ -1,0 +1,76 @@
+"""The API's number fields: ``number``, ``number_confidence`` and ``digits`` of a prediction.
+
+A picture is read as what is written (:func:`digitlab.inference.numbers.read_ink`): one digit or a
+number. The single-digit fields of the answer (label, probabilities, input...) stay what they were:
+the picture read as one digit; the number fields say what is written. With ``?single=1`` the
+picture is one digit and the number fields repeat it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import numpy as np
+from starlette.exceptions import HTTPException
+
+from digitlab.errors import DigitlabError
+
+INLINE_DECODE_BYTES = 64_000  # smaller pictures are read on the event loop, larger ones in a thread
+
+
+def _http_error(e: DigitlabError) -> HTTPException:
+    text = str(e)
+    prefix = "the given data"  # how the pictures module names bytes; over HTTP they are the upload
+    if text.startswith(prefix):
+        text = "the upload" + text[len(prefix):]
+    return HTTPException(_status(e), text)
+
+
+def _status(e: DigitlabError) -> int:
+    """The status /api/predict has always given this error (the server's own mapping), else its http_status."""
+    try:
+        from digitlab.serve.app import _image_error_status
+    except ImportError:
+        return int(getattr(e, "http_status", 422))
+    from digitlab.errors import ImageError
+
+    return _image_error_status(e) if isinstance(e, ImageError) else int(getattr(e, "http_status", 422))
+
+
+def read_picture(model, data: bytes, single: bool, reject: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
+    """Picture bytes -> (the picture as one 28x28 input, exactly load_digit's; the number fields)."""
+    from digitlab.data.pictures import ink_image
+    from digitlab.inference.numbers import read_ink
+
+    if not data:
+        raise HTTPException(422, "the body is empty; send a picture of a digit")
+    try:
+        ink, scale = ink_image(data, model.max_pixels)
+        number, whole = read_ink(ink, scale, model.predictor, single=single, reject=reject)
+    except DigitlabError as e:
+        raise _http_error(e) from None
+    return np.asarray(whole.image, dtype=np.uint8), fields(number)
+
+
+async def read_picture_async(model, data: bytes, single: bool, reject: bool = True):
+    if len(data) <= INLINE_DECODE_BYTES:
+        return read_picture(model, data, single, reject)
+    return await anyio.to_thread.run_sync(read_picture, model, data, single, reject)
+
+
+def fields(number) -> dict[str, Any]:
+    return {"number": number.text, "number_confidence": float(number.confidence),
+            "digits": [d.to_dict(with_image=True) for d in number.digits]}
+
+
+def single_fields(result: dict[str, Any]) -> dict[str, Any]:
+    """The number fields of a one-digit answer (JSON pixels, ``?single=1``): the digit itself."""
+    probs = result["probabilities"]
+    digit = {"index": result["label"], "label": result["name"], "confidence": result["confidence"],
+             "probabilities": probs,
+             "top": [{"index": t["label"], "label": t["name"], "probability": t["probability"]}
+                     for t in result["top3"]],
+             "is_digit": result.get("is_digit", True), "digit_score": result.get("digit_score", 1.0),
+             "box": None, "input": result["input"]}
+    return {"number": result["name"], "number_confidence": result["confidence"], "digits": [digit]}
