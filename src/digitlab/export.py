@@ -111,7 +111,7 @@ def parity_images(config: dict, data_dir: str | os.PathLike | None = None,
 def _labels_for(config: dict) -> list[str]:
     if config.get("labels"):
         return [str(s) for s in config["labels"]]
-    from digitlab.data.datasets import DATASETS
+    from digitlab.data.registry import DATASETS
 
     ds = DATASETS.get(config.get("dataset", "mnist"))
     return list(ds.classes) if ds else [str(i) for i in range(10)]

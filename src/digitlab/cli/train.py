@@ -58,7 +58,8 @@ def _start_loading(resume: str | None, dataset: str | None, data_dir: str | None
             name = json.loads((Path(resume) / "config.json").read_text()).get("dataset", "mnist")
         except (OSError, ValueError, AttributeError):
             return None  # train() reports the bad run folder
-    from digitlab.data.datasets import load_data, locate
+    from digitlab.data.datasets import load_data
+    from digitlab.data.locate import locate
     from digitlab.errors import DigitlabError
 
     try:

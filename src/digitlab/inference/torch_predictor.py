@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from digitlab.data.datasets import DATASETS
 from digitlab.data.preprocess import image_batch
+from digitlab.data.registry import DATASETS
 from digitlab.runs import load_model, read_metrics
 
 
