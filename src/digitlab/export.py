@@ -229,7 +229,8 @@ def export_onnx(
     import torch
 
     from digitlab.data.formats import atomic_write_bytes
-    from digitlab.runs import load_model, read_metrics
+    from digitlab.models import load_model
+    from digitlab.runs import read_metrics
 
     if exporter not in EXPORTERS:
         raise ExportError(f"unknown exporter {exporter!r}; choose one of: {', '.join(EXPORTERS)}")

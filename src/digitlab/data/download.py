@@ -13,6 +13,10 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.text import Text
+
 from digitlab import __version__
 from digitlab.data.formats import ChecksumError, atomic_open, check_sha256, read_file_bytes
 from digitlab.data.locate import Source, cache_dir, where_to_put
@@ -28,14 +32,10 @@ def notices(quiet: bool):
     """A rich console on stderr for download notices, or None when ``quiet``."""
     if quiet:
         return None
-    from rich.console import Console
-
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def yellow(text: str):
-    from rich.text import Text
-
+def yellow(text: str) -> Text:
     return Text(text, style="yellow")
 
 
@@ -153,15 +153,6 @@ def download(
     console = notices(quiet)
     progress = None
     if console is not None and console.is_terminal:  # a bar only where someone watches; notices always
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
-
         progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                             TransferSpeedColumn(), TimeRemainingColumn(), console=console, transient=True)
     problems: list[str] = []

@@ -10,7 +10,8 @@ import torch
 
 from digitlab.data.preprocess import image_batch
 from digitlab.data.registry import DATASETS
-from digitlab.runs import load_model, read_metrics
+from digitlab.models import load_model
+from digitlab.runs import read_metrics
 
 
 class TorchPredictor:
