@@ -1,7 +1,8 @@
-"""Inference on arrays or images -> labels + probabilities.
+"""Inference on arrays or images -> labels + probabilities: the :class:`Predictor` protocol, loading
+one, and predicting the digit of picture files.
 
 Works from a run folder (PyTorch) or an exported ``.onnx`` file (onnxruntime, no PyTorch needed).
-This module imports neither torch nor onnxruntime at the top.
+This module imports neither torch nor onnxruntime.
 """
 
 from __future__ import annotations
@@ -9,11 +10,18 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+from PIL import Image
+
+from digitlab.data.formats import atomic_write_bytes
+from digitlab.data.pictures import find_images, load_digit
+from digitlab.data.preprocess import check_images
+from digitlab.errors import DigitlabError, ImageError
+from digitlab.inference.reading import DigitReading, read_digit
 
 
 class Predictor(Protocol):
@@ -23,6 +31,8 @@ class Predictor(Protocol):
     config: dict         # the run's config.json (or the ONNX metadata's copy of it)
     metrics: dict | None  # the run's metrics.json, if any
     labels: list[str]    # class names, index = class id
+    architecture: list[dict]  # Keras-like summary rows: name, kind, output_shape, params (empty if unknown)
+    parameters: int | None    # parameter count, if known
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         """(N, 28, 28) uint8 [0, 255] or float32 [0, 1] -> (N, 10) float32 probabilities."""
@@ -36,6 +46,7 @@ class Predictor(Protocol):
 def load_predictor(path: str | os.PathLike, device: str = "cpu") -> Predictor:
     """A run folder -> TorchPredictor; a ``.onnx`` file -> OnnxPredictor."""
     path = Path(path)
+    # each implementation loads only when asked for: ONNX inference never imports torch
     if path.suffix.lower() == ".onnx":
         from digitlab.inference.onnx_predictor import OnnxPredictor
 
@@ -50,11 +61,7 @@ DEFAULT_BATCH = 4096
 
 def predict_proba(predictor: Predictor, images: np.ndarray, batch_size: int = DEFAULT_BATCH) -> np.ndarray:
     """Probabilities ``(N, K)`` for ``(N, 28, 28)`` images, asked for in batches of ``batch_size``."""
-    images = np.asarray(images)
-    if images.ndim == 2:
-        images = images[None]
-    if images.ndim != 3 or images.shape[1:] != (28, 28):
-        raise ValueError(f"expected images of shape (N, 28, 28), got {images.shape}")
+    images = check_images(images)
     parts = [np.asarray(predictor.predict_proba(images[i : i + batch_size]), dtype=np.float32)
              for i in range(0, len(images), batch_size)]
     if not parts:
@@ -70,19 +77,36 @@ def predict_arrays(predictor: Predictor, images: np.ndarray) -> tuple[np.ndarray
 
 @dataclass
 class FilePrediction:
-    """The model's answer for one picture, or why there is none (``error``)."""
+    """The model's answer for one picture (its :class:`DigitReading`), or why there is none (``error``)."""
 
     path: Path
-    label: int | None = None         # predicted class id
-    name: str | None = None          # its class name
-    probability: float | None = None  # probability of the predicted class
-    top: list[tuple[int, str, float]] = field(default_factory=list)  # best 3: (class, name, probability)
+    reading: DigitReading | None = None  # what the model read (None with ``error``)
     input_path: Path | None = None   # where the 28x28 input was saved (``save_inputs``)
     error: str | None = None         # why the picture could not be read (then no prediction)
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def label(self) -> int | None:
+        """The predicted class id."""
+        return None if self.reading is None else self.reading.index
+
+    @property
+    def name(self) -> str | None:
+        """Its class name."""
+        return None if self.reading is None else self.reading.label
+
+    @property
+    def probability(self) -> float | None:
+        """The probability of the predicted class."""
+        return None if self.reading is None else self.reading.confidence
+
+    @property
+    def top(self) -> list[tuple[int, str, float]]:
+        """The best classes: (class, name, probability)."""
+        return [] if self.reading is None else self.reading.top
 
     def to_dict(self) -> dict:
         return {
@@ -97,8 +121,6 @@ class FilePrediction:
 
 
 def _png_bytes(image: np.ndarray) -> bytes:
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(np.asarray(image, dtype=np.uint8), mode="L").save(buf, format="PNG")
     return buf.getvalue()
@@ -130,10 +152,6 @@ def predict_files(
     ``save_inputs``: a folder where the 28x28 image the model actually saw is written as
     ``<stem>.png`` for each picture (``<stem>_2.png``... when two pictures share a name).
     """
-    from digitlab.data.formats import atomic_write_bytes
-    from digitlab.data.pictures import find_images, load_digit
-    from digitlab.errors import DigitlabError, ImageError
-
     files = find_images(list(paths))
     if not files:
         raise ImageError(f"no images found in {', '.join(str(p) for p in paths)}")
@@ -151,10 +169,7 @@ def predict_files(
         for r, image in zip(good, inputs, strict=True):
             r.input_path = atomic_write_bytes(_unique_name(folder, r.path.stem, taken), _png_bytes(image))
     if good:
-        labels, probs = predict_arrays(predictor, np.stack(inputs))
         names = list(predictor.labels)
-        for r, label, p in zip(good, labels, probs, strict=True):
-            best = np.argsort(-p, kind="stable")[:top]
-            r.label, r.name, r.probability = int(label), names[int(label)], float(p[label])
-            r.top = [(int(c), names[int(c)], float(p[c])) for c in best]
+        for r, p, image in zip(good, predict_proba(predictor, np.stack(inputs)), inputs, strict=True):
+            r.reading = read_digit(p, names, top, image=image)
     return results

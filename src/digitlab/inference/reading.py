@@ -60,3 +60,18 @@ class NumberReading:
             "is_digit": self.is_digit,
             "digits": [d.to_dict(with_image=with_images) for d in self.digits],
         }
+
+
+def top_classes(probabilities: np.ndarray, labels: list[str], k: int = 3) -> list[tuple[int, str, float]]:
+    """The ``k`` most likely classes, most likely first (ties: the lower class id first)."""
+    p = np.asarray(probabilities)
+    return [(int(c), labels[int(c)], float(p[c])) for c in np.argsort(-p, kind="stable")[:k]]
+
+
+def read_digit(probabilities: np.ndarray, labels: list[str], top: int = 3, image: np.ndarray | None = None,
+               box: tuple[int, int, int, int] | None = None) -> DigitReading:
+    """The :class:`DigitReading` of one softmax output ``(K,)``: its most likely class and the ``top`` best."""
+    p = np.asarray(probabilities, dtype=np.float32)
+    index = int(p.argmax())
+    return DigitReading(index=index, label=labels[index], confidence=float(p[index]), probabilities=p,
+                        top=top_classes(p, labels, top), box=box, image=image)
