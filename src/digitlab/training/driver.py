@@ -1,6 +1,7 @@
 """The epoch driver both engines train through: one loop a reader can hold in their head.
 
-Each epoch draws one permutation of the training set from one seeded RNG, hands it to the engine in
+Each epoch the engine draws the epoch's permutation of the training set from the seed (the native
+engine with :func:`permutation`, the torch engine with its own generator), the driver hands it back in
 spans of steps with each step's learning-rate factor, checks Ctrl-C and draws the progress line in
 between, then writes the history row, keeps the best weights for early stopping and calls the hook.
 The engine (:class:`Steps`) only runs steps and reports; it never sees the bookkeeping.
@@ -35,8 +36,8 @@ class Resume:
 
 
 def permutation(seed: int, epoch: int, n: int) -> np.ndarray:
-    """The order in which ``epoch`` (0-based) visits the ``n`` training samples: the same for every
-    engine, every rank and every resume."""
+    """The order in which ``epoch`` (0-based) visits the ``n`` training samples (numpy's generator):
+    the same for every rank and every resume."""
     return np.random.default_rng(epoch_seed(seed, epoch)).permutation(n)
 
 
@@ -45,7 +46,8 @@ class Steps(Protocol):
 
     chunk: int  # steps per call of :meth:`train`: Ctrl-C and the progress line are looked at in between
 
-    def start_epoch(self, epoch: int) -> None: ...
+    def start_epoch(self, epoch: int, n: int) -> np.ndarray:
+        """Get ready for ``epoch`` (0-based) and return the order in which it visits the ``n`` samples."""
     def train(self, idx: np.ndarray, lr_factors: np.ndarray) -> None:
         """Steps over the samples ``idx`` in batches of ``batch_size``, step i at the base learning rate
         times ``lr_factors[i]``."""
@@ -68,9 +70,8 @@ def run_epochs(engine: Steps, opts: Any, n: int, *, quiet: bool = False, resume:
     progress = Progress(opts.epochs, steps, quiet)
     with SigintGuard(active=sigint) as guard:
         for epoch in range(book.start_epoch, opts.epochs):
-            perm = permutation(opts.seed, epoch, n)
+            perm = engine.start_epoch(epoch, n)
             factors = book.lr_factors(epoch, steps)
-            engine.start_epoch(epoch)
             progress.start_epoch(epoch)
             for s0 in range(0, steps, engine.chunk):
                 if guard.stop:
