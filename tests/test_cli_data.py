@@ -13,8 +13,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from digitlab.cli import app, main
-from digitlab.data.datasets import DATASETS, FILES, Dataset
 from digitlab.data.formats import write_idx
+from digitlab.data.registry import DATASETS, FILES, Dataset
 
 runner = CliRunner()
 

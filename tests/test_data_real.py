@@ -8,9 +8,12 @@ import shutil
 import numpy as np
 import pytest
 
-from digitlab.data.datasets import DATASETS, FILES, load_data, load_dataset, locate, split_info
+from digitlab.data.datasets import load_data, load_dataset
 from digitlab.data.formats import idx_bytes, write_npz
+from digitlab.data.locate import locate
 from digitlab.data.preprocess import split_indices, to_float, train_val_split
+from digitlab.data.registry import DATASETS, FILES
+from digitlab.data.reports import split_info
 
 pytestmark = pytest.mark.realdata
 

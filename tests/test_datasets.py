@@ -12,24 +12,12 @@ import pytest
 from conftest import isolate_data_env
 from PIL import Image
 
-from digitlab.data import datasets
-from digitlab.data.datasets import (
-    DATASETS,
-    FILES,
-    Dataset,
-    cache_dir,
-    describe_arrays,
-    extract_pngs,
-    first_samples,
-    get_dataset,
-    keras_dir,
-    load_data,
-    load_dataset,
-    locate,
-    split_info,
-    where_to_put,
-)
+from digitlab.data import registry
+from digitlab.data.datasets import load_data, load_dataset
 from digitlab.data.formats import idx_bytes, write_idx, write_npz
+from digitlab.data.locate import cache_dir, keras_dir, locate, where_to_put
+from digitlab.data.registry import DATASETS, FILES, Dataset, get_dataset
+from digitlab.data.reports import describe_arrays, extract_pngs, first_samples, split_info
 from digitlab.errors import ConfigError, DataError, FormatError
 
 TINY = "tiny"
@@ -305,7 +293,7 @@ def test_cache_npz(tmp_path, tiny):
 
 @pytest.fixture
 def tiny_keras(tiny, monkeypatch):
-    monkeypatch.setitem(datasets.KERAS_FILES, TINY, "tiny.npz")
+    monkeypatch.setitem(registry.KERAS_FILES, TINY, "tiny.npz")
     return tiny
 
 

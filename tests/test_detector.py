@@ -15,7 +15,8 @@ from conftest import cli
 from PIL import Image
 
 from digitlab.data.pictures import load_digit
-from digitlab.inference.detector import THRESHOLD, digit_scores, read_digit, readings
+from digitlab.inference.detector import THRESHOLD, digit_scores, readings
+from digitlab.inference.predictor import read_digit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import detector_data as D  # noqa: E402

@@ -170,7 +170,8 @@ def test_two_ranks_write_one_run_with_identical_weights(ddp_run):
 
 def test_two_ranks_learn_like_one_process(ddp_run, subset_dir, tmp_path):
     """Same global batch (32 = 2 x 16), same seed: the same accuracy as a single process."""
-    from digitlab.training.torch_engine import TrainConfig, train
+    from digitlab.config import TrainConfig
+    from digitlab.training.job import train
 
     run, _, _ = ddp_run
     single = train(TrainConfig.from_preset("tutorial", epochs=EPOCHS), tmp_path / "single", data_dir=subset_dir,

@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 from conftest import isolate_data_env
 
-from digitlab.data.datasets import DATASETS, FILES, Dataset, load_data, load_dataset
+from digitlab.data.datasets import load_data, load_dataset
 from digitlab.data.formats import idx_bytes, write_npz
+from digitlab.data.registry import DATASETS, FILES, Dataset
 from digitlab.errors import DataError, DownloadError
 
 TINY = "tiny"
@@ -297,11 +298,11 @@ def test_progress_bar_on_a_terminal(server, arrays, cache, monkeypatch):
 
     from rich.console import Console
 
-    from digitlab.data import datasets
+    from digitlab.data import download
 
     screen = io.StringIO()
     console = Console(file=screen, force_terminal=True, width=120, highlight=False, soft_wrap=True)
-    monkeypatch.setattr(datasets, "_console", lambda quiet: None if quiet else console)
+    monkeypatch.setattr(download, "notices", lambda quiet: None if quiet else console)
     assert_arrays(load_data(TINY, mirrors=[server.mirror("cut"), server.mirror("good")]), arrays)
     text = screen.getvalue()
     assert f"Downloading {FILES[0]} from {server.url}/cut/{FILES[0]}" in text
@@ -312,9 +313,9 @@ def test_progress_bar_on_a_terminal(server, arrays, cache, monkeypatch):
 
 
 def test_oversized_download_is_cut_off(server, cache, monkeypatch):
-    from digitlab.data import datasets
+    from digitlab.data import download
 
-    monkeypatch.setattr(datasets, "MAX_DOWNLOAD_BYTES", 1000)
+    monkeypatch.setattr(download, "MAX_DOWNLOAD_BYTES", 1000)
     with pytest.raises(DownloadError) as e:
         load_data(TINY, mirrors=[server.mirror("good")], quiet=True)
     assert str(e.value).startswith(

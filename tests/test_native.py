@@ -16,7 +16,7 @@ from conftest import synthetic_digits
 from digitlab import runs
 from digitlab.config import TrainConfig
 from digitlab.errors import ConfigError
-from digitlab.models import build_model
+from digitlab.models import build_model, load_model
 from digitlab.training import native
 from digitlab.training.job import Interrupted, choose_engine, train
 from digitlab.training.native import NativeCNN, NativeEngine, NativeMLP
@@ -150,7 +150,7 @@ def test_native_run_folder_loads_in_torch_and_predicts_the_same(synth_dir, tmp_p
     result = train(cfg, tmp_path / "run", data_dir=synth_dir, quiet=True, plots=False)
     assert result.metrics["engine"] == "native" and result.metrics["params"] == params
     assert result.metrics["test_accuracy"] > 0.9
-    model, config = runs.load_model(tmp_path / "run")
+    model, config = load_model(tmp_path / "run")
     assert config["fit"]["engine"] == "auto"
     x, _ = synthetic_digits(64, 9)
     with torch.no_grad():

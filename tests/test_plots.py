@@ -139,7 +139,7 @@ def test_misclassified_gallery_titles(tmp_path):
 
 
 def test_first_layer_weights_mlp_has_128_tiles(mlp_run, tmp_path):
-    from digitlab.runs import load_model
+    from digitlab.models import load_model
 
     model, _ = load_model(mlp_run)
     fig = plots.first_layer_weights(model)

@@ -49,7 +49,7 @@ class CountingPredictor:
 
 
 def test_predict_arrays_matches_the_model(mlp_run):
-    from digitlab.runs import load_model
+    from digitlab.models import load_model
 
     predictor = load_predictor(mlp_run)
     x = np.random.default_rng(0).integers(0, 256, (20, 28, 28)).astype(np.uint8)

@@ -13,18 +13,11 @@ from conftest import default_sigint, synthetic_digits
 from typer.testing import CliRunner
 
 from digitlab.cli import app
+from digitlab.config import OPTIMIZER_DEFAULTS, SCHEDULES, FitOptions, TrainConfig
 from digitlab.errors import ConfigError
-from digitlab.models import build_model
-from digitlab.runs import load_model
-from digitlab.training.torch_engine import (
-    OPTIMIZER_DEFAULTS,
-    SCHEDULES,
-    FastMLPStep,
-    FitOptions,
-    TrainConfig,
-    fit,
-    train,
-)
+from digitlab.models import build_model, load_model
+from digitlab.training.job import train
+from digitlab.training.torch_engine import FastMLPStep, fit
 
 
 def small_xy(n=512, seed=0):
@@ -141,7 +134,7 @@ def test_early_stopping_restores_the_best_weights():
     assert hist.stopped_early and len(hist.rows) < 30
     best = min(r["val_loss"] for r in hist.rows)
     assert hist.rows[hist.best_epoch - 1]["val_loss"] == best
-    from digitlab.training.torch_engine import evaluate_tensors
+    from digitlab.models import evaluate_tensors
 
     loss, _ = evaluate_tensors(model, torch.from_numpy(xv), torch.from_numpy(yv))
     assert loss == pytest.approx(best, rel=1e-5)

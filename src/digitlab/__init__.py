@@ -23,7 +23,7 @@ _LAZY = {
     "load_data": "digitlab.data.datasets",
     "train_val_split": "digitlab.data.preprocess",
     "to_float": "digitlab.data.preprocess",
-    "build_model": "digitlab.models",
+    "build_model": "digitlab.training.keras_model",
     "summary_text": "digitlab.models",
     "count_params": "digitlab.models",
     "fit": "digitlab.training.torch_engine",
@@ -32,10 +32,11 @@ _LAZY = {
     "explain": "digitlab.inference.explain",
     "TrainConfig": "digitlab.config",
     "FitOptions": "digitlab.config",
-    "load_model": "digitlab.runs",
+    "load_model": "digitlab.models",
     "load_predictor": "digitlab.inference.predictor",
     "load_digit": "digitlab.data.pictures",
     "read_number": "digitlab.inference.numbers",
+    "read_digit": "digitlab.inference.predictor",
     "to_mnist": "digitlab.data.pictures",
 }
 

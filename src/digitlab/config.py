@@ -1,4 +1,5 @@
-"""What a training run is asked to do: fit options, presets, the whole run's config (no torch here).
+"""What a training run is asked to do: each model's option schema, fit options, presets, the whole
+run's config (no torch here).
 
 The CLI builds and checks a :class:`TrainConfig` before choosing an engine, so a bad option is
 reported before anything heavy is imported or any file is written.
@@ -9,10 +10,12 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from digitlab import __version__
+from digitlab.data.registry import get_dataset
 from digitlab.errors import ConfigError
 
 # Keras's default hyper-parameters for each optimizer the tutorial names.
@@ -81,8 +84,11 @@ class FitOptions:
         return asdict(self)
 
 
-ACTIVATION_NAMES = ("relu", "sigmoid", "tanh", "gelu")
 ENGINES = ("auto", "native", "torch")
+
+# Activation names, each with the torch.nn layer that computes it (models builds it by that name).
+ACTIVATIONS: dict[str, str] = {"relu": "ReLU", "sigmoid": "Sigmoid", "tanh": "Tanh", "gelu": "GELU"}
+ACTIVATION_NAMES = tuple(ACTIVATIONS)
 
 
 def cpu_cores() -> int:
@@ -92,6 +98,11 @@ def cpu_cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def threads_per_rank(local_world_size: int) -> int:
+    """CPU threads for each of ``local_world_size`` processes sharing this machine (at least 1)."""
+    return max(1, cpu_cores() // max(1, local_world_size))
+
+
 def check_device_name(name: str) -> None:
     """A device name's spelling; whether that device exists is the torch engine's question."""
     if name in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", name):
@@ -99,23 +110,60 @@ def check_device_name(name: str) -> None:
     raise ConfigError(f"unknown device {name!r}; choose auto, cpu, cuda or mps")
 
 
+# --- each model's options: checked, defaults filled in (what config.json records) --------
+
+def _classes(options: dict[str, Any], num_classes: int) -> dict[str, Any]:
+    if num_classes != 10:
+        options["num_classes"] = num_classes
+    return options
+
+
+def _dropout(dropout: float) -> float:
+    if not 0.0 <= dropout < 1.0:
+        raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
+    return dropout
+
+
 def mlp_options(hidden: Sequence[int] = (128, 64), activation: str = "relu", dropout: float = 0.0,
                 num_classes: int = 10) -> dict[str, Any]:
-    """The MLP's options checked and with defaults filled in (what config.json records)."""
+    """The MLP: Flatten -> Dense(h, activation) for each h in ``hidden`` -> Dense(num_classes)."""
     try:
         hidden = [int(h) for h in hidden]
     except (TypeError, ValueError):
         raise ConfigError(f"hidden sizes must be positive integers, got {hidden}") from None
     if not hidden or any(h <= 0 for h in hidden):
         raise ConfigError(f"hidden sizes must be positive integers, got {hidden}")
-    if not 0.0 <= dropout < 1.0:
-        raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
-    if activation not in ACTIVATION_NAMES:
-        raise ConfigError(f"unknown activation {activation!r}; choose one of: {', '.join(ACTIVATION_NAMES)}")
-    options: dict[str, Any] = {"hidden": hidden, "activation": activation, "dropout": dropout}
-    if num_classes != 10:
-        options["num_classes"] = num_classes
-    return options
+    dropout = _dropout(dropout)
+    if activation not in ACTIVATIONS:
+        raise ConfigError(f"unknown activation {activation!r}; choose one of: {', '.join(ACTIVATIONS)}")
+    return _classes({"hidden": hidden, "activation": activation, "dropout": dropout}, num_classes)
+
+
+def cnn_options(num_classes: int = 10) -> dict[str, Any]:
+    """The tutorial's CNN has no options besides its number of classes."""
+    return _classes({}, num_classes)
+
+
+def cnn_bn_options(dropout: float = 0.25, num_classes: int = 10) -> dict[str, Any]:
+    """The batch-normalised CNN of ``--preset best``: its dropout rate."""
+    return _classes({"dropout": _dropout(dropout)}, num_classes)
+
+
+MODEL_OPTIONS: dict[str, Callable[..., dict[str, Any]]] = {
+    "mlp": mlp_options, "cnn": cnn_options, "cnn_bn": cnn_bn_options,
+}
+
+
+def model_options(name: str, **options: Any) -> dict[str, Any]:
+    """A model's options checked against its schema, defaults filled in; ConfigError when they do not fit."""
+    try:
+        schema = MODEL_OPTIONS[name]
+    except (KeyError, TypeError):
+        raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_OPTIONS)}") from None
+    try:
+        return schema(**options)
+    except TypeError as e:
+        raise ConfigError(f"bad options for model {name!r}: {e}") from None
 
 
 # --- a whole training run: data -> model -> fit -> test -> run folder --------------------
@@ -163,26 +211,13 @@ class TrainConfig:
         return cfg
 
     def validate(self) -> None:
-        from digitlab.data.datasets import get_dataset
-
         get_dataset(self.dataset)
-        if self.model == "mlp":  # resolved without importing torch: the native engine may train it
-            try:
-                self.model_options = mlp_options(**self.model_options)
-            except TypeError as e:
-                raise ConfigError(f"bad options for model 'mlp': {e}") from None
-        else:
-            from digitlab.models import build_model
-
-            self.model_options = dict(build_model(self.model, **self.model_options).options)  # resolved defaults
+        self.model_options = model_options(self.model, **self.model_options)  # defaults filled in
         if not 0.0 <= self.val_split < 1.0:
             raise ConfigError(f"validation split must be in [0, 1), got {self.val_split}")
         self.fit.validate()
 
     def to_json(self) -> dict[str, Any]:
-        from digitlab import __version__
-        from digitlab.data.datasets import get_dataset
-
         return {
             "digitlab_version": __version__,
             "preset": self.preset,

@@ -9,6 +9,7 @@ is drawn in this process.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import select
@@ -62,15 +63,13 @@ class CurvesRenderer:
 
 
 def draw(history: list[dict], path: Path) -> Path:
-    from digitlab.plots import save_figure, training_curves
+    from digitlab.plots import save_figure, training_curves  # matplotlib: only where a figure is drawn
 
     return save_figure(training_curves(history), path)
 
 
 def main() -> None:
-    import io
-
-    from digitlab.plots import training_curves
+    from digitlab.plots import training_curves  # matplotlib: the helper process's slow start
 
     # the slow part, done while the parent trains: imports, fonts, a first drawing
     training_curves(WARM_UP).savefig(io.BytesIO(), format="png")

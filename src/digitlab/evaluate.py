@@ -13,7 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from digitlab.data.datasets import load_data
+from digitlab.data.preprocess import check_images, train_val_split
 from digitlab.errors import ConfigError
+from digitlab.inference.predictor import predict_arrays
 
 EPSILON = 1e-7  # probabilities are clipped to [EPSILON, 1] before the log, as Keras does
 SPLITS = ("test", "val")
@@ -90,7 +93,7 @@ def summarize(
     probs: np.ndarray, y: np.ndarray, class_names: Sequence[str] | None = None, top: int = 16
 ) -> EvalResult:
     """Metrics from already-computed probabilities ``(N, K)`` and true labels ``(N,)``."""
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support  # heavy: loaded when measuring
 
     probs = np.asarray(probs)
     y = np.asarray(y).astype(np.int64)
@@ -134,11 +137,10 @@ def evaluate_predictor(
 ) -> EvalResult:
     """Run ``predictor`` (a :class:`digitlab.inference.predictor.Predictor`) on ``x_uint8`` ``(N, 28, 28)`` and
     measure it against labels ``y``; ``top`` most confidently wrong examples are kept."""
-    from digitlab.inference.predictor import predict_arrays
-
     x_uint8 = np.asarray(x_uint8)
-    if x_uint8.ndim != 3 or x_uint8.shape[1:] != (28, 28):
+    if x_uint8.ndim != 3:
         raise ValueError(f"expected images of shape (N, 28, 28), got {x_uint8.shape}")
+    x_uint8 = check_images(x_uint8)
     if len(x_uint8) != len(y):
         raise ValueError(f"{len(x_uint8)} images but {len(y)} labels")
     _, probs = predict_arrays(predictor, x_uint8)
@@ -160,9 +162,6 @@ def load_split(
     config does not say, as in the tutorial). The dataset is found (or downloaded, saying so on
     stderr unless ``quiet``) by :func:`digitlab.data.datasets.load_data`.
     """
-    from digitlab.data.datasets import load_data
-    from digitlab.data.preprocess import train_val_split
-
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
     name = dataset or config.get("dataset") or "mnist"
@@ -180,7 +179,7 @@ def load_split(
 def save_figures(result: EvalResult, images: np.ndarray, out_dir: str | os.PathLike,
                  lang: str = "en") -> dict[str, Path]:
     """Write ``confusion.png`` and ``misclassified.png`` for ``result`` (``images``: the evaluated set)."""
-    from digitlab.plots import confusion_matrix_figure, misclassified_gallery, save_figure
+    from digitlab.plots import confusion_matrix_figure, misclassified_gallery, save_figure  # matplotlib
 
     out_dir = Path(out_dir)
     title = None

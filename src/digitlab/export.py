@@ -7,8 +7,8 @@ softmax is part of the graph) plus every hidden activation layer as an extra nam
 input specification, model name, config.json, metrics and test accuracy travel in the model's
 ``metadata_props``, so the file alone is enough to predict, evaluate and serve.
 
-This module does not import torch at the top: :class:`OnnxPredictor` needs only numpy and
-onnxruntime. :func:`export_onnx` imports torch (and onnx) when it is called.
+This module does not import torch at the top (options are checked first): :func:`export_onnx`
+imports torch, onnx and the models when it is called.
 """
 
 from __future__ import annotations
@@ -25,9 +25,13 @@ from typing import Any
 
 import numpy as np
 
+from digitlab import __version__
+from digitlab.data.datasets import load_data
+from digitlab.data.formats import atomic_write_bytes
 from digitlab.data.preprocess import to_float
 from digitlab.errors import DataError, ExportError
 from digitlab.inference.onnx_predictor import FORMAT_TAG, INPUT_NAME, PROBS_NAME, OnnxPredictor, _one_line
+from digitlab.runs import read_metrics, run_labels
 
 FORMATS = ("onnx",)
 DEFAULT_OPSET = 18
@@ -94,8 +98,6 @@ def parity_images(config: dict, data_dir: str | os.PathLike | None = None,
     """``(images, source, note)``: the first ``n`` test images of the run's dataset, read from
     ``data_dir`` / ``$DIGITLAB_DATA_DIR`` / the cache (never downloaded), or ``n`` synthetic images
     when the dataset is not there (``note`` says why). A ``data_dir`` given explicitly must work."""
-    from digitlab.data.datasets import load_data
-
     name = config.get("dataset") or "mnist"
     try:
         _, (x_test, _) = load_data(name, data_dir=data_dir, download_missing=False, quiet=True)
@@ -108,22 +110,11 @@ def parity_images(config: dict, data_dir: str | os.PathLike | None = None,
     return np.ascontiguousarray(x_test[:n]), "test", None
 
 
-def _labels_for(config: dict) -> list[str]:
-    if config.get("labels"):
-        return [str(s) for s in config["labels"]]
-    from digitlab.data.datasets import DATASETS
-
-    ds = DATASETS.get(config.get("dataset", "mnist"))
-    return list(ds.classes) if ds else [str(i) for i in range(10)]
-
-
 def _metadata(config: dict, metrics: dict | None, labels: list[str], net, act_names: list[str],
               run_dir: Path) -> dict[str, str]:
-    from digitlab import __version__
-    from digitlab.models import count_params, summary_rows
+    from digitlab.models import architecture, count_params  # imports torch
 
-    rows = [{"name": r.name, "kind": r.kind, "output_shape": list(r.output_shape), "params": int(r.params)}
-            for r in summary_rows(net)]
+    rows = architecture(net)
     test_acc = (metrics or {}).get("test_accuracy")
     return {
         "digitlab_format": FORMAT_TAG,
@@ -228,8 +219,7 @@ def export_onnx(
     """
     import torch
 
-    from digitlab.data.formats import atomic_write_bytes
-    from digitlab.runs import load_model, read_metrics
+    from digitlab.models import load_model
 
     if exporter not in EXPORTERS:
         raise ExportError(f"unknown exporter {exporter!r}; choose one of: {', '.join(EXPORTERS)}")
@@ -239,7 +229,7 @@ def export_onnx(
     net, config = load_model(run_path)
     net = net.float().eval()
     metrics = read_metrics(run_path)
-    labels = _labels_for(config)
+    labels = run_labels(config)
     act_names = [n for n, _ in net.named_children() if n.startswith("act")] if activations else []
     out_path = Path(out) if out is not None else run_path / DEFAULT_FILENAME
     if out_path.is_dir():

@@ -1,4 +1,5 @@
-"""Model builders chosen by name from one registry, and a Keras-like summary table.
+"""Model builders chosen by name from one registry, a Keras-like summary table, a run's model
+rebuilt from its folder, and tensor evaluate/predict (no training here: see :mod:`digitlab.training`).
 
 Every model takes float32 images ``(N, 28, 28)`` in [0, 1] and returns logits ``(N, 10)``: the
 softmax lives in inference, the loss works on logits. Layers carry Keras-style names so the summary
@@ -7,22 +8,21 @@ reads like ``model.summary()``.
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from digitlab.config import mlp_options
-from digitlab.errors import ConfigError
-
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "relu": nn.ReLU,
-    "sigmoid": nn.Sigmoid,
-    "tanh": nn.Tanh,
-    "gelu": nn.GELU,
-}
+from digitlab import runs
+from digitlab.config import ACTIVATIONS, cnn_bn_options, cnn_options, mlp_options, model_options
+from digitlab.data.preprocess import to_float
+from digitlab.errors import ConfigError, RunError
 
 
 class Net(nn.Sequential):
@@ -39,23 +39,14 @@ class Net(nn.Sequential):
             x = x.reshape(x.shape[0], 1, 28, 28)
         return super().forward(x)
 
-    # Keras-style conveniences: numpy in (uint8 images or floats in [0, 1]), numpy out.
-    def fit(self, x, y, **kwargs):
-        """``training.torch_engine.fit(self, x, y, **kwargs)``: ``epochs``, ``batch_size``, ``validation_data``..."""
-        from digitlab.training.torch_engine import fit
-
-        return fit(self, x, y, **kwargs)
-
+    # Keras-style conveniences: numpy in (uint8 images or floats in [0, 1]), numpy out. Training
+    # lives in digitlab.training (``dl.build_model`` gives a model with ``fit`` too).
     def evaluate(self, x, y, batch_size: int = 2000) -> tuple[float, float]:
         """Mean cross-entropy and accuracy on images ``x`` and labels ``y``."""
-        from digitlab.training.torch_engine import evaluate_arrays
-
         return evaluate_arrays(self, x, y, batch_size)
 
-    def predict(self, x, batch_size: int = 2000):
+    def predict(self, x, batch_size: int = 2000) -> np.ndarray:
         """(N, 10) probabilities (softmax of the logits) as a numpy array."""
-        from digitlab.training.torch_engine import predict_arrays
-
         return predict_arrays(self, x, batch_size)
 
     def activations(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
@@ -95,17 +86,14 @@ def _keras_init(model: nn.Module) -> None:
 
 
 def _activation(name: str) -> nn.Module:
-    try:
-        return ACTIVATIONS[name]()
-    except KeyError:
-        raise ConfigError(f"unknown activation {name!r}; choose one of: {', '.join(ACTIVATIONS)}") from None
+    return getattr(nn, ACTIVATIONS[name])()  # the name was checked by the model's option schema
 
 
 def mlp(hidden: Sequence[int] = (128, 64), activation: str = "relu", dropout: float = 0.0,
         num_classes: int = 10) -> Net:
     """The tutorial's network: Flatten -> Dense(128, relu) -> Dense(64, relu) -> Dense(10)."""
     options = mlp_options(hidden, activation, dropout, num_classes)
-    hidden = options["hidden"]
+    hidden, dropout = options["hidden"], options["dropout"]
     layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
     width = 28 * 28
     for i, h in enumerate(hidden):
@@ -137,7 +125,7 @@ def cnn(num_classes: int = 10) -> Net:
         act_2=nn.ReLU(),
         dense_1=nn.Linear(128, num_classes),
     )
-    net = Net(layers, "cnn", {}, True)
+    net = Net(layers, "cnn", cnn_options(num_classes), True)
     _keras_init(net)
     return net
 
@@ -148,6 +136,7 @@ def _conv_bn(cin: int, cout: int, k: int) -> list[nn.Module]:
 
 def cnn_bn(dropout: float = 0.25, num_classes: int = 10) -> Net:
     """The model behind ``--preset best``: three batch-normalised conv stages, dropout, a small head."""
+    options = cnn_bn_options(dropout, num_classes)
     conv1, bn1 = _conv_bn(1, 32, 5)
     conv2, bn2 = _conv_bn(32, 64, 3)
     conv3, bn3 = _conv_bn(64, 128, 3)
@@ -163,7 +152,7 @@ def cnn_bn(dropout: float = 0.25, num_classes: int = 10) -> Net:
         dropout_1=nn.Dropout(dropout),
         dense_1=nn.Linear(128, num_classes),
     )
-    net = Net(layers, "cnn_bn", {"dropout": dropout}, True)
+    net = Net(layers, "cnn_bn", options, True)
     _keras_init(net)
     return net
 
@@ -173,14 +162,27 @@ MODELS: dict[str, Callable[..., Net]] = {"mlp": mlp, "cnn": cnn, "cnn_bn": cnn_b
 
 def build_model(name: str, **options) -> Net:
     """Build a model from the registry by name, e.g. ``build_model("mlp", hidden=[256, 128])``."""
+    resolved = model_options(name, **options)  # ConfigError for an unknown name or a bad option
+    return MODELS[name](**resolved)
+
+
+def model_from_config(config: dict) -> Net:
+    """The (untrained) model a run's ``config.json`` describes."""
+    spec = dict(config["model"])
+    name = spec.pop("name", None)
     try:
-        builder = MODELS[name]
-    except KeyError:
-        raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}") from None
-    try:
-        return builder(**options)
-    except TypeError as e:
-        raise ConfigError(f"bad options for model {name!r}: {e}") from None
+        return build_model(name, **spec)
+    except ConfigError as e:
+        raise RunError(f"config.json describes a model digitlab cannot build: {e}") from None
+
+
+def load_model(run_dir: str | os.PathLike) -> tuple[Net, dict]:
+    """Rebuild a run's model from config.json, load its weights, and return ``(model.eval(), config)``."""
+    run_dir = Path(run_dir)
+    config = runs.read_config(run_dir)
+    model = model_from_config(config)
+    runs.load_state(model, runs.load_tensors(run_dir / runs.WEIGHTS), run_dir / runs.WEIGHTS)
+    return model.eval(), config
 
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:
@@ -215,6 +217,13 @@ def summary_rows(model: Net) -> list[LayerRow]:
     return rows
 
 
+def architecture(model: Net) -> list[dict]:
+    """:func:`summary_rows` as JSON-ready dicts (``name``, ``kind``, ``output_shape``, ``params``), as
+    ONNX metadata and ``/api/model`` carry them."""
+    return [{"name": r.name, "kind": r.kind, "output_shape": list(r.output_shape), "params": int(r.params)}
+            for r in summary_rows(model)]
+
+
 def summary_text(model: Net) -> str:
     """A plain-text Keras-like summary (the CLI renders the same rows with rich)."""
     rows = summary_rows(model)
@@ -226,3 +235,55 @@ def summary_text(model: Net) -> str:
     lines += [f"Total params: {total:,}", f"Trainable params: {trainable:,}",
               f"Non-trainable params: {total - trainable:,}"]
     return "\n".join(lines)
+
+
+# --- tensor evaluate / predict ---------------------------------------------------------------
+
+def as_tensor(x: np.ndarray | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Arrays to tensors; uint8 images become floats in [0, 1] through ``preprocess.to_float``."""
+    if isinstance(x, torch.Tensor):
+        return x.to(dtype)
+    x = np.asarray(x)
+    if dtype.is_floating_point and x.dtype == np.uint8:
+        x = to_float(x)
+    return torch.from_numpy(np.ascontiguousarray(x)).to(dtype)
+
+
+@torch.no_grad()
+def evaluate_tensors(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2000,
+                     bf16: bool = False) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` on float images ``x`` and labels ``y``."""
+    was = model.training
+    model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    correct = torch.zeros((), dtype=torch.int64)
+    for i in range(0, len(x), batch_size):
+        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+        with torch.autocast(xb.device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(xb)
+        logits = logits.float()
+        loss_sum += F.cross_entropy(logits, yb, reduction="sum").double().cpu()
+        correct += (logits.argmax(1) == yb).sum().cpu()
+    model.train(was)
+    n = max(1, len(x))
+    return float(loss_sum) / n, int(correct) / n
+
+
+def evaluate_arrays(model: nn.Module, x, y, batch_size: int = 2000) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy for numpy (or tensor) images and labels."""
+    device = next(model.parameters()).device
+    return evaluate_tensors(model, as_tensor(x, torch.float32).to(device), as_tensor(y, torch.int64).to(device),
+                            batch_size)
+
+
+@torch.no_grad()
+def predict_arrays(model: nn.Module, x, batch_size: int = 2000) -> np.ndarray:
+    """(N, 10) float32 probabilities for (N, 28, 28) images (uint8, or floats in [0, 1])."""
+    was = model.training
+    model.eval()
+    xt = as_tensor(x, torch.float32).to(next(model.parameters()).device)
+    if xt.ndim == 2:
+        xt = xt[None]
+    out = [torch.softmax(model(xt[i : i + batch_size]).float(), 1) for i in range(0, len(xt), batch_size)]
+    model.train(was)
+    return torch.cat(out).cpu().numpy() if out else np.zeros((0, 10), np.float32)

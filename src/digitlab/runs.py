@@ -21,15 +21,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import load_file as load_arrays
+from safetensors.numpy import save as save_arrays
 
 from digitlab.data.formats import atomic_write_bytes
-from digitlab.errors import ConfigError, RunError
+from digitlab.data.registry import DATASETS
+from digitlab.errors import RunError
 
 if TYPE_CHECKING:  # torch is imported only by the functions that need it
     import torch
-
-    from digitlab.models import Net
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -58,11 +59,9 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, Any], metadata: dic
     """Write torch tensors, or numpy arrays (the native engine's), as one safetensors file: the same
     bytes for the same names, dtypes, shapes and values either way."""
     if all(isinstance(v, np.ndarray) for v in tensors.values()):
-        from safetensors.numpy import save as save_arrays
-
         arrays = {k: np.asarray(v, order="C") for k, v in tensors.items()}  # (ascontiguousarray makes 0-d 1-d)
         return atomic_write_bytes(path, save_arrays(arrays, metadata=metadata))
-    from safetensors.torch import save
+    from safetensors.torch import save  # imports torch: only for torch tensors
 
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     return atomic_write_bytes(path, save(tensors, metadata=metadata))
@@ -75,17 +74,15 @@ def load_tensors(path: str | os.PathLike, arrays: bool = False) -> dict[str, Any
         raise RunError(f"{path}: missing")
     try:
         if arrays:
-            from safetensors.numpy import load_file as load_arrays
-
             return load_arrays(path)
-        from safetensors.torch import load_file
+        from safetensors.torch import load_file  # imports torch: only for torch tensors
 
         return load_file(path)
     except (SafetensorError, OSError, ValueError) as e:
         raise RunError(f"{path}: not a readable safetensors file ({e})") from None
 
 
-def save_weights(run_dir: str | os.PathLike, model: Net) -> Path:
+def save_weights(run_dir: str | os.PathLike, model: torch.nn.Module) -> Path:
     return save_tensors(Path(run_dir) / WEIGHTS, model.state_dict(), {"format": "pt"})
 
 
@@ -116,18 +113,15 @@ def read_config(run_dir: str | os.PathLike) -> dict:
     return config
 
 
-def model_from_config(config: dict) -> Net:
-    from digitlab.models import build_model
-
-    spec = dict(config["model"])
-    name = spec.pop("name", None)
-    try:
-        return build_model(name, **spec)
-    except ConfigError as e:
-        raise RunError(f"config.json describes a model digitlab cannot build: {e}") from None
+def run_labels(config: dict) -> list[str]:
+    """A run's class names: config.json's ``labels``, else its dataset's classes, else "0".."9"."""
+    if config.get("labels"):
+        return [str(s) for s in config["labels"]]
+    ds = DATASETS.get(config.get("dataset", "mnist"))
+    return list(ds.classes) if ds else [str(i) for i in range(10)]
 
 
-def load_state(model: Net, tensors: dict[str, torch.Tensor], source: str | os.PathLike) -> Net:
+def load_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str | os.PathLike) -> torch.nn.Module:
     """Load weights into a model, with a one-line error when they do not fit its config."""
     check_weights(model.state_dict(), tensors, source)
     model.load_state_dict(tensors)
@@ -151,15 +145,6 @@ def check_weights(expected: dict[str, Any], tensors: dict[str, Any], source: str
         raise RunError(f"{source}: weights do not match the model in config.json ({'; '.join(parts)})")
 
 
-def load_model(run_dir: str | os.PathLike) -> tuple[Net, dict]:
-    """Rebuild a run's model from config.json, load its weights, and return ``(model.eval(), config)``."""
-    run_dir = Path(run_dir)
-    config = read_config(run_dir)
-    model = model_from_config(config)
-    load_state(model, load_tensors(run_dir / WEIGHTS), run_dir / WEIGHTS)
-    return model.eval(), config
-
-
 def read_metrics(run_dir: str | os.PathLike) -> dict | None:
     path = Path(run_dir) / METRICS
     return read_json(path) if path.is_file() else None
@@ -178,16 +163,35 @@ CKPT_OPTIM = "optimizer.safetensors"
 CKPT_BEST = "best.safetensors"
 
 
+# The Adam state both engines write (torch.optim.Adam's own state_dict() layout, so a checkpoint loads
+# in torch.optim.Adam too): one param group, and per parameter (numbered in model.parameters() order)
+# tensors named state.<param>.step / exp_avg / exp_avg_sq, moments in the parameter's torch shape.
+ADAM_MOMENTS = ("exp_avg", "exp_avg_sq")
+
+
+def adam_param_group(lr: float, betas: tuple[float, float], eps: float, weight_decay: float, decoupled: bool,
+                     params: list[Any]) -> dict[str, Any]:
+    """The one param group of an Adam / AdamW optimizer, as ``torch.optim.Adam(fused=True)`` lays it out."""
+    return {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay, "amsgrad": False,
+            "maximize": False, "foreach": None, "capturable": False, "differentiable": False, "fused": True,
+            "decoupled_weight_decay": decoupled, "params": params}
+
+
+def adam_tensor_name(param: int, key: str) -> str:
+    """``state.<param>.<key>``: where a parameter's ``step``, ``exp_avg`` or ``exp_avg_sq`` is stored."""
+    return f"state.{param}.{key}"
+
+
 def flatten_optimizer(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
     """A torch optimizer's ``state_dict()`` as ``(tensors, meta)``: tensors named ``state.<param>.<key>``."""
-    import torch
+    import torch  # the torch engine's optimizer: torch is loaded already
 
     tensors: dict[str, torch.Tensor] = {}
     plain: dict[str, dict] = {}
     for pid, entries in state_dict["state"].items():
         for key, value in entries.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"state.{pid}.{key}"] = value
+                tensors[adam_tensor_name(pid, key)] = value
             else:
                 plain.setdefault(str(pid), {})[key] = value
     return tensors, {"param_groups": state_dict["param_groups"], "plain": plain}
@@ -223,8 +227,6 @@ def save_checkpoint(run_dir: str | os.PathLike, weights: dict[str, Any], optimiz
 
 
 def _epoch_of(path: Path) -> str | None:
-    from safetensors import safe_open
-
     try:
         with safe_open(path, framework="numpy") as f:
             return (f.metadata() or {}).get("epoch")

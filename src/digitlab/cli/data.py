@@ -1,4 +1,4 @@
-"""``digitlab data info | samples | extract | split``: thin wrappers over :mod:`digitlab.data.datasets`."""
+"""``digitlab data info | samples | extract | split``: thin wrappers over :mod:`digitlab.data.reports`."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def info(
     as_json: bool = JSON,
 ) -> None:
     """Array names, shapes and dtypes, class counts, pixel range, and where the files were read from."""
-    from digitlab.data.datasets import data_info
+    from digitlab.data.reports import data_info
 
     i = data_info(dataset, data_dir, quiet=quiet)
     if as_json:
@@ -84,7 +84,8 @@ def samples(
     quiet: bool = QUIET,
 ) -> None:
     """Save the first N images of a split in a grid, each titled with its label."""
-    from digitlab.data.datasets import first_samples, get_dataset
+    from digitlab.data.registry import get_dataset
+    from digitlab.data.reports import first_samples
     from digitlab.plots import samples_grid, save_figure
 
     rows, cols = _grid(grid, count)
@@ -104,7 +105,7 @@ def extract(
     quiet: bool = QUIET,
 ) -> None:
     """Write the first N images as 28x28 grayscale PNGs named <split>_<i>_label_<y>.png."""
-    from digitlab.data.datasets import extract_pngs, first_samples
+    from digitlab.data.reports import extract_pngs, first_samples
 
     x, y = first_samples(dataset, split, count, data_dir, quiet=quiet)
     folder = output or Path(f"{dataset}_extracted")
@@ -122,7 +123,7 @@ def split(
     as_json: bool = JSON,
 ) -> None:
     """Shapes after preprocessing: pixels scaled to float32 [0, 1], a validation part held out."""
-    from digitlab.data.datasets import split_info
+    from digitlab.data.reports import split_info
 
     s = split_info(dataset, data_dir, val_split, split_seed, quiet=quiet)
     if as_json:

@@ -19,8 +19,8 @@ def weights(
     quiet: bool = QUIET,
 ) -> None:
     """The first layer's weights: one 28x28 tile per MLP unit, or one tile per CNN filter."""
+    from digitlab.models import load_model
     from digitlab.plots import first_layer_weights, save_figure
-    from digitlab.runs import load_model
 
     model, _ = load_model(run)
     path = save_figure(first_layer_weights(model, lang=lang), output or run / "weights.png")

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
 import typer
 from rich.table import Table
 
 from digitlab.cli.app import JSON, QUIET, app, err, out, print_json
+from digitlab.config import TrainConfig, default_run_dir
+from digitlab.data.datasets import load_data
+from digitlab.data.locate import locate
+from digitlab.errors import ConfigError, DigitlabError
+from digitlab.training.job import train as run_training
 
 
 @app.command()
@@ -15,7 +26,7 @@ def summary(
     activation: str = typer.Option(None, "--activation", help="MLP activation: relu, sigmoid, tanh, gelu."),
 ) -> None:
     """Print a Keras-like table of a model's layers, output shapes and parameter counts."""
-    from digitlab.models import build_model, count_params, summary_rows
+    from digitlab.models import build_model, count_params, summary_rows  # imports torch: this command only
 
     options = {}
     if hidden:
@@ -41,26 +52,17 @@ def _hidden(value: str | None) -> list[int] | None:
     try:
         return [int(h) for h in value.split(",") if h.strip()]
     except ValueError:
-        from digitlab.errors import ConfigError
-
         raise ConfigError(f"--hidden takes comma-separated integers such as 256,128, got {value!r}") from None
 
 
 def _start_loading(resume: str | None, dataset: str | None, data_dir: str | None, quiet: bool):
     """Read the dataset in a thread (gzip releases the GIL) while the caller imports torch."""
-    import json
-    from concurrent.futures import ThreadPoolExecutor
-    from pathlib import Path
-
     name = dataset or "mnist"
     if resume:
         try:
             name = json.loads((Path(resume) / "config.json").read_text()).get("dataset", "mnist")
         except (OSError, ValueError, AttributeError):
             return None  # train() reports the bad run folder
-    from digitlab.data.datasets import load_data, locate
-    from digitlab.errors import DigitlabError
-
     try:
         if locate(name, data_dir) is None:
             return None  # nothing local: train() downloads in the foreground, after checking the options
@@ -117,21 +119,14 @@ def train(
     json_out: bool = JSON,
 ) -> None:
     """Train a model (the tutorial's protocol by default), evaluate it on the test set, save a run folder."""
-    import os
-    import sys
-
     if nproc is not None and nproc > 1:
-        from digitlab.training.distributed import launch
+        from digitlab.training.distributed import launch  # imports torch: data-parallel runs only
 
         raise typer.Exit(launch(nproc, sys.argv[1:]))
     data = _start_loading(resume, dataset, data_dir, quiet)  # reads the files while the engine loads
-
-    from digitlab.config import TrainConfig
-    from digitlab.training.job import train as run_training
-
     dist = None
     if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:  # under torchrun (--nproc)
-        from digitlab.training.distributed import context_from_env
+        from digitlab.training.distributed import context_from_env  # imports torch
 
         dist = context_from_env()
     if resume:
@@ -154,8 +149,6 @@ def train(
         config.validate()
         run_dir = f"{runs_dir}/{name}" if name else None
         if run_dir is None:
-            from digitlab.config import default_run_dir
-
             run_dir = default_run_dir(config.model, runs_dir)
     finished = False
     try:

@@ -13,14 +13,19 @@ def to_float(images: np.ndarray) -> np.ndarray:
     return images.astype(np.float32, copy=False)
 
 
-def image_batch(images: np.ndarray) -> np.ndarray:
-    """One image (28, 28) or a batch (N, 28, 28), uint8 or floats in [0, 1] -> contiguous float32 (N, 28, 28)."""
+def check_images(images: np.ndarray) -> np.ndarray:
+    """One image (28, 28) or a batch (N, 28, 28), as a batch; ValueError for any other shape."""
     images = np.asarray(images)
     if images.ndim == 2:
         images = images[None]
     if images.ndim != 3 or images.shape[1:] != (28, 28):
         raise ValueError(f"expected images of shape (N, 28, 28), got {images.shape}")
-    return np.ascontiguousarray(to_float(images), dtype=np.float32)
+    return images
+
+
+def image_batch(images: np.ndarray) -> np.ndarray:
+    """One image (28, 28) or a batch (N, 28, 28), uint8 or floats in [0, 1] -> contiguous float32 (N, 28, 28)."""
+    return np.ascontiguousarray(to_float(check_images(images)), dtype=np.float32)
 
 
 def split_indices(n: int, val_fraction: float = 0.2, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:

@@ -16,19 +16,18 @@ S, Z, ...), scribbles, shapes, noise, dots and lines. ``benchmarks/bench_detecto
 on held-out data (README, "Not a digit").
 
 :func:`readings` turns a model's probabilities into :class:`~digitlab.inference.reading.DigitReading`
-objects with the verdict; :func:`read_digits` does everything from pictures or arrays.
+objects with the verdict; :func:`digitlab.inference.predictor.read_digits` does everything from pictures or arrays.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from digitlab.inference.reading import DigitReading
+from digitlab.inference.reading import DigitReading, top_classes
 
 WEIGHTS = Path(__file__).with_name("detector.safetensors")
 
@@ -153,29 +152,7 @@ def readings(probabilities: np.ndarray, labels: Sequence[str], images: np.ndarra
         keep = ok or not reject
         out.append(DigitReading(
             index=k if keep else None, label=names[k] if keep else None, confidence=float(p[k]),
-            probabilities=p, top=[(int(c), names[int(c)], float(p[c])) for c in order],
+            probabilities=p, top=top_classes(p, names, top),
             is_digit=ok, digit_score=float(s),
             image=None if images is None or not keep_images else np.asarray(images[i], dtype=np.uint8)))
     return out
-
-
-def read_digits(predictor, sources: Sequence[str | os.PathLike | bytes | np.ndarray], *,
-                reject: bool = True, top: int = 3) -> list[DigitReading]:
-    """Pictures (paths, encoded bytes) or ``(28, 28)`` uint8 inputs -> one DigitReading each.
-
-    Pictures go through :func:`digitlab.data.pictures.load_digit` (errors such as a blank picture
-    are raised, as :class:`~digitlab.errors.ImageError`); arrays are taken as model inputs as-is.
-    Each reading carries the input the model saw (``image``).
-    """
-    from digitlab.data.pictures import load_digit
-    from digitlab.inference.predictor import predict_proba
-
-    inputs = np.stack([np.asarray(s, dtype=np.uint8).reshape(28, 28) if isinstance(s, np.ndarray)
-                       else load_digit(s) for s in sources])
-    probs = predict_proba(predictor, inputs)
-    return readings(probs, predictor.labels, inputs, reject=reject, top=top, keep_images=True)
-
-
-def read_digit(predictor, source: str | os.PathLike | bytes | np.ndarray, *, reject: bool = True) -> DigitReading:
-    """One picture or input -> its :class:`DigitReading` (see :func:`read_digits`)."""
-    return read_digits(predictor, [source], reject=reject)[0]

@@ -20,8 +20,6 @@ INPUT_NAME = "images"
 PROBS_NAME = "probabilities"
 
 
-
-
 def _one_line(e: BaseException) -> str:
     text = " ".join(str(e).split())
     return text if len(text) <= 300 else text[:297] + "..."
@@ -55,7 +53,7 @@ class OnnxPredictor:
         return self
 
     def _load(self, data: bytes, name: str, threads: int | None) -> None:
-        import onnxruntime as ort
+        import onnxruntime as ort  # an optional dependency (the [onnx] extra): needed only to run a file
 
         if not data:
             raise ExportError(f"{name}: empty file, not an ONNX model; export a run with 'digitlab export RUN'")
@@ -108,6 +106,8 @@ class OnnxPredictor:
         self.config: dict = config
         self.metrics: dict | None = metrics
         self.labels: list[str] = labels
+        self.architecture: list[dict] = architecture if isinstance(architecture, list) else []
+        self.parameters: int | None = parameters
         self.metadata: dict[str, str] = meta
 
     def _input_array(self, images: np.ndarray) -> np.ndarray:

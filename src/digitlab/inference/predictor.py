@@ -1,7 +1,8 @@
-"""Inference on arrays or images -> labels + probabilities.
+"""Inference on arrays or images -> labels + probabilities: the :class:`Predictor` protocol, loading
+one, and predicting the digit of picture files.
 
 Works from a run folder (PyTorch) or an exported ``.onnx`` file (onnxruntime, no PyTorch needed).
-This module imports neither torch nor onnxruntime at the top.
+This module imports neither torch nor onnxruntime.
 """
 
 from __future__ import annotations
@@ -14,6 +15,15 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+from PIL import Image
+
+from digitlab.data.formats import atomic_write_bytes
+from digitlab.data.pictures import find_images, ink_image, load_digit
+from digitlab.data.preprocess import check_images
+from digitlab.errors import DigitlabError, ImageError
+from digitlab.inference.detector import readings
+from digitlab.inference.numbers import read_ink
+from digitlab.inference.reading import DigitReading
 
 
 class Predictor(Protocol):
@@ -23,6 +33,8 @@ class Predictor(Protocol):
     config: dict         # the run's config.json (or the ONNX metadata's copy of it)
     metrics: dict | None  # the run's metrics.json, if any
     labels: list[str]    # class names, index = class id
+    architecture: list[dict]  # Keras-like summary rows: name, kind, output_shape, params (empty if unknown)
+    parameters: int | None    # parameter count, if known
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         """(N, 28, 28) uint8 [0, 255] or float32 [0, 1] -> (N, 10) float32 probabilities."""
@@ -36,6 +48,7 @@ class Predictor(Protocol):
 def load_predictor(path: str | os.PathLike, device: str = "cpu") -> Predictor:
     """A run folder -> TorchPredictor; a ``.onnx`` file -> OnnxPredictor."""
     path = Path(path)
+    # each implementation loads only when asked for: ONNX inference never imports torch
     if path.suffix.lower() == ".onnx":
         from digitlab.inference.onnx_predictor import OnnxPredictor
 
@@ -50,11 +63,7 @@ DEFAULT_BATCH = 4096
 
 def predict_proba(predictor: Predictor, images: np.ndarray, batch_size: int = DEFAULT_BATCH) -> np.ndarray:
     """Probabilities ``(N, K)`` for ``(N, 28, 28)`` images, asked for in batches of ``batch_size``."""
-    images = np.asarray(images)
-    if images.ndim == 2:
-        images = images[None]
-    if images.ndim != 3 or images.shape[1:] != (28, 28):
-        raise ValueError(f"expected images of shape (N, 28, 28), got {images.shape}")
+    images = check_images(images)
     parts = [np.asarray(predictor.predict_proba(images[i : i + batch_size]), dtype=np.float32)
              for i in range(0, len(images), batch_size)]
     if not parts:
@@ -70,17 +79,12 @@ def predict_arrays(predictor: Predictor, images: np.ndarray) -> tuple[np.ndarray
 
 @dataclass
 class FilePrediction:
-    """The model's answer for one picture, or why there is none (``error``)."""
+    """The model's answer for one picture (its :class:`DigitReading`), or why there is none (``error``)."""
 
     path: Path
-    label: int | None = None         # predicted class id
-    name: str | None = None          # its class name
-    probability: float | None = None  # probability of the predicted class
-    top: list[tuple[int, str, float]] = field(default_factory=list)  # best 3: (class, name, probability)
+    reading: DigitReading | None = None  # what the model read (None with ``error``)
     input_path: Path | None = None   # where the 28x28 input was saved (``save_inputs``)
     error: str | None = None         # why the picture could not be read (then no prediction)
-    is_digit: bool | None = None     # the not-a-digit detector's verdict (None when unreadable)
-    digit_score: float | None = None  # its score in [0, 1] (digitlab.inference.detector)
     number: str | None = None        # what is written ("2026"), when read as a number
     number_confidence: float | None = None
     digits: list = field(default_factory=list)  # its DigitReadings, left to right
@@ -88,6 +92,44 @@ class FilePrediction:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def label(self) -> int | None:
+        """The predicted class id."""
+        return None if self.reading is None else self.reading.index
+
+    @property
+    def name(self) -> str | None:
+        """Its class name; for a number of several digits, the number."""
+        if self.reading is None:
+            return self.number if len(self.digits) > 1 else None
+        return self.reading.label
+
+    @property
+    def probability(self) -> float | None:
+        """The probability of the predicted class; for a number of several digits, its confidence."""
+        if self.reading is None:
+            return self.number_confidence if len(self.digits) > 1 else None
+        return self.reading.confidence
+
+    @property
+    def is_digit(self) -> bool | None:
+        """The not-a-digit verdict (for a number: every digit's); None when the picture was unreadable."""
+        if self.reading is not None:
+            return self.reading.is_digit
+        return all(d.is_digit for d in self.digits) if self.digits else None
+
+    @property
+    def digit_score(self) -> float | None:
+        """The detector's score in [0, 1] (for a number: its least digit-like digit's)."""
+        if self.reading is not None:
+            return self.reading.digit_score
+        return min(float(d.digit_score) for d in self.digits) if self.digits else None
+
+    @property
+    def top(self) -> list[tuple[int, str, float]]:
+        """The best classes: (class, name, probability)."""
+        return [] if self.reading is None else self.reading.top
 
     def to_dict(self) -> dict:
         return {
@@ -107,8 +149,6 @@ class FilePrediction:
 
 
 def _png_bytes(image: np.ndarray) -> bytes:
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(np.asarray(image, dtype=np.uint8), mode="L").save(buf, format="PNG")
     return buf.getvalue()
@@ -150,18 +190,12 @@ def predict_files(
     (:func:`digitlab.inference.numbers.read_number`): ``number``, ``number_confidence`` and ``digits``
     are set, and the one-digit fields hold the number's digit when it has one.
     """
-    from digitlab.data.formats import atomic_write_bytes
-    from digitlab.data.pictures import find_images, load_digit
-    from digitlab.errors import DigitlabError, ImageError
-
     files = find_images(list(paths))
     if not files:
         raise ImageError(f"no images found in {', '.join(str(p) for p in paths)}")
     results = [FilePrediction(path=Path(f)) for f in files]
     if not single:
-        from digitlab.inference.numbers import read_files
-
-        return read_files(predictor, results, save_inputs, top, reject=reject)
+        return _read_number_files(predictor, results, save_inputs, top, reject=reject)
     inputs: list[np.ndarray] = []
     good: list[FilePrediction] = []
     for r in results:
@@ -175,10 +209,61 @@ def predict_files(
         for r, image in zip(good, inputs, strict=True):
             r.input_path = atomic_write_bytes(_unique_name(folder, r.path.stem, taken), _png_bytes(image))
     if good:
-        from digitlab.inference.detector import readings
-
-        for r, d in zip(good, readings(predict_proba(predictor, np.stack(inputs)), predictor.labels, np.stack(inputs),
-                                       reject=reject, top=top), strict=True):
-            r.label, r.name, r.probability, r.top = d.index, d.label, d.confidence, d.top
-            r.is_digit, r.digit_score = d.is_digit, d.digit_score
+        stacked = np.stack(inputs)
+        found = readings(predict_proba(predictor, stacked), predictor.labels, stacked, reject=reject, top=top)
+        for r, d, image in zip(good, found, inputs, strict=True):
+            d.image = image
+            r.reading = d
     return results
+
+
+def _read_number_files(predictor, results: list[FilePrediction], save_inputs: str | os.PathLike | None, top: int = 3,
+               reject: bool = True) -> list[FilePrediction]:
+    """Fill :class:`FilePrediction` s by reading each picture as a number.
+
+    A one-digit number fills the one-digit fields exactly as the single-digit reading does; a longer
+    one leaves ``label`` empty and puts the number in ``name`` (its confidence in ``probability``).
+    ``save_inputs`` gets ``<stem>.png`` for a one-digit picture, ``<stem>-1.png``... per digit otherwise.
+    """
+    taken: set[str] = set()
+    for r in results:
+        try:
+            ink, scale = ink_image(r.path)
+            number, _ = read_ink(ink, scale, predictor, reject=reject)
+        except DigitlabError as e:
+            r.error = str(e)
+            continue
+        r.number, r.number_confidence, r.digits = number.text, number.confidence, number.digits
+        if len(number.digits) == 1:
+            d = number.digits[0]
+            p = np.asarray(d.probabilities)
+            d.top = [(int(c), str(predictor.labels[int(c)]), float(p[c]))
+                     for c in np.argsort(-p, kind="stable")[:top]]
+            r.reading = d
+        if save_inputs is not None:
+            folder = Path(save_inputs)
+            stems = [r.path.stem] if len(number.digits) == 1 else [
+                f"{r.path.stem}-{i + 1}" for i in range(len(number.digits))]
+            for stem, d in zip(stems, number.digits, strict=True):
+                path = atomic_write_bytes(_unique_name(folder, stem, taken), _png_bytes(d.image))
+                r.input_path = r.input_path or path
+    return results
+
+
+def read_digits(predictor, sources: Sequence[str | os.PathLike | bytes | np.ndarray], *,
+                reject: bool = True, top: int = 3) -> list[DigitReading]:
+    """Pictures (paths, encoded bytes) or ``(28, 28)`` uint8 inputs -> one DigitReading each.
+
+    Pictures go through :func:`digitlab.data.pictures.load_digit` (errors such as a blank picture
+    are raised, as :class:`~digitlab.errors.ImageError`); arrays are taken as model inputs as-is.
+    Each reading carries the input the model saw (``image``).
+    """
+    inputs = np.stack([np.asarray(s, dtype=np.uint8).reshape(28, 28) if isinstance(s, np.ndarray)
+                       else load_digit(s) for s in sources])
+    probs = predict_proba(predictor, inputs)
+    return readings(probs, predictor.labels, inputs, reject=reject, top=top, keep_images=True)
+
+
+def read_digit(predictor, source: str | os.PathLike | bytes | np.ndarray, *, reject: bool = True) -> DigitReading:
+    """One picture or input -> its :class:`DigitReading` (see :func:`read_digits`)."""
+    return read_digits(predictor, [source], reject=reject)[0]

@@ -60,3 +60,9 @@ class NumberReading:
             "is_digit": self.is_digit,
             "digits": [d.to_dict(with_image=with_images) for d in self.digits],
         }
+
+
+def top_classes(probabilities: np.ndarray, labels: list[str], k: int = 3) -> list[tuple[int, str, float]]:
+    """The ``k`` most likely classes, most likely first (ties: the lower class id first)."""
+    p = np.asarray(probabilities)
+    return [(int(c), labels[int(c)], float(p[c])) for c in np.argsort(-p, kind="stable")[:k]]

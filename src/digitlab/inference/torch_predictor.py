@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from digitlab.data.datasets import DATASETS
 from digitlab.data.preprocess import image_batch
-from digitlab.runs import load_model, read_metrics
+from digitlab.models import architecture, count_params, load_model, predict_arrays
+from digitlab.runs import read_metrics, run_labels
 
 
 class TorchPredictor:
@@ -23,20 +23,15 @@ class TorchPredictor:
         self.model.to(self.device)
         self.name = self.model.name
         self.metrics = read_metrics(self.run_dir)
-        ds = DATASETS.get(self.config.get("dataset", "mnist"))
-        self.labels = list(self.config.get("labels") or (ds.classes if ds else [str(i) for i in range(10)]))
+        self.labels = run_labels(self.config)
+        self.architecture = architecture(self.model)
+        self.parameters = count_params(self.model)
         self.batch_size = batch_size
 
-    def _tensor(self, images: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(image_batch(images)).to(self.device)
-
-    @torch.inference_mode()
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
-        x = self._tensor(images)
-        out = [torch.softmax(self.model(x[i : i + self.batch_size]).float(), dim=1)
-               for i in range(0, len(x), self.batch_size)]
-        return torch.cat(out).cpu().numpy() if out else np.zeros((0, 10), np.float32)
+        return predict_arrays(self.model, image_batch(images), self.batch_size)
 
     @torch.inference_mode()
     def activations(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        return {k: v.float().cpu().numpy() for k, v in self.model.activations(self._tensor(images)).items()}
+        x = torch.from_numpy(image_batch(images)).to(self.device)
+        return {k: v.float().cpu().numpy() for k, v in self.model.activations(x).items()}

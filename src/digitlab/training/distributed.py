@@ -17,15 +17,20 @@ stops the job and exits non-zero, and the last completed epoch's checkpoint stay
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 import re
+import signal
+import socket
 import sys
+import threading
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as tdist
+from torch.nn.parallel import DistributedDataParallel
 
-from digitlab.config import cpu_cores
+from digitlab.config import default_run_dir, threads_per_rank
 from digitlab.errors import ConfigError, DigitlabError
 
 DEFAULT_TIMEOUT_S = 120.0
@@ -36,11 +41,6 @@ TERM_GRACE_S = 10.0  # after SIGTERM a rank finishes what it writes (a checkpoin
 
 class DistributedError(DigitlabError):
     """A rank failed, a collective timed out, or the job could not start."""
-
-
-def threads_per_rank(local_world_size: int) -> int:
-    """CPU threads for each of ``local_world_size`` processes sharing this machine (at least 1)."""
-    return max(1, cpu_cores() // max(1, local_world_size))
 
 
 def timeout_from_env() -> float:
@@ -78,8 +78,6 @@ class Context:
         the state_dict keys do not change); gloo has no SyncBatchNorm, so on the CPU each rank
         normalises with its own shard's statistics and the running averages follow rank 0's.
         """
-        from torch.nn.parallel import DistributedDataParallel
-
         if self.backend == "nccl":
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
             ddp = DistributedDataParallel(model, device_ids=[self.local_rank], output_device=self.local_rank)
@@ -208,9 +206,6 @@ _STOP = _Stop()
 def _install_sigterm() -> None:
     """On SIGTERM (torchrun stopping the job after another rank failed) finish the current step or
     checkpoint write, then stop; a rank stuck in a collective is ended after ``TERM_GRACE_S``."""
-    import signal
-    import threading
-
     def on_term(signum, frame):
         if _STOP.requested:
             os._exit(128 + signum)
@@ -263,8 +258,6 @@ def _train_args(args: list[str]) -> tuple[list[str], str | None]:
     runs_dir = _option(args, "--runs-dir") or "runs"
     name = _option(args, "--name")
     if name is None:
-        from digitlab.config import default_run_dir
-
         model = _option(args, "--model") or _option(args, "-m") or "mlp"
         name = os.path.basename(default_run_dir(model, runs_dir))
         args = [*args, "--name", name]
@@ -275,8 +268,7 @@ def launch(nproc: int, argv: list[str], *, port: int | None = None) -> int:
     """Run ``digitlab <argv without --nproc>`` in ``nproc`` processes on this machine, the way
     ``torchrun --nproc_per_node=nproc --master_addr 127.0.0.1 -m digitlab ...`` does; return the
     exit code (0, or 1 with a one-line ``error:`` on stderr when a rank failed)."""
-    import logging
-
+    # torch's elastic launcher loads only in the process that launches, not in every rank
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
@@ -322,8 +314,6 @@ def launch(nproc: int, argv: list[str], *, port: int | None = None) -> int:
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind((LOCALHOST, 0))
         return s.getsockname()[1]

@@ -13,41 +13,20 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
+from digitlab import runs
 from digitlab.config import TrainConfig
+from digitlab.curves_worker import CurvesRenderer
+from digitlab.data.datasets import load_data
+from digitlab.data.preprocess import train_val_split
 from digitlab.errors import ConfigError, DigitlabError, Interrupted
+from digitlab.training import native
+from digitlab.training.engine import Engine, Split
 from digitlab.training.loop import EpochState, History
-
-
-@dataclass
-class Split:
-    """The run's data: uint8 images (N, 28, 28) and int64 labels; no validation part when val_split is 0."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray | None
-    y_val: np.ndarray | None
-    x_test: np.ndarray
-    y_test: np.ndarray
-
-
-class Engine(Protocol):
-    name: str
-
-    def build(self) -> None: ...
-    def resume(self, run_path: Path) -> tuple[EpochState, Any]: ...
-    def fit(self, split: Split, quiet: bool, on_epoch_end: Callable[..., None] | None,
-            resume: tuple[EpochState, Any] | None, busy: Callable[[], bool] | None = None) -> History: ...
-    def checkpoint(self, run_path: Path, state: EpochState, best: Any) -> None: ...
-    def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]: ...
-    def save_weights(self, run_path: Path) -> None: ...
-    def info(self) -> dict[str, Any]: ...
-    def torch_model(self) -> Any: ...
 
 
 class TrainResult:
@@ -85,19 +64,14 @@ def choose_engine(config: TrainConfig, dist: Any = None) -> str:
 
 def make_engine(config: TrainConfig, dist: Any = None) -> Engine:
     if choose_engine(config, dist) == "native":
-        from digitlab.training.native import NativeEngine
-
-        return NativeEngine(config)
-    from digitlab.training.torch_engine import TorchEngine
+        return native.NativeEngine(config)
+    from digitlab.training.torch_engine import TorchEngine  # imports torch: only when it trains
 
     return TorchEngine(config, dist)
 
 
 def load_split(config: TrainConfig, data: Any, data_dir: str | os.PathLike | None, quiet: bool) -> Split:
     """The run's arrays from ``data`` (arrays, a future of them, or None: load now)."""
-    from digitlab.data.datasets import load_data
-    from digitlab.data.preprocess import train_val_split
-
     if data is None:
         data = load_data(config.dataset, data_dir=data_dir, quiet=quiet)
     elif hasattr(data, "result"):
@@ -130,8 +104,6 @@ def train(
 
     ``data`` may hold the dataset's arrays already, or a future that will (the CLI starts reading the
     files while the engine loads). ``tensorboard``: a folder for TensorBoard event files (digitlab.board)."""
-    from digitlab import runs
-
     writer = dist is None or dist.rank == 0
     say = log or (lambda msg: None if quiet or not writer else print(msg, file=sys.stderr, flush=True))
     run_path = Path(run_dir) if run_dir is not None else None
@@ -141,7 +113,8 @@ def train(
         saved = runs.read_config(run_path)
         config = TrainConfig.from_json(saved) if config is None else config
         runs.check_checkpoint(run_path)
-    assert config is not None
+    if config is None:
+        raise ConfigError("train() needs a TrainConfig, or resume=True with the folder of a run")
     config.validate()
     engine = make_engine(config, dist)
     board = None
@@ -157,16 +130,13 @@ def train(
 
     curves = None
     if run_path is not None and writer and plots:
-        from digitlab.curves_worker import CurvesRenderer
-
         curves = CurvesRenderer(run_path / runs.CURVES)  # a helper process imports matplotlib meanwhile
     split = load_split(config, data, data_dir, quiet or not writer)
     engine.build()
     resumed = None
-    if resume:
-        assert run_path is not None
+    if run_path is not None and resume:
         resumed = engine.resume(run_path)
-        done = resumed[0].epoch
+        done = resumed.state.epoch
         if done >= config.fit.epochs:
             say(f"{run_path} already completed {done} epochs; evaluating")
         else:
@@ -194,7 +164,7 @@ def train(
     test_loss, test_acc = engine.evaluate(split.x_test, split.y_test)
     last = history.rows[-1] if history.rows else {}
     epoch_times = [r["time"] for r in history.rows]
-    new_epochs = epoch_times[resumed[0].epoch:] if resumed else epoch_times
+    new_epochs = epoch_times[resumed.state.epoch:] if resumed else epoch_times
     metrics = {
         "test_loss": test_loss,
         "test_accuracy": test_acc,

@@ -1,5 +1,6 @@
 """The bookkeeping of a training loop that does not depend on the engine: learning-rate schedules,
-the Keras-like progress line, per-epoch history, early stopping, Ctrl-C and checkpoint state."""
+the Keras-like progress line, per-epoch history, early stopping, Ctrl-C and checkpoint state.
+:mod:`digitlab.training.driver` runs the epochs with it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from digitlab.errors import ConfigError
 
@@ -127,6 +130,17 @@ class EpochState:
     best_epoch: int | None
     bad_epochs: int
 
+    def to_json(self) -> dict[str, Any]:
+        """A checkpoint's ``state.json`` fields (besides the optimizer's)."""
+        return {"epoch": self.epoch, "history": self.history, "plateau": self.plateau, "best_value": self.best_value,
+                "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
+
+    @classmethod
+    def from_json(cls, state: dict[str, Any]) -> EpochState:
+        return cls(epoch=state["epoch"], history=state["history"], plateau=state["plateau"],
+                   best_value=state.get("best_value"), best_epoch=state.get("best_epoch"),
+                   bad_epochs=state.get("bad_epochs", 0))
+
 
 def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7_919 + 12_345) % (2**63 - 1)
@@ -157,6 +171,12 @@ class EpochBook:
             return lr_factor(self.opts.schedule, epoch * steps_per_epoch + step,
                              steps_per_epoch * self.opts.epochs) * self.plateau.scale
         return self.plateau.scale
+
+    def lr_factors(self, epoch: int, steps_per_epoch: int) -> np.ndarray:
+        """The learning-rate multiplier of each step of ``epoch`` (float64, one per step)."""
+        if self.opts.schedule in ("cosine", "onecycle"):
+            return np.array([self.lr_scale(epoch, s, steps_per_epoch) for s in range(steps_per_epoch)])
+        return np.full(steps_per_epoch, self.plateau.scale)
 
     def end_epoch(self, row: dict[str, float], progress: Progress) -> tuple[bool, bool]:
         """Record a finished epoch; returns ``(improved, stop)`` for early stopping."""
@@ -213,15 +233,3 @@ class SigintGuard:
     def __exit__(self, *exc: Any) -> None:
         if self.active:
             signal.signal(signal.SIGINT, self.previous)
-
-
-def run_state_json(st: EpochState) -> dict[str, Any]:
-    """A checkpoint's ``state.json`` fields (besides the optimizer's)."""
-    return {"epoch": st.epoch, "history": st.history, "plateau": st.plateau, "best_value": st.best_value,
-            "best_epoch": st.best_epoch, "bad_epochs": st.bad_epochs}
-
-
-def epoch_state_from_json(state: dict[str, Any]) -> EpochState:
-    return EpochState(epoch=state["epoch"], history=state["history"], plateau=state["plateau"],
-                      best_value=state.get("best_value"), best_epoch=state.get("best_epoch"),
-                      bad_epochs=state.get("bad_epochs", 0))

@@ -12,13 +12,18 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
-import time
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from digitlab.errors import ConfigError
+from digitlab import runs
+from digitlab.config import OPTIMIZER_DEFAULTS, cpu_cores
+from digitlab.errors import ConfigError, RunError
+from digitlab.training.driver import EpochHook, Resume, permutation, run_epochs
+from digitlab.training.engine import Split
+from digitlab.training.loop import EpochState, History
 
 _LIB: ctypes.CDLL | None = None
 _LOAD_ERROR: str | None = None
@@ -405,12 +410,10 @@ class NativeMLP:
         for i in range(self.L):
             for k, (m, v, transpose) in enumerate(((self.mW[i], self.vW[i], True), (self.mb[i], self.vb[i], False))):
                 pid = 2 * i + k
-                tensors[f"state.{pid}.exp_avg"] = self._to_torch(i, m) if transpose else m.copy()
-                tensors[f"state.{pid}.exp_avg_sq"] = self._to_torch(i, v) if transpose else v.copy()
-                tensors[f"state.{pid}.step"] = np.asarray(float(self.step), np.float32)
-        group = {"lr": lr, "betas": list(betas), "eps": eps, "weight_decay": weight_decay, "amsgrad": False,
-                 "maximize": False, "foreach": None, "capturable": False, "differentiable": False, "fused": True,
-                 "decoupled_weight_decay": decoupled, "params": list(range(2 * self.L))}
+                for key, a in zip(runs.ADAM_MOMENTS, (m, v), strict=True):
+                    tensors[runs.adam_tensor_name(pid, key)] = self._to_torch(i, a) if transpose else a.copy()
+                tensors[runs.adam_tensor_name(pid, "step")] = np.asarray(float(self.step), np.float32)
+        group = runs.adam_param_group(lr, betas, eps, weight_decay, decoupled, list(range(2 * self.L)))
         return tensors, {"param_groups": [group], "plain": {}}
 
     def load_optimizer_state(self, tensors: dict[str, np.ndarray]) -> None:
@@ -418,11 +421,12 @@ class NativeMLP:
         for i in range(self.L):
             for k, (m, v, transpose) in enumerate(((self.mW[i], self.vW[i], True), (self.mb[i], self.vb[i], False))):
                 pid = 2 * i + k
-                for dst, key in ((m, "exp_avg"), (v, "exp_avg_sq")):
-                    src = np.asarray(tensors[f"state.{pid}.{key}"], np.float32)
+                for dst, key in zip((m, v), runs.ADAM_MOMENTS, strict=True):
+                    src = np.asarray(tensors[runs.adam_tensor_name(pid, key)], np.float32)
                     dst[...] = self._from_torch(i, src) if transpose else src
-                if f"state.{pid}.step" in tensors:
-                    steps.add(int(np.asarray(tensors[f"state.{pid}.step"]).item()))
+                step = tensors.get(runs.adam_tensor_name(pid, "step"))
+                if step is not None:
+                    steps.add(int(np.asarray(step).item()))
         if len(steps) > 1:
             raise ValueError("the checkpoint's parameters were stepped different numbers of times")
         self.step = steps.pop() if steps else 0
@@ -477,73 +481,73 @@ class NativeCNN(NativeMLP):
         return t.T
 
 
-# --- the training loop and the job's engine -----------------------------------------------------
+# --- the steps the epoch driver runs, and the job's engine ---------------------------------------
 
-def fit_native(net: NativeMLP, x: np.ndarray, y: np.ndarray, validation: tuple[np.ndarray, np.ndarray] | None,
-               opts: Any, *, quiet: bool = False, threads: int = 1, on_epoch_end: Any = None,
-               resume: tuple[Any, dict | None] | None = None, busy: Any = None) -> Any:
-    """The torch engine's :func:`digitlab.training.torch_engine.fit` for a :class:`NativeMLP`: same options, same
-    history, progress line, schedules, early stopping and Ctrl-C handling. ``x`` is uint8 images.
+class NativeSteps:
+    """The native side of :func:`digitlab.training.driver.run_epochs`: Adam steps on a :class:`NativeMLP`
+    (or :class:`NativeCNN`) over uint8 images, a few hundred per call into the kernels.
 
     While ``busy()`` is true (a helper process is using a core) training leaves one core to it; the
     number of threads never changes the results."""
-    from digitlab.config import OPTIMIZER_DEFAULTS
-    from digitlab.training.loop import EpochBook, Progress, SigintGuard, epoch_seed
 
-    hp = OPTIMIZER_DEFAULTS[opts.optimizer]
-    base_lr = opts.lr if opts.lr is not None else hp["lr"]
-    adam = {"betas": hp["betas"], "eps": hp["eps"], "weight_decay": opts.weight_decay,
-            "decoupled": opts.optimizer == "adamw"}
-    x = _rows(x, net.dims[0])
-    y = np.ascontiguousarray(y, dtype=np.int64)
-    if validation is not None:
-        xv, yv = _rows(validation[0], net.dims[0]), np.ascontiguousarray(validation[1], dtype=np.int64)
-    n, batch = len(x), opts.batch_size
-    steps = -(-n // batch)
-    chunk = 256  # steps per native call: progress and Ctrl-C are looked at in between
-    book = EpochBook(opts, quiet, resume[0] if resume else None)
-    best = resume[1] if resume else None
-    progress = Progress(opts.epochs, steps, quiet)
-    with SigintGuard() as guard:
-        for epoch in range(book.start_epoch, opts.epochs):
-            perm = np.random.default_rng(epoch_seed(opts.seed, epoch)).permutation(n)
-            lrs = np.array([base_lr * book.lr_scale(epoch, s, steps) for s in range(steps)], np.float32) \
-                if opts.schedule in ("cosine", "onecycle") else np.full(steps, base_lr * book.plateau.scale, np.float32)
-            progress.start_epoch(epoch)
-            loss_sum, correct, seen = 0.0, 0, 0
-            for s0 in range(0, steps, chunk):
-                if guard.stop:
-                    break
-                s1 = min(steps, s0 + chunk)
-                idx = perm[s0 * batch : s1 * batch]
-                if busy is not None and not busy():
-                    busy = None
-                now = max(1, threads - 1) if busy is not None else threads
-                losses, right = net.train_steps(x, y, idx, batch, lrs[s0:s1], threads=now, **adam)
-                loss_sum += float(losses.sum())
-                correct += int(right.sum())
-                seen += len(idx)
-                if progress.live:
-                    progress.update(s1, loss_sum, correct, seen)
-            if guard.stop:
-                break
-            row: dict[str, float] = {"epoch": epoch + 1, "loss": loss_sum / seen, "accuracy": correct / seen}
-            elapsed = time.perf_counter() - progress.t0
-            if validation is not None:
-                row["val_loss"], row["val_accuracy"] = net.evaluate(xv, yv, threads)
-            row["lr"] = float(lrs[-1])
-            row["time"] = elapsed
-            improved, stop = book.end_epoch(row, progress)
-            if improved:
-                best = net.state_dict()
-            if on_epoch_end is not None:
-                on_epoch_end(book.state(), best)
-            if stop:
-                break
-    if opts.early_stopping and best is not None and not guard.stop:
-        net.load_state_dict(best)
-    book.history.interrupted = guard.stop
-    return book.history
+    chunk = 256  # steps per native call
+
+    def __init__(self, net: NativeMLP, x: np.ndarray, y: np.ndarray, validation: tuple[np.ndarray, np.ndarray] | None,
+                 opts: Any, threads: int = 1, busy: Any = None):
+        hp = OPTIMIZER_DEFAULTS[opts.optimizer]
+        self.net, self.opts, self.threads, self.busy = net, opts, threads, busy
+        self.base_lr = opts.lr if opts.lr is not None else hp["lr"]
+        self.adam = {"betas": hp["betas"], "eps": hp["eps"], "weight_decay": opts.weight_decay,
+                     "decoupled": opts.optimizer == "adamw"}
+        self.x = _rows(x, net.dims[0])
+        self.y = np.ascontiguousarray(y, dtype=np.int64)
+        self.validation = None
+        if validation is not None:
+            self.validation = (_rows(validation[0], net.dims[0]), np.ascontiguousarray(validation[1], dtype=np.int64))
+        self.last_lr = self.base_lr
+        self.loss_sum, self.correct, self.seen = 0.0, 0, 0
+
+    def start_epoch(self, epoch: int, n: int) -> np.ndarray:
+        self.loss_sum, self.correct, self.seen = 0.0, 0, 0
+        return permutation(self.opts.seed, epoch, n)
+
+    def train(self, idx: np.ndarray, lr_factors: np.ndarray) -> None:
+        lrs = np.asarray(self.base_lr * lr_factors, np.float32)
+        if self.busy is not None and not self.busy():
+            self.busy = None
+        threads = max(1, self.threads - 1) if self.busy is not None else self.threads
+        losses, right = self.net.train_steps(self.x, self.y, idx, self.opts.batch_size, lrs, threads=threads,
+                                             **self.adam)
+        self.loss_sum += float(losses.sum())
+        self.correct += int(right.sum())
+        self.seen += len(idx)
+        self.last_lr = float(lrs[-1])
+
+    def totals(self, final: bool = False) -> tuple[float, int, int]:
+        return self.loss_sum, self.correct, self.seen
+
+    def validate(self) -> tuple[float, float] | None:
+        return None if self.validation is None else self.net.evaluate(*self.validation, self.threads)
+
+    def lr(self) -> float:
+        return self.last_lr
+
+    def snapshot(self) -> dict[str, np.ndarray]:
+        return self.net.state_dict()
+
+    def restore(self, weights: dict[str, np.ndarray]) -> None:
+        self.net.load_state_dict(weights)
+
+
+def fit_native(net: NativeMLP, x: np.ndarray, y: np.ndarray, validation: tuple[np.ndarray, np.ndarray] | None,
+               opts: Any, *, quiet: bool = False, threads: int = 1, on_epoch_end: EpochHook | None = None,
+               resume: Resume | None = None, busy: Any = None) -> History:
+    """The torch engine's :func:`digitlab.training.torch_engine.fit` for a :class:`NativeMLP`: the same
+    epoch driver, so the same options, history, progress line, schedules, early stopping and Ctrl-C
+    handling. ``x`` is uint8 images; ``resume`` continues after the net's weights and Adam state
+    were restored."""
+    steps = NativeSteps(net, x, y, validation, opts, threads, busy)
+    return run_epochs(steps, opts, len(steps.x), quiet=quiet, resume=resume, on_epoch_end=on_epoch_end)
 
 
 class NativeEngine:
@@ -554,8 +558,6 @@ class NativeEngine:
 
     def __init__(self, config: Any):
         self.config = config
-        from digitlab.config import cpu_cores
-
         self.threads = config.fit.threads or cpu_cores()
         self.net: NativeMLP | None = None
 
@@ -566,11 +568,7 @@ class NativeEngine:
         else:
             self.net = NativeMLP([28 * 28, *opts["hidden"], opts.get("num_classes", 10)], seed=self.config.fit.seed)
 
-    def resume(self, run_path: Path) -> tuple[Any, dict | None]:
-        from digitlab import runs
-        from digitlab.errors import RunError
-        from digitlab.training.loop import epoch_state_from_json
-
+    def resume(self, run_path: Path) -> Resume:
         state, model_t, optim_t, _, best = runs.load_checkpoint(run_path, arrays=True)
         runs.check_weights(self.net.state_dict(), model_t, run_path / runs.CHECKPOINT / runs.CKPT_MODEL)
         self.net.load_state_dict(model_t)
@@ -579,39 +577,31 @@ class NativeEngine:
         except (KeyError, ValueError) as e:
             raise RunError(f"{run_path / runs.CHECKPOINT / runs.CKPT_OPTIM}: optimizer state does not fit ({e})") \
                 from None
-        return epoch_state_from_json(state), best
+        return Resume(EpochState.from_json(state), best)
 
-    def fit(self, split: Any, quiet: bool, on_epoch_end: Any, resume: Any, busy: Any = None) -> Any:
+    def fit(self, split: Split, quiet: bool, on_epoch_end: EpochHook | None, resume: Resume | None,
+            busy: Any = None) -> History:
         validation = None if split.x_val is None else (split.x_val, split.y_val)
         return fit_native(self.net, split.x_train, split.y_train, validation, self.config.fit, quiet=quiet,
                           threads=self.threads, on_epoch_end=on_epoch_end, resume=resume, busy=busy)
 
     def _adam(self) -> tuple[float, tuple[float, float], float, float, bool]:
-        from digitlab.config import OPTIMIZER_DEFAULTS
-
         fit = self.config.fit
         hp = OPTIMIZER_DEFAULTS[fit.optimizer]
         return (fit.lr if fit.lr is not None else hp["lr"], hp["betas"], hp["eps"], fit.weight_decay,
                 fit.optimizer == "adamw")
 
-    def checkpoint(self, run_path: Path, state: Any, best: dict | None) -> None:
-        from digitlab import runs
-        from digitlab.training.loop import run_state_json
-
+    def checkpoint(self, run_path: Path, state: EpochState, best: dict | None) -> None:
         opt_tensors, opt_meta = self.net.optimizer_state(*self._adam())
-        runs.save_checkpoint(run_path, self.net.state_dict(), opt_tensors, opt_meta, run_state_json(state), best)
+        runs.save_checkpoint(run_path, self.net.state_dict(), opt_tensors, opt_meta, state.to_json(), best)
 
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         return self.net.evaluate(x, y, self.threads)
 
     def save_weights(self, run_path: Path) -> None:
-        from digitlab import runs
-
         runs.save_tensors(run_path / runs.WEIGHTS, self.net.state_dict(), {"format": "pt"})
 
     def info(self) -> dict[str, Any]:
-        from importlib.metadata import PackageNotFoundError, version
-
         try:
             torch_version = version("torch")
         except PackageNotFoundError:
@@ -620,7 +610,7 @@ class NativeEngine:
                 "kernels": kernels(), "torch": torch_version}
 
     def torch_model(self) -> Any:
-        import torch
+        import torch  # on request only: training and running natively never import torch
 
         from digitlab.models import build_model
 

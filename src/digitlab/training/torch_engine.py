@@ -1,7 +1,8 @@
-"""The training loop: optimizers, schedules, augmentation, early stopping, checkpoints, history.
+"""The torch engine: optimizers, augmentation, the training step, data-parallel training; every
+model, device and optimizer. The epochs themselves run in :mod:`digitlab.training.driver`.
 
-Data lives in memory as one float32 tensor; each epoch draws a permutation and slices batches out
-of it (no DataLoader). A tutorial-style ReLU MLP on the CPU takes a hand-written forward/backward
+Data lives in memory as one float32 tensor; the driver's permutation picks each batch out of it
+(no DataLoader). A tutorial-style ReLU MLP on the CPU takes a hand-written forward/backward
 (:class:`FastMLPStep`): the same maths as autograd with a fraction of the per-step overhead, which
 is what dominates at batch 32. Everything else goes through autograd.
 """
@@ -9,9 +10,7 @@ is what dominates at batch 32. Everything else goes through autograd.
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,30 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from digitlab.config import (  # noqa: F401  (re-exported: digitlab.training.torch_engine is where users look)
-    MONITORS,
-    OPTIMIZER_DEFAULTS,
-    PRESETS,
-    SCHEDULES,
-    FitOptions,
-    TrainConfig,
-    default_run_dir,
-)
+from digitlab import runs
+from digitlab.config import OPTIMIZER_DEFAULTS, FitOptions, TrainConfig, threads_per_rank
+from digitlab.data.preprocess import to_float
 from digitlab.errors import ConfigError
-from digitlab.models import Net
-from digitlab.training.job import Interrupted, Split, TrainResult, train  # noqa: F401
-from digitlab.training.loop import (  # noqa: F401
-    EpochBook,
-    EpochState,
-    History,
-    Plateau,
-    Progress,
-    SigintGuard,
-    epoch_seed,
-    epoch_state_from_json,
-    lr_factor,
-    run_state_json,
-)
+from digitlab.models import Net, as_tensor, build_model, count_params, evaluate_tensors
+from digitlab.training.driver import EpochHook, Resume, run_epochs
+from digitlab.training.engine import Split
+from digitlab.training.loop import EpochState, History, epoch_seed
 
 
 def resolve_device(name: str) -> torch.device:
@@ -71,8 +54,6 @@ def default_threads(model: Net, device: torch.device, local_world_size: int = 1)
     cores, shared out between the ``local_world_size`` processes of a data-parallel job."""
     if device.type != "cpu":
         return torch.get_num_threads()
-    from digitlab.training.distributed import threads_per_rank
-
     return 1 if not model.image_input else threads_per_rank(local_world_size)
 
 
@@ -122,10 +103,7 @@ class FusedAdam:
     def __init__(self, params: list[torch.nn.Parameter], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-7, weight_decay: float = 0.0, decoupled: bool = False):
         self.params = list(params)
-        self.param_groups = [{"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay,
-                              "amsgrad": False, "maximize": False, "foreach": None, "capturable": False,
-                              "differentiable": False, "fused": True, "decoupled_weight_decay": decoupled,
-                              "params": self.params}]
+        self.param_groups = [runs.adam_param_group(lr, betas, eps, weight_decay, decoupled, self.params)]
         self.defaults = {k: v for k, v in self.param_groups[0].items() if k != "params"}
         self.exp_avg = [torch.zeros_like(p) for p in self.params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
@@ -266,26 +244,6 @@ def _autograd_step(model: Net, opts: FitOptions, device: torch.device, gen: torc
     return step
 
 
-@torch.no_grad()
-def evaluate_tensors(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2000,
-                     bf16: bool = False) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` on float images ``x`` and labels ``y``."""
-    was = model.training
-    model.eval()
-    loss_sum = torch.zeros((), dtype=torch.float64)
-    correct = torch.zeros((), dtype=torch.int64)
-    for i in range(0, len(x), batch_size):
-        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
-        with torch.autocast(xb.device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits = model(xb)
-        logits = logits.float()
-        loss_sum += F.cross_entropy(logits, yb, reduction="sum").double().cpu()
-        correct += (logits.argmax(1) == yb).sum().cpu()
-    model.train(was)
-    n = max(1, len(x))
-    return float(loss_sum) / n, int(correct) / n
-
-
 def _running(losses: list[torch.Tensor], preds: list[torch.Tensor], labels: list[torch.Tensor]):
     """(summed loss, correct count, samples) of the steps so far: one reduction instead of one per step."""
     if not losses:
@@ -294,43 +252,112 @@ def _running(losses: list[torch.Tensor], preds: list[torch.Tensor], labels: list
     return float(torch.stack(losses).double().sum()), int((torch.cat(preds) == y).sum()), len(y)
 
 
-@dataclass
-class Resume:
-    optimizer_state: dict
-    state: EpochState
-    best_weights: dict[str, torch.Tensor] | None = None
+class TorchSteps:
+    """The torch side of :func:`digitlab.training.driver.run_epochs`: a model, its optimizer and the
+    data as tensors on the device; steps on the hand-written MLP step or autograd, on one process or
+    several (``dist``, a :class:`digitlab.training.distributed.Context`)."""
+
+    chunk = 16  # steps between two looks at Ctrl-C and the progress line
+
+    def __init__(self, model: Net, x: torch.Tensor, y: torch.Tensor, validation: tuple | None, opts: FitOptions,
+                 device: torch.device, dist: Any = None):
+        self.model, self.x, self.y, self.validation, self.opts, self.dist = model, x, y, validation, opts, dist
+        self.device = device
+        self.rank, self.world = (dist.rank, dist.world_size) if dist is not None else (0, 1)
+        fast = FastMLPStep.supports(model, opts, device) and dist is None
+        self.train_model: nn.Module = model
+        if dist is not None:
+            self.train_model = dist.wrap(model)
+        elif opts.compile:
+            self.train_model = torch.compile(model)
+        self.optimizer = make_optimizer(opts, list(model.parameters()))
+        self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
+        self.fast_step = FastMLPStep(model) if fast else None
+        self.step: Any = None
+        self.losses: list[torch.Tensor] = []
+        self.preds: list[torch.Tensor] = []
+        self.labels: list[torch.Tensor] = []
+
+    def load_optimizer(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state)
+        if not isinstance(self.optimizer, FusedAdam):  # give restored state the parameters' memory format
+            for p in self.model.parameters():
+                for k, v in self.optimizer.state.get(p, {}).items():
+                    if isinstance(v, torch.Tensor) and v.shape == p.shape:
+                        self.optimizer.state[p][k] = torch.empty_like(p).copy_(v)
+
+    def start_epoch(self, epoch: int, n: int) -> np.ndarray:
+        seed = epoch_seed(self.opts.seed, epoch)
+        gen = torch.Generator().manual_seed(seed)  # the permutation, then augmentation
+        torch.manual_seed(seed + 1)  # dropout
+        self.step = self.fast_step or _autograd_step(self.train_model, self.opts, self.device, gen, self.world)
+        self.losses, self.preds, self.labels = [], [], []
+        self.model.train()
+        return torch.randperm(n, generator=gen).numpy()
+
+    def train(self, idx: np.ndarray, lr_factors: np.ndarray) -> None:
+        idx_t = torch.from_numpy(idx).to(self.device)
+        batch = self.opts.batch_size
+        y_span = self.y.index_select(0, idx_t).split(batch)  # label batches as views
+        for s, ids in enumerate(idx_t.split(batch)):
+            for pg, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+                pg["lr"] = base * float(lr_factors[s])
+            if self.world > 1:
+                global_count = len(ids)
+                ids = ids[self.rank :: self.world]
+                yb = y_span[s][self.rank :: self.world]
+                loss_sum, pred = self.step(self.x.index_select(0, ids), yb, global_count)
+            else:
+                yb = y_span[s]
+                loss_sum, pred = self.step(self.x.index_select(0, ids), yb)
+            self.optimizer.step()
+            self.losses.append(loss_sum)
+            self.preds.append(pred)
+            self.labels.append(yb)
+
+    def totals(self, final: bool = False) -> tuple[float, int, int]:
+        if final and self.dist is not None:
+            self.dist.sync_buffers(self.model)  # batch-norm running statistics: rank 0's on every rank
+        loss, correct, seen = _running(self.losses, self.preds, self.labels)
+        if final and self.dist is not None:
+            loss, correct, seen = self.dist.all_reduce_sum([loss, correct, seen])
+        return loss, correct, seen
+
+    def validate(self) -> tuple[float, float] | None:
+        if self.validation is None:
+            return None
+        return _evaluate_maybe_sharded(self.model, *self.validation, self.opts.bf16, self.dist)
+
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def restore(self, weights: dict[str, torch.Tensor]) -> None:
+        self.model.load_state_dict(weights)
 
 
-def _as_tensor(x: np.ndarray | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Arrays to tensors; uint8 images become floats in [0, 1] through ``preprocess.to_float``."""
-    if isinstance(x, torch.Tensor):
-        return x.to(dtype)
-    x = np.asarray(x)
-    if dtype.is_floating_point and x.dtype == np.uint8:
-        from digitlab.data.preprocess import to_float
-
-        x = to_float(x)
-    return torch.from_numpy(np.ascontiguousarray(x)).to(dtype)
-
-
-def evaluate_arrays(model: nn.Module, x, y, batch_size: int = 2000) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy for numpy (or tensor) images and labels."""
-    device = next(model.parameters()).device
-    return evaluate_tensors(model, _as_tensor(x, torch.float32).to(device), _as_tensor(y, torch.int64).to(device),
-                            batch_size)
-
-
-@torch.no_grad()
-def predict_arrays(model: nn.Module, x, batch_size: int = 2000) -> np.ndarray:
-    """(N, 10) float32 probabilities for (N, 28, 28) images (uint8, or floats in [0, 1])."""
-    was = model.training
-    model.eval()
-    xt = _as_tensor(x, torch.float32).to(next(model.parameters()).device)
-    if xt.ndim == 2:
-        xt = xt[None]
-    out = [torch.softmax(model(xt[i : i + batch_size]).float(), 1) for i in range(0, len(xt), batch_size)]
-    model.train(was)
-    return torch.cat(out).cpu().numpy() if out else np.zeros((0, 10), np.float32)
+def prepare(model: Net, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor,
+            validation_data: tuple[np.ndarray, np.ndarray] | None, opts: FitOptions, dist: Any = None) -> TorchSteps:
+    """Check the options, pick the device and threads, and put model and data on the device."""
+    opts.validate()
+    device = resolve_device(opts.device)
+    local_world = getattr(dist, "local_world_size", 1) if dist is not None else 1
+    torch.set_num_threads(opts.threads or default_threads(model, device, local_world))
+    xt = as_tensor(x, torch.float32).to(device)
+    yt = as_tensor(y, torch.int64).to(device)
+    if xt.ndim != 3 or xt.shape[1:] != (28, 28) or len(xt) != len(yt):
+        raise ConfigError(f"expected images (N, 28, 28) and N labels, got {tuple(xt.shape)} and {tuple(yt.shape)}")
+    validation = None
+    if validation_data is not None:
+        validation = (as_tensor(validation_data[0], torch.float32).to(device),
+                      as_tensor(validation_data[1], torch.int64).to(device))
+    model.to(device)
+    if device.type == "cpu" and model.image_input:
+        model.to(memory_format=torch.channels_last)
+    model.train()
+    return TorchSteps(model, xt, yt, validation, opts, device, dist)
 
 
 def fit(
@@ -341,7 +368,7 @@ def fit(
     options: FitOptions | None = None,
     *,
     quiet: bool = False,
-    on_epoch_end: Callable[..., None] | None = None,
+    on_epoch_end: EpochHook | None = None,
     resume: Resume | None = None,
     dist: Any = None,
     **kwargs: Any,
@@ -350,8 +377,8 @@ def fit(
 
     Keyword arguments not in the signature are :class:`FitOptions` fields, so the tutorial's
     ``fit(model, x, y, epochs=5, batch_size=32, validation_data=(xv, yv))`` reads the same.
-    ``on_epoch_end`` receives the model, optimizer and state after each completed epoch (checkpoints
-    hook in there); ``resume`` continues from such a checkpoint.
+    ``on_epoch_end(state, best_weights)`` runs after each completed epoch (checkpoints hook in there);
+    ``resume`` continues from such a checkpoint.
     ``dist`` is a :class:`digitlab.training.distributed.Context` when several processes train together.
     """
     opts = options or FitOptions()
@@ -359,121 +386,15 @@ def fit(
         if not hasattr(opts, k):
             raise TypeError(f"fit() got an unexpected keyword argument {k!r}")
         setattr(opts, k, v)
-    opts.validate()
-    device = resolve_device(opts.device)
-    local_world = getattr(dist, "local_world_size", 1) if dist is not None else 1
-    torch.set_num_threads(opts.threads or default_threads(model, device, local_world))
-    rank, world = (dist.rank, dist.world_size) if dist is not None else (0, 1)
-    quiet = quiet or rank != 0
+    return _run(prepare(model, x, y, validation_data, opts, dist), quiet, resume, on_epoch_end)
 
-    xt = _as_tensor(x, torch.float32).to(device)
-    yt = _as_tensor(y, torch.int64).to(device)
-    if xt.ndim != 3 or xt.shape[1:] != (28, 28) or len(xt) != len(yt):
-        raise ConfigError(f"expected images (N, 28, 28) and N labels, got {tuple(xt.shape)} and {tuple(yt.shape)}")
-    if validation_data is not None:
-        xv = _as_tensor(validation_data[0], torch.float32).to(device)
-        yv = _as_tensor(validation_data[1], torch.int64).to(device)
-    model.to(device)
-    if device.type == "cpu" and model.image_input:
-        model.to(memory_format=torch.channels_last)
-    model.train()
 
-    fast = FastMLPStep.supports(model, opts, device) and dist is None
-    train_model: nn.Module = model
-    if dist is not None:
-        train_model = dist.wrap(model)
-    elif opts.compile:
-        train_model = torch.compile(model)
-    optimizer = make_optimizer(opts, list(model.parameters()))
-    base_lrs = [g["lr"] for g in optimizer.param_groups]
-
-    n = len(xt)
-    steps_per_epoch = math.ceil(n / opts.batch_size)
-    book = EpochBook(opts, quiet, resume.state if resume is not None else None)
-    best_state: dict[str, torch.Tensor] | None = None
-    if resume is not None:
-        optimizer.load_state_dict(resume.optimizer_state)
-        if not isinstance(optimizer, FusedAdam):  # give restored state the parameters' memory format
-            for p in model.parameters():
-                for k, v in optimizer.state.get(p, {}).items():
-                    if isinstance(v, torch.Tensor) and v.shape == p.shape:
-                        optimizer.state[p][k] = torch.empty_like(p).copy_(v)
-        best_state = resume.best_weights
-        for pg, base in zip(optimizer.param_groups, base_lrs, strict=True):
-            pg["lr"] = base * book.plateau.scale
-
-    step_fn = FastMLPStep(model) if fast else None
-    progress = Progress(opts.epochs, steps_per_epoch, quiet)
-    stepwise_lr = opts.schedule in ("cosine", "onecycle")
-    history = book.history
-
-    with SigintGuard(active=rank == 0) as guard:
-        for epoch in range(book.start_epoch, opts.epochs):
-            g = torch.Generator().manual_seed(epoch_seed(opts.seed, epoch))
-            torch.manual_seed(epoch_seed(opts.seed, epoch) + 1)
-            if step_fn is None:
-                step_impl = _autograd_step(train_model, opts, device, g, world)
-            else:
-                step_impl = step_fn
-            perm = torch.randperm(n, generator=g).to(device)
-            y_epoch = yt.index_select(0, perm).split(opts.batch_size)  # label batches as views
-            losses: list[torch.Tensor] = []
-            preds: list[torch.Tensor] = []
-            labels: list[torch.Tensor] = []
-            progress.start_epoch(epoch)
-            model.train()
-            for s, idx in enumerate(perm.split(opts.batch_size)):
-                if guard.stop:
-                    break
-                if stepwise_lr:
-                    f = book.lr_scale(epoch, s, steps_per_epoch)
-                    for pg, base in zip(optimizer.param_groups, base_lrs, strict=True):
-                        pg["lr"] = base * f
-                if world > 1:
-                    global_count = len(idx)
-                    idx = idx[rank::world]
-                    yb = y_epoch[s][rank::world]
-                    loss_sum, pred = step_impl(xt.index_select(0, idx), yb, global_count)
-                else:
-                    yb = y_epoch[s]
-                    loss_sum, pred = step_impl(xt.index_select(0, idx), yb)
-                optimizer.step()
-                losses.append(loss_sum)
-                preds.append(pred)
-                labels.append(yb)
-                if progress.live and s % 16 == 15:
-                    progress.update(s + 1, *_running(losses, preds, labels))
-            if guard.stop:
-                break
-            if dist is not None:
-                dist.sync_buffers(model)  # batch-norm running statistics: rank 0's on every rank
-            loss_acc, correct_acc, seen = _running(losses, preds, labels)
-            elapsed = time.perf_counter() - progress.t0
-            if dist is not None:
-                loss_tot, correct_tot, seen_tot = dist.all_reduce_sum([loss_acc, correct_acc, seen])
-            else:
-                loss_tot, correct_tot, seen_tot = loss_acc, correct_acc, seen
-            row: dict[str, float] = {"epoch": epoch + 1, "loss": loss_tot / seen_tot,
-                                     "accuracy": correct_tot / seen_tot}
-            if validation_data is not None:
-                vl, va = _evaluate_maybe_sharded(model, xv, yv, opts.bf16, dist)
-                row["val_loss"], row["val_accuracy"] = vl, va
-            row["lr"] = optimizer.param_groups[0]["lr"]
-            row["time"] = elapsed
-            improved, stop = book.end_epoch(row, progress)
-            if opts.schedule == "plateau":
-                for pg, base in zip(optimizer.param_groups, base_lrs, strict=True):
-                    pg["lr"] = base * book.plateau.scale
-            if improved:
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            if on_epoch_end is not None:
-                on_epoch_end(model, optimizer, book.state(), best_state)
-            if stop:
-                break
-    if opts.early_stopping and best_state is not None and not guard.stop:
-        model.load_state_dict(best_state)
-    history.interrupted = guard.stop
-    model.eval()
+def _run(steps: TorchSteps, quiet: bool, resume: Resume | None, on_epoch_end: EpochHook | None) -> History:
+    if resume is not None and resume.optimizer_state is not None:
+        steps.load_optimizer(resume.optimizer_state)
+    history = run_epochs(steps, steps.opts, len(steps.x), quiet=quiet or steps.rank != 0, resume=resume,
+                         on_epoch_end=on_epoch_end, sigint=steps.rank == 0)
+    steps.model.eval()
     return history
 
 
@@ -496,59 +417,40 @@ class TorchEngine:
         self.config, self.dist = config, dist
         self.device = resolve_device(config.fit.device)  # a missing GPU is reported before any file is written
         self.model: Net | None = None
-        self.optimizer: Any = None
+        self.steps: TorchSteps | None = None
 
     def build(self) -> None:
-        from digitlab.models import build_model
-
         torch.manual_seed(self.config.fit.seed)
         self.model = build_model(self.config.model, **self.config.model_options)
 
-    def resume(self, run_path) -> tuple[EpochState, Resume]:
-        from digitlab import runs
-
+    def resume(self, run_path: Path) -> Resume:
         state, model_t, optim_t, optim_meta, best = runs.load_checkpoint(run_path)
         runs.load_state(self.model, model_t, run_path / runs.CHECKPOINT / runs.CKPT_MODEL)
-        st = epoch_state_from_json(state)
-        return st, Resume(runs.unflatten_optimizer(optim_t, optim_meta), st, best)
+        return Resume(EpochState.from_json(state), best, runs.unflatten_optimizer(optim_t, optim_meta))
 
-    def fit(self, split: Split, quiet: bool, on_epoch_end, resume, busy=None) -> History:
-        from digitlab.data.preprocess import to_float
-
-        def hook(model, optimizer, st, best):
-            self.optimizer = optimizer
-            if on_epoch_end is not None:
-                on_epoch_end(st, best)
-
+    def fit(self, split: Split, quiet: bool, on_epoch_end: EpochHook | None, resume: Resume | None,
+            busy: Any = None) -> History:
         validation = None if split.x_val is None else (to_float(split.x_val), split.y_val)
-        return fit(self.model, to_float(split.x_train), split.y_train, validation, self.config.fit, quiet=quiet,
-                   on_epoch_end=hook, resume=resume[1] if resume else None, dist=self.dist)
+        self.steps = prepare(self.model, to_float(split.x_train), split.y_train, validation, self.config.fit,
+                             self.dist)
+        return _run(self.steps, quiet, resume, on_epoch_end)
 
-    def checkpoint(self, run_path, state: EpochState, best) -> None:
-        from digitlab import runs
-
-        opt_tensors, opt_meta = runs.flatten_optimizer(self.optimizer.state_dict())
-        runs.save_checkpoint(run_path, self.model.state_dict(), opt_tensors, opt_meta, run_state_json(state), best)
+    def checkpoint(self, run_path: Path, state: EpochState, best: Any) -> None:
+        opt_tensors, opt_meta = runs.flatten_optimizer(self.steps.optimizer.state_dict())
+        runs.save_checkpoint(run_path, self.model.state_dict(), opt_tensors, opt_meta, state.to_json(), best)
 
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-        from digitlab.data.preprocess import to_float
-
         device = next(self.model.parameters()).device
         xt = torch.from_numpy(to_float(x)).to(device)
         yt = torch.from_numpy(np.asarray(y, np.int64)).to(device)
         return _evaluate_maybe_sharded(self.model, xt, yt, self.config.fit.bf16, self.dist)
 
-    def save_weights(self, run_path) -> None:
-        from digitlab import runs
-
+    def save_weights(self, run_path: Path) -> None:
         runs.save_weights(run_path, self.model)
 
     def info(self) -> dict[str, Any]:
-        from digitlab.models import count_params
-
         return {"params": count_params(self.model), "device": str(next(self.model.parameters()).device),
                 "threads": torch.get_num_threads(), "engine": self.name, "torch": torch.__version__}
 
     def torch_model(self) -> Net:
         return self.model
-
