@@ -84,7 +84,11 @@ STROKE_MIN = 1.2  # thinner strokes (px at MNIST scale) are thickened ...
 STROKE_TARGET = 2.0  # ... to about this width (MNIST's median is ~2.0 px at the 50% level)
 
 LOW, HIGH = 0.06, 0.85  # the ink map's ramp, as fractions of the ink's contrast (see _ink_map)
+HIGH_SMALL = 0.6  # ... for an enlarged thumbnail, whose strokes are thinner than its pixels
 STRONG, DARK = 0.5, 0.8  # ink-map levels of a stroke's core, and of the pen's own darkness
+EVEN = 0.02  # a picture whose border strays less than this from a smooth surface is evenly lit
+NEAR = 0.15  # paper texture is measured away from where the contrast reaches this (a blur's halo too)
+JOIN = 0.4  # ink-map level that is part of a stroke however far from its core
 BOX_LEVEL = 0.1  # the digit's box: where its ink reaches this level
 MIN_CONTRAST = 0.05  # ink fainter than this (5% of black-to-white) is no ink
 DETAIL = 80  # small crops are upsampled to at least this many pixels a side before thickening
@@ -287,11 +291,12 @@ def _composite(grey: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
     return grey * alpha + np.float32(backdrop) * (1.0 - alpha)
 
 
-def _border_surface(smooth: np.ndarray) -> np.ndarray:
+def _border_surface(smooth: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
     """A quadratic in x and y fitted robustly to the picture's outer ring (10% of its shorter side).
 
     The ring is nearly always background, so the surface says what the paper or screen would look
-    like under the digit, gradient lighting included; it only decides the polarity.
+    like under the digit, gradient lighting included. Returns the surface, the spread of the ring
+    about it (robust sigma) and the quadratic's coefficients.
     """
     h, w = smooth.shape
     b = max(1, round(0.1 * min(h, w)))
@@ -310,6 +315,7 @@ def _border_surface(smooth: np.ndarray) -> np.ndarray:
     values = smooth[rows, cols].astype(np.float64)
     keep = np.ones(values.size, bool)
     coef = np.zeros(6)
+    sigma = 0.0
     ridge = 1e-9 * np.eye(6)
     for _ in range(3):
         a = design[keep]
@@ -322,8 +328,14 @@ def _border_surface(smooth: np.ndarray) -> np.ndarray:
         if new.sum() < 12 or np.array_equal(new, keep):
             break
         keep = new
+    return _surface(coef, (h, w)), sigma, coef
+
+
+def _surface(coef: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The quadratic of :func:`_border_surface` on an (H, W) grid spanning [-1, 1] both ways."""
     c0, c1, c2, c3, c4, c5 = (np.float32(v) for v in coef)
-    y2, x2 = ys[:, None], xs[None, :]
+    y2 = np.linspace(-1.0, 1.0, shape[0], dtype=np.float32)[:, None]
+    x2 = np.linspace(-1.0, 1.0, shape[1], dtype=np.float32)[None, :]
     return (c0 + c2 * y2 + c5 * y2 * y2) + x2 * (c1 + c3 * x2 + c4 * y2)
 
 
@@ -400,7 +412,7 @@ def _blank(why: str) -> ImageError:
     return ImageError(f"the image is blank ({why}); {_BLANK_HINT}")
 
 
-def _ink_map(grey: np.ndarray) -> np.ndarray:
+def _ink_map(grey: np.ndarray, enlarged: float = 1.0) -> np.ndarray:
     """Grey picture (float32 [0, 1]) -> ink map float32 [0, 1]: 1 = the pen's own darkness, 0 = paper."""
     h, w = grey.shape
     if float(grey.max() - grey.min()) < 0.02:
@@ -411,7 +423,8 @@ def _ink_map(grey: np.ndarray) -> np.ndarray:
     thumb = smooth
     if t > 1.0:
         thumb = cv2.resize(smooth, (max(1, round(w / t)), max(1, round(h / t))), interpolation=cv2.INTER_AREA)
-    resid = thumb - _border_surface(thumb)
+    surface, spread, coef = _border_surface(thumb)
+    resid = thumb - surface
     darker, lighter = _extreme(-resid), _extreme(resid)
     dark_ink = darker > lighter
     if dark_ink:  # make the ink bright
@@ -428,6 +441,13 @@ def _ink_map(grey: np.ndarray) -> np.ndarray:
         top_ink = _extreme(resid)
         if top_ink >= 0.6 * first:
             break
+    if spread < EVEN:
+        # an evenly lit picture (a scan, a screen, a thumbnail): the paper is the ring's surface, also
+        # between the strokes of a small, dense or blurred digit, where an opening's window finds no paper
+        full = _surface(coef, (h, w))
+        floor = np.minimum(floor, (-full if dark_ink else full) + np.float32(3 * spread + 0.01))
+        resid = smooth - floor
+        top_ink = _extreme(resid)
     raw = grey - floor
     if dark_ink:
         # ink on paper reflects a fixed fraction of the light: where the paper is in shadow the ink's
@@ -444,13 +464,13 @@ def _ink_map(grey: np.ndarray) -> np.ndarray:
     peak = _quantile(resid[labels == int(np.argmax(masses)) + 1], 0.95)
     # the paper texture's level (and what is left of the lighting), away from the ink
     reach = max(2, round(0.03 * max(h, w)))
-    near = cv2.dilate((resid > 0.3 * peak).astype(np.uint8), np.ones((2 * reach + 1, 2 * reach + 1), np.uint8))
+    near = cv2.dilate((resid > NEAR * peak).astype(np.uint8), np.ones((2 * reach + 1, 2 * reach + 1), np.uint8))
     away = resid[::2, ::2][near[::2, ::2] == 0]
     texture = _quantile(away, 0.99) if away.size >= 100 else 0.0
     if peak < max(MIN_CONTRAST, 2.5 * texture):
         raise _blank("no ink stands out from the background")
     lo = min(max(LOW * peak, 1.2 * texture), 0.35 * peak)
-    hi = HIGH * peak
+    hi = (HIGH if enlarged < 2.0 else HIGH_SMALL) * peak
     ink = np.clip((raw - lo) * np.float32(1.0 / (hi - lo)), 0.0, 1.0).astype(np.float32, copy=False)
     ink[resid <= lo] = 0.0  # paper texture and noise: where even the smoothed contrast stays under it
     return ink
@@ -483,7 +503,7 @@ def _grey_of(image: Image.Image | np.ndarray) -> tuple[np.ndarray, np.ndarray | 
 def _ink_of(image: Image.Image | np.ndarray) -> tuple[np.ndarray, float]:
     grey, alpha = _grey_of(image)
     grey, alpha, scale = _work_size(grey, alpha)
-    return _ink_map(_composite(grey, alpha)), scale
+    return _ink_map(_composite(grey, alpha), scale), scale
 
 
 def digit_from_ink(ink: np.ndarray) -> np.ndarray:
@@ -538,11 +558,12 @@ def digit_from_ink(ink: np.ndarray) -> np.ndarray:
     lut[list(kept)] = True
     keep = lut[labels[top:bottom, left:right]]
     crop = ink[top:bottom, left:right]
-    # grey levels only as far as an anti-aliased or blurred edge reaches (~1.5 MNIST pixels) from the
-    # strokes' cores: haze left by the paper or the lighting next to the digit goes
+    # faint grey only as far as an anti-aliased or blurred edge reaches (~1.5 MNIST pixels) from the
+    # strokes' cores: haze left by the paper or the lighting next to the digit goes, a faint join
+    # between two strokes (a thumbnail's thin stretch) stays
     tail = max(1, round(0.08 * max(bottom - top, right - left)))
     core = (keep & (crop >= STRONG)).astype(np.uint8)
-    keep &= cv2.dilate(core, np.ones((2 * tail + 1, 2 * tail + 1), np.uint8)).astype(bool)
+    keep &= cv2.dilate(core, np.ones((2 * tail + 1, 2 * tail + 1), np.uint8)).astype(bool) | (crop >= JOIN)
     digit = np.where(keep, crop, np.float32(0.0))
     rows = np.flatnonzero((digit >= BOX_LEVEL).any(axis=1))
     cols = np.flatnonzero((digit >= BOX_LEVEL).any(axis=0))
@@ -640,8 +661,8 @@ def to_mnist(image: Image.Image | np.ndarray) -> np.ndarray:
         g = _as_float(grey)
         if _already_mnist(g):
             return np.round(g * 255.0).astype(np.uint8)
-    grey, alpha, _ = _work_size(grey, alpha)
-    return digit_from_ink(_ink_map(_composite(grey, alpha)))
+    grey, alpha, scale = _work_size(grey, alpha)
+    return digit_from_ink(_ink_map(_composite(grey, alpha), scale))
 
 
 def _named(e: ImageError, source) -> ImageError:
