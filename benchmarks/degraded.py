@@ -261,17 +261,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-reject", action="store_true", help="no column with not-a-digit rejection")
     parser.add_argument("--readme", action="store_true", help="write the table into README.md")
     parser.add_argument("--save-inputs", type=Path, metavar="DIR", help="a contact sheet of the inputs per degradation")
+    parser.add_argument("--cache", type=Path, metavar="NPZ",
+                        help="keep the preprocessed inputs here (reused when it exists: only the models run)")
     args = parser.parse_args(argv)
 
     models = args.models or [f"mnist-best={DEFAULT_MODEL}"]
     named = [(m.split("=", 1) if "=" in m else (Path(m).name, m)) for m in models]
     kinds = tuple(args.kinds.split(",")) if args.kinds else KINDS
-    items = list(pictures(args.n, kinds))
-    if not args.no_realworld:
-        items += list(realworld())
-    kind_list, inputs, labels, refused, seconds = preprocess(items)
-    print(f"{len(items)} pictures, preprocessed in {seconds:.1f} s ({1000 * seconds / len(items):.2f} ms each), "
-          f"{int(refused.sum())} refused as blank", file=sys.stderr)
+    if args.cache and args.cache.exists():
+        saved = np.load(args.cache)
+        kind_list, inputs, labels, refused = (list(saved["kinds"]), saved["inputs"], saved["labels"],
+                                              saved["refused"])
+    else:
+        items = list(pictures(args.n, kinds))
+        if not args.no_realworld:
+            items += list(realworld())
+        kind_list, inputs, labels, refused, seconds = preprocess(items)
+        print(f"{len(items)} pictures, preprocessed in {seconds:.1f} s ({1000 * seconds / len(items):.2f} ms each), "
+              f"{int(refused.sum())} refused as blank", file=sys.stderr)
+        if args.cache:
+            np.savez_compressed(args.cache, kinds=np.array(kind_list), inputs=inputs, labels=labels, refused=refused)
     scores = None if args.no_reject else detector_scores(inputs)
     columns: dict[str, np.ndarray] = {}
     for name, path in named:
