@@ -85,7 +85,11 @@ def make_bodies(kind: str) -> tuple[list[bytes], str]:
 
         big = [np.asarray(Image.fromarray(d).resize((140, 140), Image.Resampling.BILINEAR)) for d in digits[:20]]
         return [_png(b) for b in big], "image/png"
-    raise SystemExit(f"unknown input kind {kind!r}; use png, canvas or json")
+    if kind == "realworld":  # the real-world set's photos, scans, pencil, screens and canvases (32-200 px)
+        folder = ROOT / "tests" / "realworld" / "images"
+        files = sorted(folder.iterdir())
+        return [f.read_bytes() for f in files], "application/octet-stream"
+    raise SystemExit(f"unknown input kind {kind!r}; use png, canvas, json or realworld")
 
 
 # -- a quick run when none is given ------------------------------------------------------------
@@ -294,7 +298,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--requests", type=int, default=3000, help="at most this many requests per measurement")
     ap.add_argument("--seconds", type=float, default=20.0, help="at most this long per measurement")
     ap.add_argument("--workers", type=int, default=1, help="server worker processes")
-    ap.add_argument("--input", action="append", choices=["png", "canvas", "json"],
+    ap.add_argument("--input", action="append", choices=["png", "canvas", "json", "realworld"],
                     help="what to send (repeatable; default png)")
     ap.add_argument("--json", action="store_true", help="print the results as JSON lines")
     args = ap.parse_args(argv)

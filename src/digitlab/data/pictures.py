@@ -1,14 +1,17 @@
 """Turning a user's picture into a 28x28 MNIST-style input.
 
-MNIST digits are white ink on black, the ink scaled to fit a 20x20 box (aspect kept) and placed
-in 28x28 so that its centre of mass is at the centre. Every way a picture reaches a model (the
-CLI, the server, the Python API) goes through :func:`to_mnist`.
+MNIST digits are white ink on black, anti-aliased (grey edges), the ink scaled to fit a 20x20 box
+(aspect kept) and placed in 28x28 so that its centre of mass is at the centre. Every way a picture
+reaches a model (the CLI, the server, the page, the Python API) goes through :func:`load_digit` or
+:func:`to_mnist`, which are :func:`digit_from_ink` applied to the ink map of :func:`ink_image`.
 
-What :func:`to_mnist` does with a picture, in order:
+:func:`ink_image`, the picture's ink:
 
 1. **Pixels.** EXIF orientation is applied (photos), any mode is read (1, L, P, LA, RGB, RGBA,
-   CMYK, 16-bit, float); very large pictures are box-filtered down to at most
-   :data:`WORK_SIDE` pixels a side first.
+   CMYK, 16-bit, float); a big JPEG is decoded at reduced scale and straight to grey. The picture is
+   analysed at :data:`WORK_SIDE` pixels a side at most (area-averaged down) and at
+   :data:`DETAIL_SIDE` at least: a thumbnail (8 px tall and up) is enlarged (bicubic) first, so that a
+   soft or tiny digit is measured on a grid fine enough for its grey levels.
 2. **Alpha.** Transparent pixels are composited onto a backdrop that contrasts with the opaque
    content: a canvas export with dark strokes on a transparent background lands on white, one with
    white strokes lands on black, and a mostly-opaque picture gets its own paper colour.
@@ -20,23 +23,28 @@ What :func:`to_mnist` does with a picture, in order:
    stroke (at least a quarter of the picture) estimates the background everywhere, so shadows,
    gradient lighting and vignetting cancel out. For dark ink on paper, contrast is measured
    relative to the local paper brightness: ink in a shadow counts as dark as ink in the light.
-5. **Ink.** The digit's contrast is taken from its biggest blob (a dark speck must not set the
-   scale). Pixels above both a fraction of it and the paper's texture (measured away from the ink)
-   are ink; hysteresis (weak pixels connected to strong ones) keeps faint parts of a stroke, and a
-   linear ramp keeps the grey levels of anti-aliased edges. Blobs near the digit and as dark as it
-   join it (a 5's flag, a 4's second stroke); specks, far blobs and haze more than about one MNIST
-   pixel from the strokes are dropped. No ink at all is an error
-   (:class:`~digitlab.errors.ImageError`), never a guess.
-6. **Stroke width.** Strokes thinner than :data:`STROKE_MIN` px at MNIST scale (a hairline on a
+5. **Levels, not a mask.** Two levels are estimated robustly: the ink's (a high percentile of the
+   biggest blob, so a dark speck does not set the scale) and the paper texture's (a high percentile
+   away from the ink). The ink map is a linear ramp between them, so an anti-aliased, blurred or faint
+   stroke keeps its grey levels and stays in one piece; only where even the lightly smoothed contrast
+   stays under the texture's level is it zero.
+
+:func:`digit_from_ink`, one digit's ink -> MNIST:
+
+6. **The digit.** Connected parts of the ink map are used only to choose what belongs to the digit:
+   its biggest part, and the parts near it as dark as it (a 5's flag, a 4's second stroke); specks,
+   far blobs and haze more than about one MNIST pixel from the strokes' cores are dropped. No ink
+   at all is an error (:class:`~digitlab.errors.ImageError`), never a guess.
+7. **Stroke width.** Strokes thinner than :data:`STROKE_MIN` px at MNIST scale (a hairline on a
    big picture) are thickened with a distance transform to about :data:`STROKE_TARGET` px, MNIST's
    typical width; MNIST's own thin digits are left alone.
-7. **MNIST geometry.** The ink is cropped, scaled (area-averaged) so its longer side is 20 px,
-   and put into 28x28 with its centre of mass moved to pixel (14, 14), by a whole-pixel shift that
-   never pushes ink out of the frame -- the same geometry as the real MNIST images.
+8. **MNIST geometry.** The ink is cropped to where it reaches :data:`BOX_LEVEL` (a blurred digit's
+   faint halo does not shrink it), scaled (area-averaged) so its longer side is 20 px, and put into
+   28x28 with its centre of mass moved to pixel (14, 14), by a whole-pixel shift that never pushes
+   ink out of the frame -- the same geometry as the real MNIST images.
 
-Nothing here imports torch: the ONNX-only server uses it too. NumPy, Pillow and
-``scipy.ndimage`` (connected components, morphology, distance transform, a small blur; scipy comes
-with scikit-learn) do the work.
+Nothing here imports torch: the ONNX-only server uses it too. NumPy, Pillow (decoding) and OpenCV
+(resizing, blur, morphology, connected parts, distance transform) do the work.
 """
 
 from __future__ import annotations
@@ -47,18 +55,25 @@ import os
 import warnings
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from digitlab.errors import ImageError
+
+cv2.setNumThreads(1)  # pictures are small: threads cost more than they save (servers run their own workers)
 
 MAX_PIXELS = 40_000_000  # refuse larger pictures before decoding their pixels
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
 #: Pillow decoders :func:`open_image` will use (others, e.g. EPS, are refused as "not an image").
 OPEN_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF", "PPM")
-#: Pictures are analysed at most this many pixels a side (box-filtered down beforehand).
-WORK_SIDE = 1024
+#: Pictures are analysed at most this many pixels a side (area-averaged down beforehand) ...
+WORK_SIDE = 384
+#: ... and at least this many on the longer side (smaller ones are enlarged, bicubic).
+DETAIL_SIDE = 112
+#: Polarity and stroke width are judged on a thumbnail this many pixels a side.
+THUMB_SIDE = 64
 #: The smallest picture that can hold a digit.
 MIN_SIDE = 8
 
@@ -68,7 +83,13 @@ CENTRE = 14.0  # ... with its centre of mass at pixel (14, 14) (row, column indi
 STROKE_MIN = 1.2  # thinner strokes (px at MNIST scale) are thickened ...
 STROKE_TARGET = 2.0  # ... to about this width (MNIST's median is ~2.0 px at the 50% level)
 
-LOW, STRONG, HIGH = 0.06, 0.45, 0.85  # ink thresholds as fractions of the ink's contrast (see _digit)
+LOW, HIGH = 0.06, 0.85  # the ink map's ramp, as fractions of the ink's contrast (see _ink_map)
+HIGH_SMALL = 0.6  # ... for an enlarged thumbnail, whose strokes are thinner than its pixels
+STRONG, DARK = 0.5, 0.8  # ink-map levels of a stroke's core, and of the pen's own darkness
+EVEN = 0.02  # a picture whose border strays less than this from a smooth surface is evenly lit
+NEAR = 0.3  # paper texture is measured away from where the contrast reaches this
+JOIN = 0.4  # ink-map level that is part of a stroke however far from its core
+BOX_LEVEL = 0.1  # the digit's box: where its ink reaches this level
 MIN_CONTRAST = 0.05  # ink fainter than this (5% of black-to-white) is no ink
 DETAIL = 80  # small crops are upsampled to at least this many pixels a side before thickening
 
@@ -93,15 +114,16 @@ def _too_large(label: str, max_pixels: int, size: tuple[int, int] | None = None)
 
 
 def open_image(source: str | os.PathLike | bytes, max_pixels: int = MAX_PIXELS,
-               draft: int | None = None) -> Image.Image:
+               draft: int | None = None, grey: bool = False) -> Image.Image:
     """Open a picture (path or bytes), refusing non-images and anything over ``max_pixels``.
 
     The size is checked from the header, before any pixel is decoded (and Pillow's own
     decompression-bomb guard is turned into the same error). An animated GIF/WebP gives its first
     frame. The returned image is fully loaded; a truncated or corrupt file raises
     :class:`~digitlab.errors.ImageError` here rather than later. ``draft``: a big JPEG may be
-    decoded at 1/2, 1/4 or 1/8 scale, keeping both sides at least this long (much faster; what
-    :func:`load_digit` does, since :func:`to_mnist` looks at no more than :data:`WORK_SIDE`).
+    decoded at 1/2, 1/4 or 1/8 scale, keeping its longer side at least this long (much faster; what
+    :func:`load_digit` does, since :func:`to_mnist` looks at no more than :data:`WORK_SIDE`);
+    ``grey``: a colour JPEG may be decoded straight to grey (mode L).
     """
     label = _describe(source)
     if isinstance(source, bytes | bytearray | memoryview):
@@ -130,8 +152,14 @@ def open_image(source: str | os.PathLike | bytes, max_pixels: int = MAX_PIXELS,
             image.close()
             raise ImageError(f"{label} is an empty image ({width} x {height} pixels)")
         try:
-            if draft and image.format in ("JPEG", "MPO") and min(width, height) >= 2 * draft:
-                image.draft(image.mode, (draft, draft))
+            if image.format in ("JPEG", "MPO") and (grey or draft):
+                mode = "L" if grey and image.mode in ("RGB", "YCbCr") else image.mode
+                size = (width, height)
+                if draft and max(width, height) >= 2 * draft:
+                    f = draft / max(width, height)
+                    size = (math.ceil(width * f), math.ceil(height * f))
+                if mode != image.mode or size != (width, height):
+                    image.draft(mode, size)
             if getattr(image, "n_frames", 1) > 1:
                 image.seek(0)
                 image.load()
@@ -158,19 +186,9 @@ def _exif_upright(image: Image.Image) -> Image.Image:
     return image
 
 
-def _block_mean(a: np.ndarray, k: int) -> np.ndarray:
-    if k <= 1:
-        return a
-    h, w = a.shape[0] // k * k, a.shape[1] // k * k
-    if h == 0 or w == 0:
-        return a
-    return a[:h, :w].reshape(h // k, k, w // k, k, *a.shape[2:]).mean(axis=(1, 3))
-
-
-def _pil_arrays(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
-    """A PIL image -> (grey float32 [0, 1], alpha float32 [0, 1] or None), at most WORK_SIDE a side."""
+def _pil_grey(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """A PIL image -> (grey, alpha or None), uint8 for 8-bit pictures, float32 [0, 1] for wide ones."""
     image = _exif_upright(image)
-    k = math.ceil(max(image.size) / WORK_SIDE)
     if image.mode in _WIDE_MODES:
         a = np.asarray(image).astype(np.float32)
         top = float(a.max()) if a.size else 0.0
@@ -180,24 +198,20 @@ def _pil_arrays(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
             scale = 1.0
         else:
             scale = 255.0
-        return np.clip(_block_mean(a, k) / scale, 0.0, 1.0), None
-    has_alpha = image.mode in _ALPHA_MODES or "transparency" in image.info
-    if image.mode in ("1", "L") and not has_alpha:
-        target = "L"
-    else:
-        target = "RGBA" if has_alpha else "RGB"
-    if image.mode != target:
-        image = image.convert(target)
-    if k > 1:
-        image = image.reduce(k)
-    a = np.asarray(image, dtype=np.float32) / np.float32(255.0)
-    if target == "L":
-        return a, None
-    grey = a[..., :3] @ _LUMA
-    return grey, (a[..., 3] if has_alpha else None)
+        return np.clip(a / np.float32(scale), 0.0, 1.0), None
+    if image.mode in _ALPHA_MODES or "transparency" in image.info:
+        if image.mode != "LA":
+            image = image.convert("RGBA").convert("LA")
+        a = np.asarray(image)
+        return a[..., 0], a[..., 1]
+    if image.mode not in ("L", "RGB"):
+        image = image.convert("RGB")
+    if image.mode != "L":
+        image = image.convert("L")
+    return np.asarray(image), None
 
 
-def _array_arrays(array: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+def _array_grey(array: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """A numpy picture ((H, W), (H, W, 1|2|3|4); uint8, uint16, bool or float) -> (grey, alpha)."""
     a = np.asarray(array)
     if a.ndim == 3 and a.shape[2] == 1:
@@ -207,7 +221,7 @@ def _array_arrays(array: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     if a.dtype == np.bool_:
         f = a.astype(np.float32)
     elif a.dtype == np.uint8:
-        f = a.astype(np.float32) / np.float32(255.0)
+        f = a
     elif a.dtype == np.uint16:
         f = a.astype(np.float32) / np.float32(65535.0)
     elif np.issubdtype(a.dtype, np.number):
@@ -217,18 +231,44 @@ def _array_arrays(array: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
             f /= np.float32(65535.0)
         elif top > 1:
             f /= np.float32(255.0)
-        f = np.nan_to_num(f)
+        f = np.clip(np.nan_to_num(f), 0.0, 1.0)
     else:
         raise ValueError(f"expected a numeric image array, got dtype {a.dtype}")
-    f = np.clip(f, 0.0, 1.0)
-    k = math.ceil(max(f.shape[:2]) / WORK_SIDE)
-    f = _block_mean(f, k)
     if f.ndim == 2:
         return f, None
     channels = f.shape[2]
-    grey = f[..., 0] if channels == 2 else f[..., :3] @ _LUMA
-    alpha = f[..., -1] if channels in (2, 4) else None
-    return grey.astype(np.float32), alpha
+    if channels == 2:
+        return f[..., 0], f[..., 1]
+    if f.dtype == np.uint8:
+        grey = cv2.cvtColor(np.ascontiguousarray(f[..., :3]), cv2.COLOR_RGB2GRAY)
+    else:
+        grey = (f[..., :3] @ _LUMA).astype(np.float32)
+    return grey, (f[..., 3] if channels == 4 else None)
+
+
+def _as_float(a: np.ndarray) -> np.ndarray:
+    if a.dtype == np.uint8:
+        return a.astype(np.float32) * np.float32(1 / 255)
+    return np.clip(a.astype(np.float32, copy=False), 0.0, 1.0)
+
+
+def _work_size(grey: np.ndarray, alpha: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None, float]:
+    """Grey and alpha at the analysis size, float32 [0, 1], and the scale factor (work px per source px)."""
+    h, w = grey.shape
+    if min(h, w) < MIN_SIDE:
+        raise ImageError(f"the image is too small to hold a digit ({w} x {h} pixels, need {MIN_SIDE} or more)")
+    side = max(h, w)
+    if side > WORK_SIDE:
+        scale, method = WORK_SIDE / side, cv2.INTER_AREA
+    elif side < DETAIL_SIDE:
+        scale, method = DETAIL_SIDE / side, cv2.INTER_CUBIC
+    else:
+        return _as_float(grey), (None if alpha is None else _as_float(alpha)), 1.0
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    grey = _as_float(cv2.resize(np.ascontiguousarray(grey), size, interpolation=method))
+    if alpha is not None:
+        alpha = _as_float(cv2.resize(np.ascontiguousarray(alpha), size, interpolation=method))
+    return grey, alpha, size[0] / w
 
 
 def _composite(grey: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
@@ -251,198 +291,285 @@ def _composite(grey: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
     return grey * alpha + np.float32(backdrop) * (1.0 - alpha)
 
 
-def _border_surface(smooth: np.ndarray) -> np.ndarray:
+def _border_surface(smooth: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
     """A quadratic in x and y fitted robustly to the picture's outer ring (10% of its shorter side).
 
     The ring is nearly always background, so the surface says what the paper or screen would look
-    like under the digit, gradient lighting included; it only decides the polarity.
+    like under the digit, gradient lighting included. Returns the surface, the spread of the ring
+    about it (robust sigma) and the quadratic's coefficients.
     """
     h, w = smooth.shape
     b = max(1, round(0.1 * min(h, w)))
-    step = max(1, max(h, w) // 64)
+    # about 32 samples along each side and 4 across the ring: a few hundred points
+    step_r, step_c, step_b = max(1, h // 32), max(1, w // 32), max(1, b // 4)
     ys = np.linspace(-1.0, 1.0, h, dtype=np.float32)
     xs = np.linspace(-1.0, 1.0, w, dtype=np.float32)
-    ring = np.zeros((h, w), bool)
-    ring[:b] = ring[-b:] = True
-    ring[:, :b] = ring[:, -b:] = True
-    sample = np.zeros((h, w), bool)
-    sample[::step, ::step] = True
-    rows, cols = np.nonzero(ring & sample)
+    across = np.arange(0, b, step_b)
+    r_all, c_all = np.arange(0, h, step_r), np.arange(0, w, step_c)
+    edge_r = np.concatenate([across, h - 1 - across])
+    edge_c = np.concatenate([across, w - 1 - across])
+    rows = np.concatenate([np.repeat(edge_r, c_all.size), np.tile(r_all, edge_c.size)])
+    cols = np.concatenate([np.tile(c_all, edge_r.size), np.repeat(edge_c, r_all.size)])
     y, x = ys[rows].astype(np.float64), xs[cols].astype(np.float64)
     design = np.stack([np.ones_like(x), x, y, x * x, x * y, y * y], axis=1)
     values = smooth[rows, cols].astype(np.float64)
     keep = np.ones(values.size, bool)
     coef = np.zeros(6)
-    for _ in range(5):
+    sigma = 0.0
+    ridge = 1e-9 * np.eye(6)
+    for _ in range(3):
         a = design[keep]
-        # normal equations (6 x 6): cheap, and no multithreaded BLAS call for a tiny problem
-        gram = np.einsum("ni,nj->ij", a, a) + 1e-9 * np.eye(6)
-        coef = np.linalg.solve(gram, np.einsum("ni,n->i", a, values[keep]))
-        resid = values - design @ coef
-        sigma = 1.4826 * float(np.median(np.abs(resid[keep])))
-        new = np.abs(resid) < max(2.5 * sigma, 0.03)
+        # normal equations (6 x 6), solved by Cholesky: cheap for a tiny problem
+        _, coef = cv2.solve(np.dot(a.T, a) + ridge, np.dot(values[keep], a), flags=cv2.DECOMP_CHOLESKY)
+        coef = coef[:, 0]
+        dev = np.abs(values - design @ coef)
+        sigma = 1.4826 * _quantile(dev[keep], 0.5)
+        new = dev < max(2.5 * sigma, 0.03)
         if new.sum() < 12 or np.array_equal(new, keep):
             break
         keep = new
-    c = coef.astype(np.float32)
-    y2, x2 = ys[:, None], xs[None, :]
-    return c[0] + c[1] * x2 + c[2] * y2 + c[3] * x2 * x2 + c[4] * x2 * y2 + c[5] * y2 * y2
+    return _surface(coef, (h, w)), sigma, coef
+
+
+def _surface(coef: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The quadratic of :func:`_border_surface` on an (H, W) grid spanning [-1, 1] both ways."""
+    c0, c1, c2, c3, c4, c5 = (np.float32(v) for v in coef)
+    y2 = np.linspace(-1.0, 1.0, shape[0], dtype=np.float32)[:, None]
+    x2 = np.linspace(-1.0, 1.0, shape[1], dtype=np.float32)[None, :]
+    return (c0 + c2 * y2 + c5 * y2 * y2) + x2 * (c1 + c3 * x2 + c4 * y2)
 
 
 def _extreme(a: np.ndarray) -> float:
     """Mean of the largest values of ``a`` (the top 0.02%, at least 9): how bright the ink is."""
-    k = max(9, a.size // 5000)
     flat = a.ravel()
+    if flat.size > 60_000:  # every other row and column: plenty for a stroke's brightest pixels
+        flat = a[::2, ::2].ravel()
+    k = min(flat.size, max(9, flat.size // 5000))
     return float(np.partition(flat, flat.size - k)[-k:].mean())
 
 
 def _local_background(v: np.ndarray, window: float = 0.25) -> np.ndarray:
     """Background under bright ink: a grey opening, its window a fraction of the picture's longer side.
 
-    Computed on a block-minimum thumbnail (at most 128 px a side) and upsampled bilinearly; strokes
+    Computed on a block-minimum thumbnail (at most 64 px a side) and upsampled bilinearly; strokes
     narrower than the window vanish from it, shadows and lighting gradients stay.
     """
-    from scipy import ndimage
-
     h, w = v.shape
-    d = max(1, math.ceil(max(h, w) / 128))
+    d = max(1, math.ceil(max(h, w) / 64))
     hh, ww = math.ceil(h / d) * d, math.ceil(w / d) * d
-    small = np.pad(v, ((0, hh - h), (0, ww - w)), mode="edge").reshape(hh // d, d, ww // d, d).min(axis=(1, 3))
+    small = v
+    if d > 1:  # block minimum: an erosion, sampled every d pixels
+        if (hh, ww) != (h, w):
+            v = cv2.copyMakeBorder(v, 0, hh - h, 0, ww - w, cv2.BORDER_REPLICATE)
+        small = cv2.erode(v, np.ones((d, d), np.uint8), anchor=(0, 0), borderType=cv2.BORDER_REPLICATE)[::d, ::d]
     k = max(3, round(window * max(h, w) / d))
     # past the edges: an odd reflection continues a lighting gradient (so the opening follows it to
     # the edge); the plain mirror stops ink near the edge from turning into a dark dip there
     pad = min(k, *small.shape) - 1
+    small = np.ascontiguousarray(small, np.float32)
     padded = small
     if pad > 0:
-        padded = np.maximum(np.pad(small, pad, mode="reflect", reflect_type="odd"),
-                            np.pad(small, pad, mode="reflect"))
-    opened = ndimage.grey_opening(padded, size=(k, k), mode="nearest")
-    opened = opened[pad : pad + small.shape[0], pad : pad + small.shape[1]].astype(np.float32)
-    up = Image.fromarray(opened, mode="F").resize((ww, hh), Image.Resampling.BILINEAR)
-    return np.asarray(up)[:h, :w]
+        mirror = cv2.copyMakeBorder(small, pad, pad, pad, pad, cv2.BORDER_REFLECT_101)
+        edge = cv2.copyMakeBorder(small, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        padded = np.maximum(2 * edge - mirror, mirror)
+    kernel = np.ones((k, k), np.uint8)
+    opened = cv2.morphologyEx(padded, cv2.MORPH_OPEN, kernel, borderType=cv2.BORDER_REPLICATE)
+    opened = np.ascontiguousarray(opened[pad : pad + small.shape[0], pad : pad + small.shape[1]])
+    if d == 1:
+        return opened
+    return cv2.resize(opened, (ww, hh), interpolation=cv2.INTER_LINEAR)[:h, :w]
 
 
 def _thickest_stroke(mask: np.ndarray) -> float:
     """Radius in pixels of the widest disc that fits in the ink (blobs touching the border aside)."""
-    from scipy import ndimage
-
-    d = max(1, math.ceil(max(mask.shape) / 256))
+    d = max(1, math.ceil(max(mask.shape) / 128))
     if d > 1:  # a coarser grid is plenty for an upper bound
         h, w = mask.shape[0] // d * d, mask.shape[1] // d * d
         mask = mask[:h, :w].reshape(h // d, d, w // d, d).any(axis=(1, 3))
-    labels, _ = ndimage.label(mask)
+    m = mask.astype(np.uint8)
+    _, labels = cv2.connectedComponents(m, connectivity=8)
     edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    inner = mask & ~np.isin(labels, edge[edge > 0])
+    edge = edge[edge > 0]
+    inner = m.astype(bool)
+    if edge.size:
+        inner &= ~np.isin(labels, edge)
     if inner.sum() < 10:
-        inner = mask
+        inner = m.astype(bool)
     if not inner.any():
         return 0.0
-    dist = ndimage.distance_transform_edt(np.pad(inner, 1))[1:-1, 1:-1]
-    return float(np.percentile(dist[inner], 99)) * d
+    padded = cv2.copyMakeBorder(inner.astype(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    dist = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_5)[1:-1, 1:-1][inner]
+    return _quantile(dist, 0.99) * d
+
+
+def _quantile(a: np.ndarray, q: float) -> float:
+    """The q-quantile of a 1-d array (the nearest rank: cheaper than np.percentile)."""
+    k = min(a.size - 1, max(0, round(q * (a.size - 1))))
+    return float(np.partition(a, k)[k])
 
 
 def _blank(why: str) -> ImageError:
     return ImageError(f"the image is blank ({why}); {_BLANK_HINT}")
 
 
-def _contrast(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Grey picture -> (ink contrast, lightly smoothed; ink contrast, raw).
-
-    Ink is positive whatever the picture's polarity; the background is ~0 even under shadows.
-    """
-    from scipy import ndimage
-
+def _ink_map(grey: np.ndarray, enlarged: float = 1.0) -> np.ndarray:
+    """Grey picture (float32 [0, 1]) -> ink map float32 [0, 1]: 1 = the pen's own darkness, 0 = paper."""
     h, w = grey.shape
-    if min(h, w) < MIN_SIDE:
-        raise ImageError(f"the image is too small to hold a digit ({w} x {h} pixels, need {MIN_SIDE} or more)")
     if float(grey.max() - grey.min()) < 0.02:
         raise _blank("a single uniform colour")
-    smooth = ndimage.gaussian_filter(grey, 0.7, mode="nearest")
-    # polarity: are the outliers from the border's background darker or lighter than it?
-    resid = smooth - _border_surface(smooth)
-    dark_ink = _extreme(-resid) > _extreme(resid)
+    smooth = cv2.GaussianBlur(grey, (0, 0), 0.7, borderType=cv2.BORDER_REPLICATE)
+    # polarity, on a thumbnail: are the outliers from the border's background darker or lighter than it?
+    t = max(1.0, max(h, w) / THUMB_SIDE)
+    thumb = smooth
+    if t > 1.0:
+        thumb = cv2.resize(smooth, (max(1, round(w / t)), max(1, round(h / t))), interpolation=cv2.INTER_AREA)
+    surface, spread, coef = _border_surface(thumb)
+    resid = thumb - surface
+    darker, lighter = _extreme(-resid), _extreme(resid)
+    dark_ink = darker > lighter
     if dark_ink:  # make the ink bright
         smooth, grey, resid = -smooth, -grey, -resid
-    first = _extreme(resid)
+    first = max(darker, lighter)
     # background: a morphological opening wider than any stroke follows shadows and gradients.
     # The window is a quarter of the picture, or wider for bold strokes; if it still swallowed the
     # strokes, contrast is lost: widen it
-    radius = _thickest_stroke(resid > 0.5 * first)
+    radius = _thickest_stroke(resid > 0.5 * first) * t
     base = max(0.25, (2.5 * radius + 2.0) / max(h, w))
     for window in (base, 2 * base, 4 * base):
         floor = _local_background(smooth, window)
         resid = smooth - floor
-        if _extreme(resid) >= 0.6 * first:
+        top_ink = _extreme(resid)
+        if top_ink >= 0.6 * first:
             break
+    if spread < EVEN:
+        # an evenly lit picture (a scan, a screen, a thumbnail): the paper is the ring's surface, also
+        # between the strokes of a small, dense or blurred digit, where an opening's window finds no paper
+        full = _surface(coef, (h, w))
+        floor = np.minimum(floor, (-full if dark_ink else full) + np.float32(3 * spread + 0.01))
+        resid = smooth - floor
+        top_ink = _extreme(resid)
     raw = grey - floor
     if dark_ink:
         # ink on paper reflects a fixed fraction of the light: where the paper is in shadow the ink's
         # contrast shrinks with it, so measure contrast relative to the local paper brightness
         paper = np.maximum(-floor, 0.05)
-        scale = np.clip(float(np.median(paper)) / paper, 0.5, 4.0)
+        scale = np.clip(_quantile(paper[::4, ::4].ravel(), 0.5) / paper, 0.5, 4.0)
         resid, raw = resid * scale, raw * scale
-    return resid, raw
-
-
-def _digit(ink: np.ndarray, raw: np.ndarray) -> np.ndarray:
-    """Ink contrast -> the digit's ink map in [0, 1], cropped to it; texture, specks and far blobs dropped."""
-    from scipy import ndimage
-
-    h, w = ink.shape
-    eight = np.ones((3, 3), bool)
-    top_ink = _extreme(ink)
+        top_ink = _extreme(resid)
     if top_ink < MIN_CONTRAST:
         raise _blank("no ink stands out from the background")
-    # the digit's own contrast, from its biggest blob (a few dark specks must not set the scale)
-    labels, n = ndimage.label(ink > 0.15 * top_ink, structure=eight)
-    masses = np.bincount(labels.ravel(), weights=ink.ravel(), minlength=n + 1)[1:]
-    peak = float(np.percentile(ink[labels == int(np.argmax(masses)) + 1], 95))
-    # what the paper's texture and the leftovers of the lighting reach, away from the ink
+    # the ink's level, from its biggest blob (a few dark specks must not set the scale)
+    n, labels = cv2.connectedComponents((resid > 0.15 * top_ink).astype(np.uint8), connectivity=8)
+    masses = np.bincount(labels.ravel(), weights=resid.ravel(), minlength=n)[1:]
+    peak = _quantile(resid[labels == int(np.argmax(masses)) + 1], 0.95)
+    # the paper texture's level (and what is left of the lighting), away from the ink
     reach = max(2, round(0.03 * max(h, w)))
-    near = ndimage.maximum_filter(ink > 0.3 * peak, size=2 * reach + 1)
-    texture = float(np.percentile(ink[~near], 99)) if (~near).sum() >= 100 else 0.0
+    near = cv2.dilate((resid > NEAR * peak).astype(np.uint8), np.ones((2 * reach + 1, 2 * reach + 1), np.uint8))
+    away = resid[::2, ::2][near[::2, ::2] == 0]
+    texture = _quantile(away, 0.99) if away.size >= 100 else 0.0
     if peak < max(MIN_CONTRAST, 2.5 * texture):
         raise _blank("no ink stands out from the background")
     lo = min(max(LOW * peak, 1.2 * texture), 0.35 * peak)
-    hi = HIGH * peak
-    labels, n = ndimage.label(ink > lo, structure=eight)
-    soft = np.clip((raw - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
-    masses = np.bincount(labels.ravel(), weights=soft.ravel(), minlength=n + 1)[1:]
-    has_strong = np.bincount(labels[ink >= STRONG * peak], minlength=n + 1)[1:] > 0
-    # other blobs join the digit only when as dark as its ink (the same pen), not paper texture
-    has_dark = np.bincount(labels[ink >= 0.7 * peak], minlength=n + 1)[1:] > 0
-    boxes = ndimage.find_objects(labels)
-    candidates = [int(i) for i in np.flatnonzero(has_strong)]
-    if not candidates:
+    hi = (HIGH if enlarged < 2.0 else HIGH_SMALL) * peak
+    ink = np.clip((raw - lo) * np.float32(1.0 / (hi - lo)), 0.0, 1.0).astype(np.float32, copy=False)
+    ink[resid <= lo] = 0.0  # paper texture and noise: where even the smoothed contrast stays under it
+    return ink
+
+
+def ink_image(source: str | os.PathLike | bytes | Image.Image | np.ndarray,
+              max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, float]:
+    """A picture -> (its ink map, float32 (H, W) in [0, 1], 1 = ink; the scale factor s).
+
+    ``source`` is a path, the file's bytes, a PIL image or a numpy array (see :func:`to_mnist`).
+    Polarity, lighting, paper texture, alpha and EXIF orientation are dealt with; ink-map pixel
+    (x, y) is source pixel (x / s, y / s): s > 1 for an enlarged thumbnail, s < 1 for a big picture.
+    Raises :class:`~digitlab.errors.ImageError` for a picture without ink (blank, one colour, faint
+    noise) or one too small to hold a digit.
+    """
+    if isinstance(source, Image.Image | np.ndarray):
+        return _ink_of(source)
+    try:
+        return _ink_of(open_image(source, max_pixels, draft=WORK_SIDE, grey=True))
+    except ImageError as e:
+        raise _named(e, source) from None
+
+
+def _grey_of(image: Image.Image | np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    if isinstance(image, Image.Image):
+        return _pil_grey(image)
+    return _array_grey(image)
+
+
+def _ink_of(image: Image.Image | np.ndarray) -> tuple[np.ndarray, float]:
+    grey, alpha = _grey_of(image)
+    grey, alpha, scale = _work_size(grey, alpha)
+    return _ink_map(_composite(grey, alpha), scale), scale
+
+
+def digit_from_ink(ink: np.ndarray) -> np.ndarray:
+    """One digit's ink map (float (H, W) in [0, 1], 1 = ink; a crop of :func:`ink_image`'s) -> (28, 28) uint8.
+
+    The digit's parts are kept (specks, far blobs and haze dropped), thin strokes thickened, the ink
+    boxed to 20x20 and its centre of mass put at the centre of 28x28, grey levels kept. Raises
+    :class:`~digitlab.errors.ImageError` when there is no digit-sized ink.
+    """
+    ink = np.asarray(ink, dtype=np.float32)
+    if ink.ndim != 2:
+        raise ValueError(f"expected an ink map of shape (H, W), got {ink.shape}")
+    h, w = ink.shape
+    if ink.size == 0 or float(ink.max()) < MIN_CONTRAST:
         raise _blank("no ink stands out from the background")
-    main = max(candidates, key=lambda i: masses[i])
-    top, left, bottom, right = (boxes[main][0].start, boxes[main][1].start,
-                                boxes[main][0].stop, boxes[main][1].stop)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats((ink > 0).astype(np.uint8), connectivity=8)
+    flat = labels.ravel()
+    values = ink.ravel()
+    masses = np.bincount(flat, weights=values, minlength=n)
+    has_strong = np.bincount(flat[values >= STRONG], minlength=n) > 0
+    # other parts join the digit only when as dark as its ink (the same pen), not paper texture
+    has_dark = np.bincount(flat[values >= DARK], minlength=n) > 0
+    has_strong[0] = False
+    if not has_strong.any():
+        raise _blank("no ink stands out from the background")
+    main = int(np.argmax(np.where(has_strong, masses, -1.0)))
+    joinable = has_strong & has_dark & (masses >= 0.03 * masses[main])
+    joinable[main] = False
+    candidates = [int(i) for i in np.flatnonzero(joinable)]
+    boxes = {i: tuple(int(v) for v in (stats[i, 1], stats[i, 0], stats[i, 1] + stats[i, 3], stats[i, 0] + stats[i, 2]))
+             for i in [main, *candidates]}
+    top, left, bottom, right = boxes[main]
     if max(bottom - top, right - left) < max(5, 0.02 * max(h, w)):
         raise _blank("only specks, no digit-sized stroke")
     kept = {main}
     changed = True
-    while changed:  # add the blobs near the digit (a 5's flag, a 4's second stroke)
+    while changed:  # add the parts near the digit (a 5's flag, a 4's second stroke)
         changed = False
         reach = 0.6 * max(bottom - top, right - left)
         for i in candidates:
-            if i in kept or masses[i] < 0.03 * masses[main] or not has_dark[i]:
+            if i in kept:
                 continue
             b = boxes[i]
-            gap_y = max(top - b[0].stop, b[0].start - bottom, 0)
-            gap_x = max(left - b[1].stop, b[1].start - right, 0)
+            gap_y = max(top - b[2], b[0] - bottom, 0)
+            gap_x = max(left - b[3], b[1] - right, 0)
             if max(gap_y, gap_x) <= reach:
                 kept.add(i)
-                top, left = min(top, b[0].start), min(left, b[1].start)
-                bottom, right = max(bottom, b[0].stop), max(right, b[1].stop)
+                top, left = min(top, b[0]), min(left, b[1])
+                bottom, right = max(bottom, b[2]), max(right, b[3])
                 changed = True
-    keep = np.isin(labels[top:bottom, left:right], [i + 1 for i in kept])
-    # grey levels only as far as an anti-aliased or blurred edge reaches (~1 MNIST pixel) from the
-    # strokes' cores: haze left by the paper or the lighting next to the digit goes
-    tail = max(1, round(0.05 * max(bottom - top, right - left)))
-    core = keep & (ink[top:bottom, left:right] >= STRONG * peak)
-    keep &= ndimage.maximum_filter(core, size=2 * tail + 1)
-    return np.where(keep, soft[top:bottom, left:right], np.float32(0.0))
+    lut = np.zeros(n, bool)
+    lut[list(kept)] = True
+    keep = lut[labels[top:bottom, left:right]]
+    crop = ink[top:bottom, left:right]
+    # faint grey only as far as an anti-aliased or blurred edge reaches (~1.5 MNIST pixels) from the
+    # strokes' cores: haze left by the paper or the lighting next to the digit goes, a faint join
+    # between two strokes (a thumbnail's thin stretch) stays
+    tail = max(1, round(0.08 * max(bottom - top, right - left)))
+    core = (keep & (crop >= STRONG)).astype(np.uint8)
+    keep &= cv2.dilate(core, np.ones((2 * tail + 1, 2 * tail + 1), np.uint8)).astype(bool) | (crop >= JOIN)
+    digit = np.where(keep, crop, np.float32(0.0))
+    rows = np.flatnonzero((digit >= BOX_LEVEL).any(axis=1))
+    cols = np.flatnonzero((digit >= BOX_LEVEL).any(axis=0))
+    digit = digit[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    out = _mnist_geometry(_thicken(digit))
+    return np.round(out * 255.0).astype(np.uint8)
 
 
 def _stroke_width(ink: np.ndarray) -> float:
@@ -455,15 +582,12 @@ def _stroke_width(ink: np.ndarray) -> float:
 
 def _thicken(ink: np.ndarray) -> np.ndarray:
     """Widen strokes that would be thinner than STROKE_MIN px at MNIST scale."""
-    from scipy import ndimage
-
     width = _stroke_width(ink)
     if width == 0.0 or width * BOX / max(ink.shape) >= STROKE_MIN:
         return ink
     if max(ink.shape) < DETAIL:  # work on a finer grid than the picture's own
         u = math.ceil(DETAIL / max(ink.shape))
-        size = (ink.shape[1] * u, ink.shape[0] * u)
-        ink = np.asarray(Image.fromarray(ink, mode="F").resize(size, Image.Resampling.BILINEAR))
+        ink = cv2.resize(ink, (ink.shape[1] * u, ink.shape[0] * u), interpolation=cv2.INTER_LINEAR)
         width = _stroke_width(ink)
     side = max(ink.shape)
     # grow by r on each side: (width + 2r) * BOX / (side + 2r) = STROKE_TARGET
@@ -471,8 +595,8 @@ def _thicken(ink: np.ndarray) -> np.ndarray:
     if r < 0.25:
         return ink
     pad = math.ceil(r) + 1
-    padded = np.pad(ink, pad)
-    dist = ndimage.distance_transform_edt(padded <= 0.5)
+    padded = cv2.copyMakeBorder(np.ascontiguousarray(ink, np.float32), pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
+    dist = cv2.distanceTransform((padded <= 0.5).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     grown = np.maximum(padded, np.clip(r + 0.5 - dist, 0.0, 1.0).astype(np.float32))
     rows = np.flatnonzero(grown.any(axis=1))
     cols = np.flatnonzero(grown.any(axis=0))
@@ -483,17 +607,19 @@ def _mnist_geometry(ink: np.ndarray) -> np.ndarray:
     """Cropped ink map -> (28, 28) float: longer side scaled to 20, centre of mass at (14, 14)."""
     rows = np.flatnonzero(ink.any(axis=1))
     cols = np.flatnonzero(ink.any(axis=0))
-    ink = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    ink = np.ascontiguousarray(ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1], dtype=np.float32)
     h, w = ink.shape
     f = BOX / max(h, w)
     size = (max(1, round(w * f)), max(1, round(h * f)))
-    resample = Image.Resampling.BOX if f < 1 else Image.Resampling.BILINEAR
-    small = np.asarray(Image.fromarray(ink.astype(np.float32), mode="F").resize(size, resample))
-    small = np.clip(small, 0.0, 1.0)
+    method = cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR
+    small = np.clip(cv2.resize(ink, size, interpolation=method), 0.0, 1.0)
+    top = float(small.max())
+    if 0.0 < top < 1.0:  # the strokes' cores saturate, as in MNIST
+        small = np.minimum(small * np.float32(1.0 / top), 1.0)
     sh, sw = small.shape
     total = float(small.sum())
-    cy = float((small.sum(axis=1) * np.arange(sh)).sum()) / total
-    cx = float((small.sum(axis=0) * np.arange(sw)).sum()) / total
+    cy = float(small.sum(axis=1) @ np.arange(sh, dtype=np.float32)) / total
+    cx = float(small.sum(axis=0) @ np.arange(sw, dtype=np.float32)) / total
     oy = min(max(round(CENTRE - cy), 0), SIZE - sh)
     ox = min(max(round(CENTRE - cx), 0), SIZE - sw)
     out = np.zeros((SIZE, SIZE), dtype=np.float32)
@@ -527,29 +653,32 @@ def to_mnist(image: Image.Image | np.ndarray) -> np.ndarray:
     ``image`` is a PIL image (any mode, any size) or a numpy array ``(H, W)``/``(H, W, C)``
     (uint8, uint16, bool, or float in [0, 1]). Dark-on-light and light-on-dark both work; the
     result is always white ink on black. Raises :class:`~digitlab.errors.ImageError` when the
-    picture holds no ink (blank, one colour, faint noise only) or is too small.
+    picture holds no ink (blank, one colour, faint noise only) or is too small. A picture that is
+    already an MNIST-style input goes to the model unchanged.
     """
-    if isinstance(image, Image.Image):
-        grey, alpha = _pil_arrays(image)
-    else:
-        grey, alpha = _array_arrays(image)
-    if alpha is None and _already_mnist(grey):
-        return np.round(grey * 255.0).astype(np.uint8)
-    ink = _thicken(_digit(*_contrast(_composite(grey, alpha))))
-    out = _mnist_geometry(ink)
-    return np.round(out * 255.0).astype(np.uint8)
+    grey, alpha = _grey_of(image)
+    if alpha is None and grey.shape == (SIZE, SIZE):
+        g = _as_float(grey)
+        if _already_mnist(g):
+            return np.round(g * 255.0).astype(np.uint8)
+    grey, alpha, scale = _work_size(grey, alpha)
+    return digit_from_ink(_ink_map(_composite(grey, alpha), scale))
+
+
+def _named(e: ImageError, source) -> ImageError:
+    msg = str(e)
+    if msg.startswith("the image "):
+        return ImageError(f"{_describe(source)} {msg[len('the image '):]}")
+    return e
 
 
 def load_digit(source: str | os.PathLike | bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """``to_mnist(open_image(source))``; errors name the file."""
+    """A picture file (path or bytes) -> (28, 28) uint8 MNIST-style input: ``to_mnist(open_image(source))``,
+    in effect ``digit_from_ink(ink_image(source)[0])``; errors name the file."""
     try:
-        return to_mnist(open_image(source, max_pixels, draft=WORK_SIDE))
+        return to_mnist(open_image(source, max_pixels, draft=WORK_SIDE, grey=True))
     except ImageError as e:
-        msg = str(e)
-        label = _describe(source)
-        if msg.startswith("the image "):
-            raise ImageError(f"{label} {msg[len('the image '):]}") from None
-        raise
+        raise _named(e, source) from None
 
 
 def find_images(paths: list[str | os.PathLike]) -> list[Path]:
@@ -575,117 +704,3 @@ def find_images(paths: list[str | os.PathLike]) -> list[Path]:
         else:
             raise ImageError(f"{p}: no such file or folder")
     return sorted(found)
-
-
-# numbers: temporary -- ink_image / digit_from_ink (the two steps of load_digit) from the internals above
-
-_SOFT_STRONG = (STRONG - LOW) / (HIGH - LOW)  # STRONG and 0.7 of the ink's contrast, on the ink map's scale
-_SOFT_DARK = (0.7 - LOW) / (HIGH - LOW)
-_SOFT_FLOOR = np.float32(1e-3)  # ink above the low threshold but under the ramp keeps a trace (connectivity)
-
-
-def _source_grey(source, max_pixels: int) -> tuple[np.ndarray, np.ndarray | None, float]:
-    """(grey, alpha, scale) of a path, bytes, PIL image or array; scale = analysed px per source px."""
-    if isinstance(source, np.ndarray):
-        grey, alpha = _array_arrays(source)
-        return grey, alpha, grey.shape[0] / max(1, np.asarray(source).shape[0])
-    if isinstance(source, Image.Image):
-        image = source
-    else:
-        image = open_image(source, max_pixels, draft=WORK_SIDE)
-    size = image.size
-    if not isinstance(source, Image.Image) and image.format in ("JPEG", "MPO"):
-        with Image.open(io.BytesIO(bytes(source)) if isinstance(source, bytes | bytearray | memoryview)
-                        else Path(source)) as header:
-            size = header.size  # the size before the draft decode
-    upright = _exif_upright(image).size
-    if upright != image.size:
-        size = (size[1], size[0])
-    grey, alpha = _pil_arrays(image)
-    return grey, alpha, grey.shape[1] / max(1, size[0])
-
-
-def ink_image(source, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, float]:
-    """A picture -> (ink map float32 (H, W) in [0, 1], 1 = ink; scale s: map pixel (x, y) = source (x/s, y/s))."""
-    try:
-        grey, alpha, scale = _source_grey(source, max_pixels)
-        if alpha is None and _already_mnist(grey):
-            return grey.astype(np.float32), scale
-        ink, raw = _contrast(_composite(grey, alpha))
-        top_ink = _extreme(ink)
-        if top_ink < MIN_CONTRAST:
-            raise _blank("no ink stands out from the background")
-        from scipy import ndimage
-
-        h, w = ink.shape
-        eight = np.ones((3, 3), bool)
-        labels, n = ndimage.label(ink > 0.15 * top_ink, structure=eight)
-        masses = np.bincount(labels.ravel(), weights=ink.ravel(), minlength=n + 1)[1:]
-        peak = float(np.percentile(ink[labels == int(np.argmax(masses)) + 1], 95))
-        reach = max(2, round(0.03 * max(h, w)))
-        near = ndimage.maximum_filter(ink > 0.3 * peak, size=2 * reach + 1)
-        texture = float(np.percentile(ink[~near], 99)) if (~near).sum() >= 100 else 0.0
-        if peak < max(MIN_CONTRAST, 2.5 * texture):
-            raise _blank("no ink stands out from the background")
-        lo = min(max(LOW * peak, 1.2 * texture), 0.35 * peak)
-        hi = HIGH * peak
-        soft = np.clip((raw - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
-        # the ink's extent is where the smoothed contrast passes the low threshold, as in _digit
-        out = np.where(ink > lo, np.maximum(soft, _SOFT_FLOOR), np.float32(0.0))
-        return out.astype(np.float32), scale
-    except ImageError as e:
-        msg = str(e)
-        if msg.startswith("the image ") and not isinstance(source, np.ndarray | Image.Image):
-            raise ImageError(f"{_describe(source)} {msg[len('the image '):]}") from None
-        raise
-
-
-def digit_from_ink(ink: np.ndarray) -> np.ndarray:
-    """One digit's ink map (a crop of :func:`ink_image`'s) -> (28, 28) uint8, MNIST style (see _digit)."""
-    from scipy import ndimage
-
-    ink = np.asarray(ink, dtype=np.float32)
-    if ink.ndim != 2 or min(ink.shape) < 1:
-        raise _blank("no ink")
-    if _already_mnist(ink):
-        return np.round(ink * 255.0).astype(np.uint8)
-    h, w = ink.shape
-    eight = np.ones((3, 3), bool)
-    labels, n = ndimage.label(ink > 0, structure=eight)
-    masses = np.bincount(labels.ravel(), weights=ink.ravel(), minlength=n + 1)[1:]
-    has_strong = np.bincount(labels[ink >= _SOFT_STRONG], minlength=n + 1)[1:] > 0
-    has_dark = np.bincount(labels[ink >= _SOFT_DARK], minlength=n + 1)[1:] > 0
-    boxes = ndimage.find_objects(labels)
-    candidates = [int(i) for i in np.flatnonzero(has_strong)]
-    if not candidates:
-        raise _blank("no ink stands out from the background")
-    main = max(candidates, key=lambda i: masses[i])
-    top, left, bottom, right = (boxes[main][0].start, boxes[main][1].start,
-                                boxes[main][0].stop, boxes[main][1].stop)
-    if max(bottom - top, right - left) < max(5, 0.02 * max(h, w)):
-        raise _blank("only specks, no digit-sized stroke")
-    kept = {main}
-    changed = True
-    while changed:
-        changed = False
-        reach = 0.6 * max(bottom - top, right - left)
-        for i in candidates:
-            if i in kept or masses[i] < 0.03 * masses[main] or not has_dark[i]:
-                continue
-            b = boxes[i]
-            gap_y = max(top - b[0].stop, b[0].start - bottom, 0)
-            gap_x = max(left - b[1].stop, b[1].start - right, 0)
-            if max(gap_y, gap_x) <= reach:
-                kept.add(i)
-                top, left = min(top, b[0].start), min(left, b[1].start)
-                bottom, right = max(bottom, b[0].stop), max(right, b[1].stop)
-                changed = True
-    crop = ink[top:bottom, left:right]
-    keep = np.isin(labels[top:bottom, left:right], [i + 1 for i in kept])
-    tail = max(1, round(0.05 * max(bottom - top, right - left)))
-    core = keep & (crop >= _SOFT_STRONG)
-    keep &= ndimage.maximum_filter(core, size=2 * tail + 1)
-    soft = np.where(keep & (crop > _SOFT_FLOOR), crop, np.float32(0.0))
-    if not soft.any():
-        raise _blank("no ink stands out from the background")
-    return np.round(_mnist_geometry(_thicken(soft)) * 255.0).astype(np.uint8)

@@ -216,7 +216,7 @@ def unsupported(config: Any) -> str | None:
         (not opts.get("dropout"), "dropout"),
         (opts.get("num_classes", 10) == 10 or config.model == "mlp", "a CNN with other than 10 classes"),
         (fit.optimizer in ("adam", "adamw"), f"optimizer {fit.optimizer}"),
-        (not fit.augment, "augmentation"),
+        (not fit.augment and not fit.degrade, "augmentation"),
         (not fit.label_smoothing, "label smoothing"),
         (not fit.bf16 and not fit.compile, "bf16/compile"),
         (_on_cpu(config), f"device {fit.device}"),

@@ -166,6 +166,52 @@ def augment_batch(x: torch.Tensor, gen: torch.Generator, max_shift: float = 2.0,
     return F.grid_sample(x.unsqueeze(1), grid, align_corners=False, padding_mode="zeros").squeeze(1)
 
 
+def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable gaussian blur of a (B, 1, H, W) batch (zeros past the edges)."""
+    radius = max(1, math.ceil(3 * sigma))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    x = F.conv2d(x, k.view(1, 1, 1, -1), padding=(0, radius))
+    return F.conv2d(x, k.view(1, 1, -1, 1), padding=(radius, 0))
+
+
+def degrade_batch(x: torch.Tensor, gen: torch.Generator, p: float = 0.2) -> torch.Tensor:
+    """The ways a picture is worse than MNIST, each for a fraction ``p`` of a (B, 28, 28) batch.
+
+    Thicker or thinner strokes (a grey dilation or erosion, part way), low resolution (area-downsampled
+    to 7-16 px and bilinearly upsampled back, as a thumbnail is once enlarged), blur (sigma 0.5-2 px)
+    and a gamma (0.6-1.7) on the grey levels. Blurred and resampled digits are scaled back to a peak
+    of 1, as the picture pipeline normalises a soft digit's ink.
+    """
+    b = x.shape[0]
+    r = torch.rand(b, 6, generator=gen, device="cpu").to(x.device)
+    knobs = torch.rand(3, generator=gen, device="cpu").tolist()
+    x = x.unsqueeze(1)
+    shape = (b, 1, 1, 1)
+    t = r[:, 1].view(shape)
+    thick = (r[:, 0] < p / 2).view(shape)
+    thin = ((r[:, 0] >= p / 2) & (r[:, 0] < p)).view(shape)
+    x = torch.where(thick, x + t * (F.max_pool2d(x, 3, 1, 1) - x), x)
+    x = torch.where(thin, x + 0.6 * t * (-F.max_pool2d(-x, 3, 1, 1) - x), x)
+    soft = torch.zeros(shape, dtype=torch.bool, device=x.device)
+    low = (r[:, 2] < p).view(shape)
+    if bool(low.any()):
+        side = 7 + int(knobs[0] * 10)
+        small = F.interpolate(x, size=(side, side), mode="area")
+        x = torch.where(low, F.interpolate(small, size=(28, 28), mode="bilinear", align_corners=False), x)
+        soft |= low
+    blur = (r[:, 3] < p).view(shape)
+    if bool(blur.any()):
+        x = torch.where(blur, _gaussian_blur(x, 0.5 + 1.5 * knobs[1]), x)
+        soft |= blur
+    peak = x.amax(dim=(2, 3), keepdim=True).clamp_min(1e-3)
+    x = torch.where(soft, (x / peak).clamp(0, 1), x)
+    gamma = torch.exp((r[:, 5] - 0.5) * 1.05).view(shape)  # 0.6 .. 1.7
+    x = torch.where((r[:, 4] < p).view(shape), x.clamp_min(0) ** gamma, x)
+    return x.squeeze(1)
+
+
 class FastMLPStep:
     """Forward, loss and backward of a ReLU MLP by hand, writing gradients into ``p.grad``.
 
@@ -188,7 +234,7 @@ class FastMLPStep:
         kinds = {type(m) for m in model}
         return (opts.fast and device.type == "cpu" and model.name == "mlp" and not opts.bf16
                 and not opts.compile and opts.label_smoothing == 0
-                and kinds <= {nn.Flatten, nn.Linear, nn.ReLU} and not opts.augment)
+                and kinds <= {nn.Flatten, nn.Linear, nn.ReLU} and not opts.augment and not opts.degrade)
 
     @torch.no_grad()
     def __call__(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -225,6 +271,8 @@ def _autograd_step(model: Net, opts: FitOptions, device: torch.device, gen: torc
     def step(xb: torch.Tensor, yb: torch.Tensor, global_count: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if opts.augment:
             xb = augment_batch(xb, gen)
+        if opts.degrade:
+            xb = degrade_batch(xb, gen)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             logits = model(xb)
         logits = logits.float()
