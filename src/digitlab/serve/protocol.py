@@ -18,6 +18,7 @@ keep-alive, pipelining, flow control) is uvicorn's, unchanged.
 from __future__ import annotations
 
 import asyncio
+import os
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
@@ -26,6 +27,9 @@ from digitlab.serve.responses import error_body
 HEADER_TIMEOUT = 5.0  # seconds for the request line and headers
 BODY_TIMEOUT = 15.0  # seconds for a whole body (4 MB at ~270 kB/s)
 MAX_HEADER_BYTES = 16_384  # request line + headers (nginx's default large_client_header_buffers is 4 x 8k)
+# Set by digitlab.serve.server.serve for its worker processes (--header-timeout, --body-timeout).
+ENV_HEADER_TIMEOUT = "DIGITLAB_SERVE_HEADER_TIMEOUT"
+ENV_BODY_TIMEOUT = "DIGITLAB_SERVE_BODY_TIMEOUT"
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -35,6 +39,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.header_timeout = float(os.environ.get(ENV_HEADER_TIMEOUT) or self.header_timeout)
+        self.body_timeout = float(os.environ.get(ENV_BODY_TIMEOUT) or self.body_timeout)
         self._deadline: asyncio.TimerHandle | None = None
         self._in_headers = False
         self._in_body = False

@@ -17,7 +17,13 @@ from digitlab.serve.app import (
     create_app,
 )
 from digitlab.serve.guard import LOOPBACK_HOSTS, host_names
-from digitlab.serve.protocol import GuardedHttpToolsProtocol
+from digitlab.serve.protocol import (
+    BODY_TIMEOUT,
+    ENV_BODY_TIMEOUT,
+    ENV_HEADER_TIMEOUT,
+    HEADER_TIMEOUT,
+    GuardedHttpToolsProtocol,
+)
 
 SERVER_TORCH_THREADS = 1  # requests are tiny and arrive in parallel: one thread each, no pool churn
 KEEP_ALIVE_SECONDS = 5  # an idle kept-alive connection is closed after this long
@@ -40,11 +46,13 @@ def uvicorn_options(access_log: bool) -> dict:
 
 def serve(model_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
           max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, access_log: bool = False,
-          announce: Callable[[str], None] | None = None, allow_hosts: Iterable[str] = ()) -> None:
+          announce: Callable[[str], None] | None = None, allow_hosts: Iterable[str] = (),
+          header_timeout: float = HEADER_TIMEOUT, body_timeout: float = BODY_TIMEOUT) -> None:
     """Serve one model until interrupted. ``announce`` receives the page's URL once listening is possible.
 
     Requests must name the server in their ``Host`` header by a loopback name, the ``host``
-    address, or one of ``allow_hosts`` (``"*"``: any name; for a server behind a reverse proxy).
+    address, or one of ``allow_hosts`` (``"*"``: any name; for a server behind a reverse proxy). A client gets
+    ``header_timeout`` seconds to send its request line and headers, and ``body_timeout`` for its body.
 
     The model is loaded here first (so a bad path fails before anything listens); with
     ``workers > 1`` every worker process loads its own copy through :func:`create_app_from_env`.
@@ -57,11 +65,16 @@ def serve(model_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 80
         raise ConfigError(f"--port must be between 0 and 65535, got {port}")
     if max_upload_bytes <= 0:
         raise ConfigError(f"the upload limit must be positive, got {max_upload_bytes} bytes")
+    for name, value in (("--header-timeout", header_timeout), ("--body-timeout", body_timeout)):
+        if not 0 < value <= 3600:
+            raise ConfigError(f"{name} must be between 0 and 3600 seconds, got {value}")
     if workers > 1 and port == 0:
         raise ConfigError("--port 0 (any free port) works only with --workers 1")
     path = Path(model_path)
     if not path.exists():
         raise ConfigError(f"{path}: no such run folder or .onnx file; train one with 'digitlab train'")
+    os.environ[ENV_HEADER_TIMEOUT] = str(header_timeout)  # read by every connection, in every worker
+    os.environ[ENV_BODY_TIMEOUT] = str(body_timeout)
     hosts = allowed_hosts(host, allow_hosts)
     app = create_app(path, max_upload_bytes, torch_threads=SERVER_TORCH_THREADS, allowed_hosts=hosts)
     sock = _listen_socket(host, port)
