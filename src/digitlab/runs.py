@@ -17,6 +17,7 @@ import csv
 import io
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -100,6 +101,33 @@ def save_history(run_dir: str | os.PathLike, history: list[dict[str, float]]) ->
     atomic_write_bytes(run_dir / HISTORY_CSV, buf.getvalue().encode())
 
 
+def make_run_dir(path: str | os.PathLike) -> list[Path]:
+    """Create a run folder (and missing parents); the folders it made, deepest first, for :func:`remove_made`.
+
+    A path that cannot be made (a file in the way, no permission, a full disk) is one RunError line."""
+    path = Path(path)
+    made = [p for p in [path, *path.parents] if not p.exists()]
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        in_the_way = next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()), None)
+        why = f"{in_the_way} is a file, not a folder" if in_the_way is not None else e.strerror or str(e)
+        raise RunError(f"{path}: cannot create the run folder ({why})") from None
+    return made
+
+
+def remove_made(made: list[Path]) -> None:
+    """Remove folders made by :func:`make_run_dir` again, with what was written into them."""
+    for i, p in enumerate(made):
+        if i == 0:
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            try:
+                p.rmdir()  # a parent only while it is still empty
+            except OSError:
+                break
+
+
 def is_run(path: str | os.PathLike) -> bool:
     return (Path(path) / CONFIG).is_file()
 
@@ -176,6 +204,8 @@ CKPT_STATE = "state.json"
 CKPT_MODEL = "model.safetensors"
 CKPT_OPTIM = "optimizer.safetensors"
 CKPT_BEST = "best.safetensors"
+CKPT_NEW = CHECKPOINT + ".new"  # the next checkpoint while it is written
+CKPT_OLD = CHECKPOINT + ".old"  # the previous one while the new one is switched in
 
 
 def flatten_optimizer(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -209,17 +239,63 @@ def unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
 
 def save_checkpoint(run_dir: str | os.PathLike, weights: dict[str, Any], optimizer_tensors: dict[str, Any],
                     optimizer_meta: dict, state: dict, best_weights: dict[str, Any] | None = None) -> Path:
-    """Write the checkpoint of a completed epoch. Tensors first, then ``state.json`` naming the epoch:
-    a crash in between leaves the previous state.json, whose epoch no longer matches and is refused."""
-    ckpt = Path(run_dir) / CHECKPOINT
-    ckpt.mkdir(parents=True, exist_ok=True)
+    """Write the checkpoint of a completed epoch beside the previous one, then switch to it.
+
+    Every file goes into ``checkpoint.new/`` first; then ``checkpoint/`` becomes ``checkpoint.old/``,
+    ``checkpoint.new/`` becomes ``checkpoint/`` and the old one is removed. A crash at any step leaves
+    either folder whole, and :func:`recover_checkpoint` (run before every read and write) puts the
+    last complete one back in place: the last good checkpoint is never lost."""
+    run_dir = Path(run_dir)
+    ckpt, new, old = (run_dir / name for name in (CHECKPOINT, CKPT_NEW, CKPT_OLD))
+    recover_checkpoint(run_dir)
+    if new.exists():
+        shutil.rmtree(new)
+    new.mkdir(parents=True)
     epoch = str(state["epoch"])
-    save_tensors(ckpt / CKPT_MODEL, weights, {"epoch": epoch})
-    save_tensors(ckpt / CKPT_OPTIM, optimizer_tensors, {"epoch": epoch})
+    save_tensors(new / CKPT_MODEL, weights, {"epoch": epoch})
+    save_tensors(new / CKPT_OPTIM, optimizer_tensors, {"epoch": epoch})
     if best_weights is not None:
-        save_tensors(ckpt / CKPT_BEST, best_weights, {"epoch": epoch})
-    write_json(ckpt / CKPT_STATE, {**state, "optimizer": optimizer_meta, "has_best": best_weights is not None})
+        save_tensors(new / CKPT_BEST, best_weights, {"epoch": epoch})
+    write_json(new / CKPT_STATE, {**state, "optimizer": optimizer_meta, "has_best": best_weights is not None})
+    _sync_dir(new)
+    if ckpt.exists():
+        os.replace(ckpt, old)
+    os.replace(new, ckpt)
+    _sync_dir(run_dir)
+    if old.exists():
+        shutil.rmtree(old)
     return ckpt
+
+
+def recover_checkpoint(run_dir: str | os.PathLike) -> None:
+    """Finish or undo a checkpoint switch that a crash interrupted (see :func:`save_checkpoint`)."""
+    run_dir = Path(run_dir)
+    ckpt, new, old = (run_dir / name for name in (CHECKPOINT, CKPT_NEW, CKPT_OLD))
+    try:
+        if old.is_dir():
+            if ckpt.is_dir():  # crashed after the switch, before the old one was removed
+                shutil.rmtree(old)
+            else:  # crashed between the two renames: the previous checkpoint goes back
+                os.replace(old, ckpt)
+        if new.is_dir():  # an unfinished new checkpoint: the epoch it was for is done again on resume
+            shutil.rmtree(new)
+    except FileNotFoundError:  # another process of the same job recovered it first
+        pass
+    except OSError as e:
+        raise RunError(f"{run_dir}: cannot put the checkpoint back in order ({e.strerror or e})") from None
+
+
+def _sync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory file descriptors
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
 
 
 def _epoch_of(path: Path) -> str | None:
@@ -235,6 +311,7 @@ def _epoch_of(path: Path) -> str | None:
 def check_checkpoint(run_dir: str | os.PathLike) -> dict:
     """The checkpoint's ``state.json``, after checking that every file it needs is there and of its epoch."""
     ckpt = Path(run_dir) / CHECKPOINT
+    recover_checkpoint(run_dir)
     if not (ckpt / CKPT_STATE).is_file():
         raise RunError(f"{run_dir}: has no checkpoint to resume from (no {CHECKPOINT}/{CKPT_STATE})")
     state = read_json(ckpt / CKPT_STATE)

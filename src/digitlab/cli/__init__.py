@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import sys
 
+from rich.text import Text
+
 from digitlab.cli import data, evaluate, export, plot, predict, serve, train  # noqa: F401  (register commands)
-from digitlab.cli.app import app, err
-from digitlab.errors import DigitlabError
+from digitlab.cli.app import app, err, visible
+from digitlab.errors import DigitlabError, Interrupted
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -14,8 +16,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="digitlab", standalone_mode=True)
     except DigitlabError as e:
-        err.print(f"[bold red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
+        err.print(Text.assemble(("error:", "bold red"), " ", visible(e)), highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted")
-        sys.exit(130)
+        sys.exit(Interrupted.exit_code)

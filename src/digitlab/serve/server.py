@@ -25,6 +25,8 @@ from digitlab.serve.protocol import (
     GuardedHttpToolsProtocol,
 )
 
+PROTOCOL = f"{GuardedHttpToolsProtocol.__module__}:{GuardedHttpToolsProtocol.__qualname__}"
+
 SERVER_TORCH_THREADS = 1  # requests are tiny and arrive in parallel: one thread each, no pool churn
 KEEP_ALIVE_SECONDS = 5  # an idle kept-alive connection is closed after this long
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
@@ -40,7 +42,8 @@ def allowed_hosts(host: str, extra: Iterable[str] = ()) -> list[str]:
 
 def uvicorn_options(access_log: bool) -> dict:
     """Uvicorn's settings: the guarded protocol; no connection-count limit (the app counts work instead)."""
-    return dict(log_level="warning", access_log=access_log, http=GuardedHttpToolsProtocol,
+    # (named by its import path: a worker process imports it once started, after answering uvicorn's pings)
+    return dict(log_level="warning", access_log=access_log, http=PROTOCOL,
                 limit_concurrency=None, timeout_keep_alive=KEEP_ALIVE_SECONDS, server_header=False)
 
 
