@@ -26,6 +26,7 @@ from safetensors import SafetensorError
 
 from digitlab.data.formats import atomic_write_bytes
 from digitlab.errors import ConfigError, RunError
+from digitlab.schema import CheckpointStateSchema, RunConfigSchema, check
 
 if TYPE_CHECKING:  # torch is imported only by the functions that need it
     import torch
@@ -141,6 +142,7 @@ def read_config(run_dir: str | os.PathLike) -> dict:
     config = read_json(run_dir / CONFIG)
     if not isinstance(config, dict) or "model" not in config:
         raise RunError(f"{run_dir / CONFIG}: has no 'model' section")
+    check(RunConfigSchema, config, run_dir / CONFIG, RunError)
     return config
 
 
@@ -177,6 +179,38 @@ def check_weights(expected: dict[str, Any], tensors: dict[str, Any], source: str
             k = wrong[0]
             parts.append(f"{k} has shape {tuple(tensors[k].shape)}, config needs {tuple(expected[k].shape)}")
         raise RunError(f"{source}: weights do not match the model in config.json ({'; '.join(parts)})")
+    for k, want in expected.items():
+        got = tensors[k]
+        if _dtype_name(got) != _dtype_name(want):
+            raise RunError(f"{source}: {k} is stored as {_dtype_name(got)}, the model needs {_dtype_name(want)}; "
+                           "the weights were not written by digitlab or were altered")
+        if _dtype_name(got).startswith(("float", "bfloat")) and not _all_finite(got):
+            raise RunError(f"{source}: {k} holds NaN or infinite values; the weights are unusable "
+                           "(a diverged training run, or a damaged file)")
+
+
+def check_optimizer_state(params: list[Any], tensors: dict[str, Any], source: str | os.PathLike) -> None:
+    """One-line RunError unless every per-parameter optimizer tensor (``state.<i>.<key>``) has the shape of
+    parameter ``i`` (a scalar such as Adam's step count excepted): nothing is broadcast into place."""
+    for name, value in tensors.items():
+        try:
+            _, pid, key = name.split(".", 2)
+            param = params[int(pid)]
+        except (ValueError, IndexError):
+            raise RunError(f"{source}: optimizer state {name!r} belongs to no parameter of the model") from None
+        if len(value.shape) and tuple(value.shape) != tuple(param.shape):
+            raise RunError(f"{source}: optimizer state {name} has shape {tuple(value.shape)}, its parameter "
+                           f"has {tuple(param.shape)}; the checkpoint does not belong to this model")
+
+
+def _dtype_name(t: Any) -> str:
+    return str(t.dtype).removeprefix("torch.")
+
+
+def _all_finite(t: Any) -> bool:
+    if hasattr(t, "isfinite") and callable(t.isfinite):  # torch
+        return bool(t.float().isfinite().all())
+    return bool(np.isfinite(np.asarray(t, dtype=np.float32)).all())
 
 
 def load_model(run_dir: str | os.PathLike) -> tuple[Net, dict]:
@@ -315,6 +349,7 @@ def check_checkpoint(run_dir: str | os.PathLike) -> dict:
     if not (ckpt / CKPT_STATE).is_file():
         raise RunError(f"{run_dir}: has no checkpoint to resume from (no {CHECKPOINT}/{CKPT_STATE})")
     state = read_json(ckpt / CKPT_STATE)
+    check(CheckpointStateSchema, state, ckpt / CKPT_STATE, RunError)
     epoch = str(state.get("epoch"))
     names = [CKPT_MODEL, CKPT_OPTIM] + ([CKPT_BEST] if state.get("has_best") else [])
     for name in names:

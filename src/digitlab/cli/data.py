@@ -86,6 +86,8 @@ def samples(
     from digitlab.data.datasets import first_samples, get_dataset
     from digitlab.plots import samples_grid, save_figure
 
+    if count < 1:
+        raise ConfigError(f"--count must be at least 1, got {count}")
     rows, cols = _grid(grid, count)
     x, y = first_samples(dataset, split, count, data_dir, quiet=quiet)
     fig = samples_grid(x, y, rows, cols, class_names=get_dataset(dataset).classes)

@@ -10,6 +10,7 @@ import torch
 
 from digitlab.data.datasets import DATASETS
 from digitlab.data.preprocess import image_batch
+from digitlab.errors import RunError
 from digitlab.runs import load_model, read_metrics
 
 
@@ -26,6 +27,10 @@ class TorchPredictor:
         ds = DATASETS.get(self.config.get("dataset", "mnist"))
         self.labels = list(self.config.get("labels") or (ds.classes if ds else [str(i) for i in range(10)]))
         self.batch_size = batch_size
+        classes = self.predict_proba(np.zeros((1, 28, 28), np.uint8)).shape[1]
+        if len(self.labels) != classes:
+            raise RunError(f"{self.run_dir / 'config.json'}: 'labels' names {len(self.labels)} classes, "
+                           f"the model has {classes}")
 
     def _tensor(self, images: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(image_batch(images)).to(self.device)

@@ -509,6 +509,7 @@ class TorchEngine:
 
         state, model_t, optim_t, optim_meta, best = runs.load_checkpoint(run_path)
         runs.load_state(self.model, model_t, run_path / runs.CHECKPOINT / runs.CKPT_MODEL)
+        runs.check_optimizer_state(list(self.model.parameters()), optim_t, run_path / runs.CHECKPOINT / runs.CKPT_OPTIM)
         st = epoch_state_from_json(state)
         return st, Resume(runs.unflatten_optimizer(optim_t, optim_meta), st, best)
 
