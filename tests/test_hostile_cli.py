@@ -9,7 +9,6 @@ import errno
 import gzip
 import io
 import json
-import os
 import shutil
 import struct
 import zipfile
@@ -57,8 +56,7 @@ def test_run_names_are_single_path_components(capsys, tmp_path, name):
     runs = tmp_path / "runs"
     line = one_line_error(capsys, *TRAIN, "--runs-dir", str(runs), "--name", name)
     assert "--name must be a single folder name" in line and "\x1b" not in line
-    assert not runs.exists() and sorted(os.listdir(tmp_path)) == ["runs"] if runs.exists() else True
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == []  # nothing made, inside --runs-dir or outside it
 
 
 @pytest.mark.parametrize("option, value, phrase", [

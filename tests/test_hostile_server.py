@@ -23,7 +23,7 @@ from PIL import Image
 
 pytestmark = pytest.mark.slow
 
-HEADER_TIMEOUT = 2.0
+HEADER_TIMEOUT = 5.0  # the default; the 600 half-open connections are all opened well within it
 BODY_TIMEOUT = 2.0
 
 
@@ -177,6 +177,19 @@ def test_headers_sent_a_byte_at_a_time_are_cut_off(server):
         assert status_and_json(got)[0] == 408 and time.monotonic() - t0 < HEADER_TIMEOUT + 5
 
 
+def test_a_stalled_second_request_on_a_kept_alive_connection_gets_408(server):
+    with socket.create_connection(("127.0.0.1", server), timeout=HEADER_TIMEOUT + 8) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        first = s.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200")
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # ... and never the blank line
+        got = b""
+        while chunk := s.recv(65536):
+            got += chunk
+        status, body, head = status_and_json(got)
+        assert status == 408 and b"connection: close" in head
+
+
 def test_a_body_shorter_than_its_content_length_is_cut_off(server):
     got, seconds = raw(server, b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
                                b"Content-Length: 1000\r\n\r\n" + good_png()[:50])
@@ -269,3 +282,30 @@ def test_32_client_mixed_load_no_good_request_fails(server):
         t.join(90)
     assert not failures, failures[:5]
     assert len(good) >= 200
+
+
+def test_two_workers_start_and_guard_the_same_way(mlp_run):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "digitlab", "serve", str(mlp_run), "--port", str(port), "-q",
+                             "--workers", "2", "--allow-host", "digits.example"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                assert request(port, "GET", "/healthz")[0] == 200
+                break
+            except (OSError, http.client.HTTPException):
+                assert proc.poll() is None, proc.stderr.read()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        assert request(port, "GET", "/healthz", headers={"Host": "digits.example"})[0] == 200
+        assert request(port, "GET", "/healthz", headers={"Host": "evil.example"})[0] == 400
+        got, _ = raw(port, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n")
+        assert status_and_json(got)[0] == 431
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -62,13 +62,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._deadline = None
         if self.transport.is_closing():
             return
-        cycle = self.cycle
-        if cycle is None or not cycle.response_started:
+        cycle = self.cycle  # the request being answered: while headers arrive, the previous one (or None)
+        if self._in_headers:
+            can_answer = cycle is None or cycle.response_complete
+        else:
+            can_answer = cycle is not None and not cycle.response_started
+        if can_answer:
             body = error_body(detail)
             self.transport.write(b"".join([
                 STATUS_LINE[status], b"content-type: application/json\r\n",
                 b"content-length: %d\r\n" % len(body), b"connection: close\r\n\r\n", body]))
-        if cycle is not None and not cycle.response_complete:
+        if cycle is not None and not cycle.response_complete and not self._in_headers:
             cycle.disconnected = True  # the app sees http.disconnect and its answer goes nowhere
             cycle.message_event.set()
         self.transport.close()

@@ -30,6 +30,9 @@ PROTOCOL = f"{GuardedHttpToolsProtocol.__module__}:{GuardedHttpToolsProtocol.__q
 SERVER_TORCH_THREADS = 1  # requests are tiny and arrive in parallel: one thread each, no pool churn
 KEEP_ALIVE_SECONDS = 5  # an idle kept-alive connection is closed after this long
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+# A worker that loads torch and the model on a busy machine can take longer than uvicorn's 5 s to
+# answer its supervisor's first ping; it would be killed and restarted in a loop.
+WORKER_HEALTHCHECK_SECONDS = 60
 
 
 def allowed_hosts(host: str, extra: Iterable[str] = ()) -> list[str]:
@@ -44,7 +47,8 @@ def uvicorn_options(access_log: bool) -> dict:
     """Uvicorn's settings: the guarded protocol; no connection-count limit (the app counts work instead)."""
     # (named by its import path: a worker process imports it once started, after answering uvicorn's pings)
     return dict(log_level="warning", access_log=access_log, http=PROTOCOL,
-                limit_concurrency=None, timeout_keep_alive=KEEP_ALIVE_SECONDS, server_header=False)
+                limit_concurrency=None, timeout_keep_alive=KEEP_ALIVE_SECONDS, server_header=False,
+                timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS)
 
 
 def serve(model_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
