@@ -20,6 +20,7 @@ import pytest
 
 from digitlab import runs
 from digitlab.errors import RunError
+from digitlab.training.job import train
 
 pytestmark = pytest.mark.slow
 
@@ -83,8 +84,7 @@ def test_killed_at_every_checkpoint_step_resumes_to_the_same_weights(synth_dir, 
         state = runs.check_checkpoint(run)  # a complete, consistent checkpoint is always there
         assert state["epoch"] in (1, 2)
         assert sorted(p.name for p in run.iterdir() if p.name.startswith("checkpoint")) == ["checkpoint"]
-        resumed = _train(["train", "--resume", str(run), "--data-dir", str(synth_dir), "--no-plots", "--quiet"])
-        assert resumed.returncode == 0, resumed.stderr
+        train(None, run, resume=True, data_dir=synth_dir, quiet=True, plots=False)  # what --resume runs
         assert (run / "model.safetensors").read_bytes() == want, f"killed at step {step}"
     assert step >= 8  # 2 tensor files + state.json + sync + 2 renames + sync + removal of the old one
 
@@ -109,8 +109,18 @@ def test_recovery_after_a_crash_between_the_two_renames(tmp_path):
     assert runs.load_checkpoint(tmp_path, arrays=True)[0]["epoch"] == 2
 
 
-def test_a_tampered_state_json_is_one_line(tmp_path):
+@pytest.mark.parametrize("edit, phrase", [
+    (lambda s: s.update(epoch=7), "another epoch"),
+    (lambda s: s.update(epoch="1"), "epoch: Input should be a valid integer"),
+    (lambda s: s.update(optimizer=[1]), "optimizer: Input should be a valid dictionary"),
+    (lambda s: s.pop("optimizer"), "optimizer: Field required"),
+])
+def test_a_tampered_state_json_is_one_line(tmp_path, edit, phrase):
     _save(tmp_path, 1)
-    (tmp_path / runs.CHECKPOINT / runs.CKPT_STATE).write_text(json.dumps({"epoch": 7}))
-    with pytest.raises(RunError, match="another epoch"):
+    path = tmp_path / runs.CHECKPOINT / runs.CKPT_STATE
+    state = json.loads(path.read_text())
+    edit(state)
+    path.write_text(json.dumps(state))
+    with pytest.raises(RunError, match=phrase):
         runs.check_checkpoint(tmp_path)
+    assert (tmp_path / runs.CHECKPOINT / runs.CKPT_MODEL).is_file()  # refused, not deleted
