@@ -35,6 +35,7 @@ from digitlab.serve.adapter import ServedModel
 from digitlab.serve.errors import install_error_handlers
 from digitlab.serve.guard import Guard
 from digitlab.serve.openapi import install_openapi
+from digitlab.serve.parsing import warm_up
 from digitlab.serve.routes import STATIC_DIR, router
 
 __all__ = ["STATIC_DIR", "create_app", "create_app_from_env"]
@@ -75,6 +76,7 @@ def create_app(model_path: str | os.PathLike, max_upload_bytes: int = DEFAULT_MA
         sys.modules["torch"].set_num_threads(torch_threads)
     source = "onnx" if path.suffix.lower() == ".onnx" else "run"
     model = ServedModel(predictor, source, max_pixels)
+    warm_up(max_pixels)
 
     app = FastAPI(
         title="digitlab",
