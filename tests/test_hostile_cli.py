@@ -82,6 +82,21 @@ def test_error_messages_are_not_rich_markup(capsys, tmp_path):
     assert "[bold red]x" in line
 
 
+def test_data_folder_without_read_permission(capsys, tmp_path, monkeypatch):
+    # (as root, permissions do not stop reads: the refusal is simulated where the folder is first read)
+    import digitlab.data.datasets as datasets
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(locked / "mnist"))
+
+    monkeypatch.setattr(datasets, "_locate_data_dir", refuse)
+    line = one_line_error(capsys, "data", "info", "--data-dir", str(locked))
+    assert f"{locked / 'mnist'}: permission denied" in line
+
+
 # -- run folders ----------------------------------------------------------------------------------
 
 

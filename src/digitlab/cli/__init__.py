@@ -18,6 +18,11 @@ def main(argv: list[str] | None = None) -> None:
     except DigitlabError as e:
         err.print(Text.assemble(("error:", "bold red"), " ", visible(e)), highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
+    except PermissionError as e:  # a file or folder this user may not read or enter, wherever it was met
+        where = f"{e.filename}: " if e.filename else ""
+        err.print(Text.assemble(("error:", "bold red"), " ", visible(f"{where}permission denied ({e.strerror})")),
+                  highlight=False, soft_wrap=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(Interrupted.exit_code)
