@@ -297,3 +297,12 @@ def test_npz_zip_bomb_is_refused_from_its_directory(monkeypatch):
     monkeypatch.setenv("DIGITLAB_MAX_DATA_BYTES", "1000000")
     with pytest.raises(FormatError, match="members declare 5,000,000 bytes"):
         parse_npz(buf.getvalue(), "bomb.npz")
+
+
+def test_onnx_metadata_config_that_is_not_an_object():
+    from digitlab.errors import ExportError
+    from digitlab.schema import OnnxConfigSchema, check
+
+    with pytest.raises(ExportError, match="m.onnx: metadata 'config': must hold a JSON object, got list"):
+        check(OnnxConfigSchema, [1, 2], "m.onnx: metadata 'config'", ExportError)
+    check(OnnxConfigSchema, {}, "m.onnx", ExportError)  # sections may be left out

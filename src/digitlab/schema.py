@@ -57,10 +57,16 @@ class RunConfigSchema(_Strict):
 
     @model_validator(mode="after")
     def _labels_cover_the_classes(self) -> RunConfigSchema:
-        if self.labels is not None and self.model.num_classes is not None \
+        if self.labels is not None and self.model is not None and self.model.num_classes is not None \
                 and len(self.labels) != self.model.num_classes:
             raise ValueError(f"labels names {len(self.labels)} classes but the model has {self.model.num_classes}")
         return self
+
+
+class OnnxConfigSchema(RunConfigSchema):
+    """The ``config`` metadata of an exported ONNX file: a run's config, whose sections may be left out."""
+
+    model: ModelSchema | None = None  # type: ignore[assignment]
 
 
 class CheckpointStateSchema(_Strict):
