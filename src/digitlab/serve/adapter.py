@@ -1,0 +1,122 @@
+"""The model adapter: one loaded predictor and what the endpoints need from it, computed once.
+
+It turns model outputs into the API's dictionaries (a prediction, /api/model's description). It
+never imports torch: a torch model is recognised only when torch is already loaded.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from digitlab.inference.predictor import Predictor
+
+
+class ServedModel:
+    """One loaded predictor; ``max_pixels`` bounds the pictures decoded for it."""
+
+    def __init__(self, predictor: Predictor, source: str, max_pixels: int):
+        self.predictor = predictor
+        self.source = source
+        self.max_pixels = max_pixels
+        self.labels = [str(s) for s in predictor.labels]
+        probe = np.zeros((1, 28, 28), np.uint8)
+        acts = predictor.activations(probe)
+        self.activation_shapes = {k: list(np.asarray(v).shape[1:]) for k, v in acts.items()}
+        predictor.predict_proba(probe)  # warm up (first call allocates)
+
+    def predict(self, x: np.ndarray, shown: np.ndarray, with_activations: bool) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        proba = np.asarray(self.predictor.predict_proba(x[None]), dtype=np.float32)[0]
+        ms = (time.perf_counter() - t0) * 1000.0
+        result = self.result(proba, shown, ms)
+        if with_activations:
+            acts = self.predictor.activations(x[None])
+            result["activations"] = {k: _rounded(np.asarray(v)[0]) for k, v in acts.items()}
+        return result
+
+    def predict_many(self, xs: list[np.ndarray]) -> tuple[np.ndarray, float]:
+        t0 = time.perf_counter()
+        proba = np.asarray(self.predictor.predict_proba(np.stack(xs)), dtype=np.float32)
+        return proba, (time.perf_counter() - t0) * 1000.0
+
+    def result(self, proba: np.ndarray, shown: np.ndarray, ms: float) -> dict[str, Any]:
+        probs = proba.astype(np.float64).tolist()
+        order = np.argsort(-proba, kind="stable")[:3].tolist()
+        k = order[0]
+        return {
+            "label": k,
+            "name": self.labels[k],
+            "confidence": probs[k],
+            "probabilities": probs,
+            "top3": [{"label": i, "name": self.labels[i], "probability": probs[i]} for i in order],
+            "input": np.ascontiguousarray(shown, dtype=np.uint8),
+            "model_ms": round(ms, 4),
+            "activations": None,
+        }
+
+    def info(self, max_upload_bytes: int, max_batch: int) -> dict[str, Any]:
+        """The body of /api/model."""
+        p = self.predictor
+        rows, params = architecture(p)
+        metrics = p.metrics or {}
+        follows = {}
+        for prev, row in zip(rows, rows[1:], strict=False):
+            follows[row["name"]] = prev["name"]
+        dataset = p.config.get("dataset") if isinstance(p.config, dict) else None
+        return {
+            "name": p.name,
+            "source": self.source,
+            "dataset": dataset if isinstance(dataset, str) else None,
+            "labels": self.labels,
+            "architecture": rows,
+            "parameters": params,
+            "test_accuracy": _number(metrics.get("test_accuracy")),
+            "test_loss": _number(metrics.get("test_loss")),
+            "activation_layers": [{"name": k, "shape": s, "follows": follows.get(k)}
+                                  for k, s in self.activation_shapes.items()],
+            "max_upload_bytes": max_upload_bytes,
+            "max_batch": max_batch,
+        }
+
+
+def architecture(predictor: Predictor) -> tuple[list[dict[str, Any]], int | None]:
+    """Summary rows and parameter count: from the torch model when there is one, else from the config."""
+    torch = sys.modules.get("torch")
+    net = getattr(predictor, "model", None)
+    if torch is not None and isinstance(net, torch.nn.Module) and hasattr(net, "image_input"):
+        from digitlab.models import count_params, summary_rows
+
+        rows = [{"name": r.name, "kind": r.kind, "output_shape": list(r.output_shape),
+                 "params": int(r.params)} for r in summary_rows(net)]
+        return rows, int(count_params(net))
+    config = predictor.config if isinstance(predictor.config, dict) else {}
+    rows = []
+    for r in config.get("architecture") or config.get("summary") or []:
+        try:
+            rows.append({"name": str(r["name"]), "kind": str(r["kind"]),
+                         "output_shape": [None if d is None else int(d) for d in r["output_shape"]],
+                         "params": int(r["params"])})
+        except (KeyError, TypeError, ValueError):
+            return [], _number_int(config.get("parameters"))
+    params = _number_int(config.get("parameters"))
+    if params is None and rows:
+        params = sum(r["params"] for r in rows)
+    return rows, params
+
+
+def _number(v: Any) -> float | None:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
+def _number_int(v: Any) -> int | None:
+    return int(v) if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def _rounded(a: np.ndarray) -> np.ndarray:
+    """Activations rounded to 4 decimals (plenty for a heat map; keeps the JSON short)."""
+    return np.ascontiguousarray(np.round(a.astype(np.float32, copy=False), 4))
