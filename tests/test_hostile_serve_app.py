@@ -90,7 +90,7 @@ def test_host_check_and_allow_host(tmp_path):
 def test_an_internal_error_is_json_and_closes_the_connection(tmp_path):
     with TestClient(create_app(tmp_path / "m.onnx", predictor=SlowPredictor(fail=True)),
                     raise_server_exceptions=False) as c:
-        r = c.post("/api/predict", json={"pixels": [0] * 784})
+        r = c.post("/api/predict", json={"pixels": [0] * 392 + [255] * 392})  # inked: blank pixels are 422
         assert r.status_code == 500 and r.headers["connection"] == "close"
         assert "secret" not in r.text and list(r.json()) == ["detail"]
 

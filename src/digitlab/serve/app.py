@@ -5,9 +5,11 @@ Endpoints::
     GET  /                   the page: draw a digit, watch the probabilities and activations
     POST /api/predict        one picture (multipart field ``file``, or a raw image/* body) or JSON pixels
     POST /api/predict/batch  several pictures (multipart field ``files``, at most ``max_batch``)
+    POST /api/explain        the same bodies as /api/predict -> pixel maps of the answer and the runner-up
     GET  /api/model          name, architecture rows, parameter count, test accuracy
+    GET  /api/sample         a random MNIST test digit (28x28 and label) when the dataset is on this machine
     GET  /healthz            liveness
-    GET  /docs, /openapi.json
+    GET  /docs, /openapi.json   (Swagger UI 5 shipped in static/swagger/: works offline)
 
 HEAD works wherever GET does. Every error is a JSON body ``{"detail": "..."}`` with a 4xx status
 and no traceback. The model is loaded once, when the app is created, through
@@ -90,6 +92,7 @@ def create_app(model_path: str | os.PathLike, max_upload_bytes: int = DEFAULT_MA
         ),
         version=_version(),
         redoc_url=None,
+        docs_url=None,  # /docs is served by .routes from /static/swagger/ (no CDN)
     )
     app.state.model = model
     app.add_middleware(Guard, max_bytes=max_upload_bytes, max_in_flight=max_in_flight,

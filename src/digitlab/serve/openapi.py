@@ -1,8 +1,9 @@
 """The OpenAPI description's hand-written parts.
 
 Responses are described by FastAPI from the response models in :mod:`digitlab.serve.schemas`.
-Only the request bodies of the predict endpoints are written here: those endpoints read their body
-by content type (a picture, a multipart form or JSON pixels), which FastAPI cannot infer.
+Only the request bodies and query parameters of the predict and explain endpoints are written
+here: those endpoints read their body by content type (a picture, a multipart form or JSON pixels)
+and their query string by hand, neither of which FastAPI can infer.
 """
 
 from __future__ import annotations
@@ -27,8 +28,37 @@ ACTIVATIONS_PARAM = {
     "schema": {"type": "boolean", "default": False},
 }
 
+SINGLE_PARAM = {
+    "name": "single", "in": "query", "required": False,
+    "description": "Read the picture as one digit; by default it is read as what is written, one digit "
+                   "or a number (fields number, number_confidence, digits).",
+    "schema": {"type": "boolean", "default": False},
+}
+
+REJECT_PARAM = {
+    "name": "reject", "in": "query", "required": False,
+    "description": "Answer label and name null when the picture holds no digit (is_digit false); "
+                   "reject=0 always gives the most likely class.",
+    "schema": {"type": "boolean", "default": True},
+}
+
+ACT_FORMAT_PARAM = {
+    "name": "act_format", "in": "query", "required": False,
+    "description": "How activations are written: `json` (nested lists of floats, the default) or `u8`: "
+                   "each layer as `{\"shape\": [...], \"scale\": s, \"data\": base64}` where `data` holds "
+                   "one uint8 per value, row-major, and a value is `byte * scale` (negatives clipped to 0).",
+    "schema": {"type": "string", "enum": ["json", "u8"], "default": "json"},
+}
+
+LAYERS_PARAM = {
+    "name": "layers", "in": "query", "required": False,
+    "description": "Comma-separated activation layer names (see /api/model `activation_layers`); "
+                   "only these are sent. All of them by default.",
+    "schema": {"type": "string"},
+}
+
 PREDICT_BODY = {
-    "parameters": [ACTIVATIONS_PARAM],
+    "parameters": [ACTIVATIONS_PARAM, ACT_FORMAT_PARAM, LAYERS_PARAM, REJECT_PARAM, SINGLE_PARAM],
     "requestBody": {
         "required": True,
         "description": "One picture as a multipart upload (field `file`) or as the raw body with an "
@@ -44,7 +74,10 @@ PREDICT_BODY = {
     }
 }
 
+EXPLAIN_BODY = {"requestBody": PREDICT_BODY["requestBody"]}  # the same bodies; no query parameters
+
 BATCH_BODY = {
+    "parameters": [REJECT_PARAM, SINGLE_PARAM],
     "requestBody": {
         "required": True,
         "content": {

@@ -1,39 +1,90 @@
-"""Request parsing: query flags, content types, multipart forms, JSON pixels and picture bytes -> model input.
+"""Request parsing: query options, content types, multipart forms, JSON pixels and picture bytes -> model input.
 
-Picture bytes go through :func:`digitlab.data.pictures.load_digit`, exactly as ``digitlab predict``;
-its errors (typed :class:`~digitlab.errors.ImageError` subclasses) propagate and are answered with
-their own status by :mod:`digitlab.serve.errors`.
+:func:`read_input` reads the body of /api/predict and /api/explain (a multipart ``file``, a raw
+image/* body or JSON pixels). Picture bytes go through :func:`digitlab.data.pictures.load_digit`,
+exactly as ``digitlab predict`` (or :func:`digitlab.serve.numbers.read_picture`, which reads them as
+what is written, one digit or a number, and gives the same 28x28 input); their errors (typed
+:class:`~digitlab.errors.ImageError` subclasses) are answered with their own status by
+:mod:`digitlab.serve.errors`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
 import anyio
 import numpy as np
 from pydantic import ValidationError
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from digitlab.errors import ImageError
 from digitlab.serve.errors import validation_message
+from digitlab.serve.numbers import read_picture_async
 from digitlab.serve.schemas import PixelsRequest
 
+if TYPE_CHECKING:
+    from digitlab.serve.adapter import ServedModel
+
 INLINE_DECODE_BYTES = 64_000  # smaller pictures are decoded on the event loop, larger ones in a thread
+BLANK_RANGE = 13  # JSON pixels that vary less than this (5% of 255) hold no ink: 422, like a blank picture
+ACT_FORMATS = ("json", "u8")
+
+ONE_PICTURE = (422, "send one picture per request, in the field 'file' (several go to /api/predict/batch)")
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
 
 
-def flag(request: Request, name: str) -> bool:
+def flag(request: Request, name: str, default: bool = False) -> bool:
     """A boolean query parameter (read by hand: FastAPI's parameter machinery costs more than the model)."""
     value = request.query_params.get(name)
     if value is None:
-        return False
+        return default
     if value.lower() in _TRUE:
         return True
     if value.lower() in _FALSE:
         return False
     raise HTTPException(422, f"query parameter {name!r} must be true or false (1 or 0), got {value!r}")
+
+
+def activation_options(request: Request, known: Iterable[str]) -> tuple[str, list[str] | None]:
+    """``act_format`` and ``layers`` from the query string (422 for an unknown format or layer name).
+
+    ``known``: the model's activation layers. ``layers`` None: all of them.
+    """
+    fmt = request.query_params.get("act_format", "json").lower() or "json"
+    if fmt not in ACT_FORMATS:
+        raise HTTPException(422, f"query parameter 'act_format' must be 'json' or 'u8', got {fmt!r}")
+    value = request.query_params.get("layers")
+    if value is None:
+        return fmt, None
+    known = list(known)
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise HTTPException(422, f"unknown activation layer {unknown[0]!r}; this model has: "
+                                 f"{', '.join(known) or '(none)'}")
+    return fmt, names
+
+
+def page_language(header: str) -> str:
+    """The page's language from an Accept-Language header: 'zh-CN' when Chinese comes before English, else 'en'."""
+    best: tuple[float, int, str] | None = None
+    for i, part in enumerate(header.split(",")):
+        tag, _, q = part.strip().partition(";q=")
+        tag = tag.strip().lower()
+        try:
+            weight = float(q) if q else 1.0
+        except ValueError:
+            weight = 0.0
+        lang = "zh-CN" if tag.startswith("zh") else "en" if tag.startswith("en") else None
+        if lang and weight > 0 and (best is None or (weight, -i) > (best[0], -best[1])):
+            best = (weight, i, lang)
+    return best[2] if best else "en"
 
 
 def media_type(request: Request) -> str:
@@ -48,6 +99,53 @@ async def read_form(request: Request, max_files: int, too_many: tuple[int, str])
         if "Too many files" in str(e.detail):  # Starlette's multipart limit says so only in its text
             raise HTTPException(*too_many) from None
         raise
+
+
+@dataclass
+class Input:
+    """One request's digit: the model input, the uint8 image shown back, and the number fields when
+    the body was a picture read as what is written (None for JSON pixels: they are one digit)."""
+
+    x: np.ndarray
+    shown: np.ndarray
+    number: dict[str, Any] | None = None
+
+
+async def read_input(request: Request, model: ServedModel, *, numbers: bool = True, single: bool = False,
+                     reject: bool = True) -> Input:
+    """The body of /api/predict or /api/explain -> :class:`Input`, by content type (else 415).
+
+    ``numbers``: read a picture as one digit or a number (``single``: always one digit), filling
+    ``number``; without it a picture is only decoded to its 28x28 input.
+    """
+    kind = media_type(request)
+    if kind == "application/json":
+        x, shown = pixels_to_input(parse_pixels(await request.body()))
+        return Input(x, shown)
+    if kind == "multipart/form-data":
+        data = await read_upload(request)
+    elif kind.startswith("image/") or kind == "application/octet-stream":
+        data = await request.body()
+    else:
+        raise HTTPException(415, f"unsupported content type {kind or '(none)'!r}; send multipart/form-data "
+                                 "(field 'file'), an image/* body, or application/json pixels")
+    if not numbers:
+        x = await picture_to_input_async(data, model.max_pixels)
+        return Input(x, x)
+    x, number = await read_picture_async(model, data, single, reject)
+    return Input(x, x, number)
+
+
+async def read_upload(request: Request) -> bytes:
+    """The bytes of the one picture in a multipart form's field ``file``."""
+    form = await read_form(request, 1, ONE_PICTURE)
+    try:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise HTTPException(422, "no picture in the form; upload it in a field named 'file'")
+        return await upload.read()
+    finally:
+        await form.close()
 
 
 def picture_to_input(data: bytes, max_pixels: int) -> np.ndarray:
@@ -105,6 +203,9 @@ def pixels_to_input(req: PixelsRequest) -> tuple[np.ndarray, np.ndarray]:
         raise HTTPException(422, f"pixel values must be between 0 and {top:g} with scale={req.scale!r}; "
                                  f"found {a[r, c]:g} at row {r}, column {c}")
     shown = np.rint(a if req.scale == "byte" else a * 255.0).astype(np.uint8)
+    if int(shown.max()) - int(shown.min()) < BLANK_RANGE:
+        raise HTTPException(422, "the pixels are blank (no ink: every value within 5% of the others); "
+                                 "send a digit drawn in white (high values) on black (0)")
     if req.preprocess:
         from digitlab.data.pictures import to_mnist
 
