@@ -637,7 +637,7 @@ def test_static_dir_is_package_data():
 
 
 def test_json_encoding_without_orjson_gives_the_same_answer(client, monkeypatch):
-    import digitlab.serve.app as serve_app
+    import digitlab.serve.responses as serve_app
 
     data = seven()
     fast = client.post("/api/predict?activations=1", content=data, headers={"Content-Type": "image/png"}).json()

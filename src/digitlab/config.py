@@ -7,6 +7,7 @@ reported before anything heavy is imported or any file is written.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import time
@@ -17,6 +18,7 @@ from typing import Any
 from digitlab import __version__
 from digitlab.data.registry import get_dataset
 from digitlab.errors import ConfigError
+from digitlab.schema import FitSchema, check
 
 # Keras's default hyper-parameters for each optimizer the tutorial names.
 OPTIMIZER_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -28,6 +30,7 @@ OPTIMIZER_DEFAULTS: dict[str, dict[str, Any]] = {
     "adadelta": {"lr": 1e-3, "rho": 0.95, "eps": 1e-7},
 }
 SCHEDULES = ("constant", "cosine", "onecycle", "plateau")
+MAX_EPOCHS = 100_000
 MONITORS = ("val_loss", "val_accuracy", "loss", "accuracy")
 
 
@@ -57,8 +60,19 @@ class FitOptions:
     engine: str = "auto"  # auto: native where it can run the config, torch otherwise
 
     def validate(self) -> None:
+        check(FitSchema, asdict(self), "training options", ConfigError)
         if self.epochs < 1:
             raise ConfigError(f"epochs must be at least 1, got {self.epochs}")
+        if self.epochs > MAX_EPOCHS:
+            raise ConfigError(f"epochs must be at most {MAX_EPOCHS:,}, got {self.epochs:,}")
+        for name in ("lr", "weight_decay", "momentum", "label_smoothing"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ConfigError(f"{name.replace('_', ' ')} must be a finite number, got {value}")
+        if self.momentum is not None and not 0 <= self.momentum < 1:
+            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
+        if not 0 <= self.seed < 2**32:
+            raise ConfigError(f"seed must be between 0 and {2**32 - 1}, got {self.seed}")
         if self.batch_size < 1:
             raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
         if self.optimizer not in OPTIMIZER_DEFAULTS:

@@ -52,6 +52,10 @@ class ImageTooLargeError(ImageError):
     http_status = 413
 
 
+class OutputError(DigitlabError):
+    """A file or folder cannot be written: read-only, full disk, a file where a folder should be."""
+
+
 class ExportError(DigitlabError):
     """A model cannot be exported, or an exported file cannot be loaded."""
 

@@ -17,6 +17,7 @@ import csv
 import io
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ from safetensors.numpy import save as save_arrays
 from digitlab.data.formats import atomic_write_bytes
 from digitlab.data.registry import DATASETS
 from digitlab.errors import RunError
+from digitlab.schema import CheckpointStateSchema, RunConfigSchema, check
 
 if TYPE_CHECKING:  # torch is imported only by the functions that need it
     import torch
@@ -97,6 +99,33 @@ def save_history(run_dir: str | os.PathLike, history: list[dict[str, float]]) ->
     atomic_write_bytes(run_dir / HISTORY_CSV, buf.getvalue().encode())
 
 
+def make_run_dir(path: str | os.PathLike) -> list[Path]:
+    """Create a run folder (and missing parents); the folders it made, deepest first, for :func:`remove_made`.
+
+    A path that cannot be made (a file in the way, no permission, a full disk) is one RunError line."""
+    path = Path(path)
+    made = [p for p in [path, *path.parents] if not p.exists()]
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        in_the_way = next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()), None)
+        why = f"{in_the_way} is a file, not a folder" if in_the_way is not None else e.strerror or str(e)
+        raise RunError(f"{path}: cannot create the run folder ({why})") from None
+    return made
+
+
+def remove_made(made: list[Path]) -> None:
+    """Remove folders made by :func:`make_run_dir` again, with what was written into them."""
+    for i, p in enumerate(made):
+        if i == 0:
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            try:
+                p.rmdir()  # a parent only while it is still empty
+            except OSError:
+                break
+
+
 def is_run(path: str | os.PathLike) -> bool:
     return (Path(path) / CONFIG).is_file()
 
@@ -110,6 +139,7 @@ def read_config(run_dir: str | os.PathLike) -> dict:
     config = read_json(run_dir / CONFIG)
     if not isinstance(config, dict) or "model" not in config:
         raise RunError(f"{run_dir / CONFIG}: has no 'model' section")
+    check(RunConfigSchema, config, run_dir / CONFIG, RunError)
     return config
 
 
@@ -143,6 +173,38 @@ def check_weights(expected: dict[str, Any], tensors: dict[str, Any], source: str
             k = wrong[0]
             parts.append(f"{k} has shape {tuple(tensors[k].shape)}, config needs {tuple(expected[k].shape)}")
         raise RunError(f"{source}: weights do not match the model in config.json ({'; '.join(parts)})")
+    for k, want in expected.items():
+        got = tensors[k]
+        if _dtype_name(got) != _dtype_name(want):
+            raise RunError(f"{source}: {k} is stored as {_dtype_name(got)}, the model needs {_dtype_name(want)}; "
+                           "the weights were not written by digitlab or were altered")
+        if _dtype_name(got).startswith(("float", "bfloat")) and not _all_finite(got):
+            raise RunError(f"{source}: {k} holds NaN or infinite values; the weights are unusable "
+                           "(a diverged training run, or a damaged file)")
+
+
+def check_optimizer_state(params: list[Any], tensors: dict[str, Any], source: str | os.PathLike) -> None:
+    """One-line RunError unless every per-parameter optimizer tensor (``state.<i>.<key>``) has the shape of
+    parameter ``i`` (a scalar such as Adam's step count excepted): nothing is broadcast into place."""
+    for name, value in tensors.items():
+        try:
+            _, pid, key = name.split(".", 2)
+            param = params[int(pid)]
+        except (ValueError, IndexError):
+            raise RunError(f"{source}: optimizer state {name!r} belongs to no parameter of the model") from None
+        if len(value.shape) and tuple(value.shape) != tuple(param.shape):
+            raise RunError(f"{source}: optimizer state {name} has shape {tuple(value.shape)}, its parameter "
+                           f"has {tuple(param.shape)}; the checkpoint does not belong to this model")
+
+
+def _dtype_name(t: Any) -> str:
+    return str(t.dtype).removeprefix("torch.")
+
+
+def _all_finite(t: Any) -> bool:
+    if hasattr(t, "isfinite") and callable(t.isfinite):  # torch
+        return bool(t.float().isfinite().all())
+    return bool(np.isfinite(np.asarray(t, dtype=np.float32)).all())
 
 
 def read_metrics(run_dir: str | os.PathLike) -> dict | None:
@@ -161,6 +223,8 @@ CKPT_STATE = "state.json"
 CKPT_MODEL = "model.safetensors"
 CKPT_OPTIM = "optimizer.safetensors"
 CKPT_BEST = "best.safetensors"
+CKPT_NEW = CHECKPOINT + ".new"  # the next checkpoint while it is written
+CKPT_OLD = CHECKPOINT + ".old"  # the previous one while the new one is switched in
 
 
 # The Adam state both engines write (torch.optim.Adam's own state_dict() layout, so a checkpoint loads
@@ -213,17 +277,63 @@ def unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
 
 def save_checkpoint(run_dir: str | os.PathLike, weights: dict[str, Any], optimizer_tensors: dict[str, Any],
                     optimizer_meta: dict, state: dict, best_weights: dict[str, Any] | None = None) -> Path:
-    """Write the checkpoint of a completed epoch. Tensors first, then ``state.json`` naming the epoch:
-    a crash in between leaves the previous state.json, whose epoch no longer matches and is refused."""
-    ckpt = Path(run_dir) / CHECKPOINT
-    ckpt.mkdir(parents=True, exist_ok=True)
+    """Write the checkpoint of a completed epoch beside the previous one, then switch to it.
+
+    Every file goes into ``checkpoint.new/`` first; then ``checkpoint/`` becomes ``checkpoint.old/``,
+    ``checkpoint.new/`` becomes ``checkpoint/`` and the old one is removed. A crash at any step leaves
+    either folder whole, and :func:`recover_checkpoint` (run before every read and write) puts the
+    last complete one back in place: the last good checkpoint is never lost."""
+    run_dir = Path(run_dir)
+    ckpt, new, old = (run_dir / name for name in (CHECKPOINT, CKPT_NEW, CKPT_OLD))
+    recover_checkpoint(run_dir)
+    if new.exists():
+        shutil.rmtree(new)
+    new.mkdir(parents=True)
     epoch = str(state["epoch"])
-    save_tensors(ckpt / CKPT_MODEL, weights, {"epoch": epoch})
-    save_tensors(ckpt / CKPT_OPTIM, optimizer_tensors, {"epoch": epoch})
+    save_tensors(new / CKPT_MODEL, weights, {"epoch": epoch})
+    save_tensors(new / CKPT_OPTIM, optimizer_tensors, {"epoch": epoch})
     if best_weights is not None:
-        save_tensors(ckpt / CKPT_BEST, best_weights, {"epoch": epoch})
-    write_json(ckpt / CKPT_STATE, {**state, "optimizer": optimizer_meta, "has_best": best_weights is not None})
+        save_tensors(new / CKPT_BEST, best_weights, {"epoch": epoch})
+    write_json(new / CKPT_STATE, {**state, "optimizer": optimizer_meta, "has_best": best_weights is not None})
+    _sync_dir(new)
+    if ckpt.exists():
+        os.replace(ckpt, old)
+    os.replace(new, ckpt)
+    _sync_dir(run_dir)
+    if old.exists():
+        shutil.rmtree(old)
     return ckpt
+
+
+def recover_checkpoint(run_dir: str | os.PathLike) -> None:
+    """Finish or undo a checkpoint switch that a crash interrupted (see :func:`save_checkpoint`)."""
+    run_dir = Path(run_dir)
+    ckpt, new, old = (run_dir / name for name in (CHECKPOINT, CKPT_NEW, CKPT_OLD))
+    try:
+        if old.is_dir():
+            if ckpt.is_dir():  # crashed after the switch, before the old one was removed
+                shutil.rmtree(old)
+            else:  # crashed between the two renames: the previous checkpoint goes back
+                os.replace(old, ckpt)
+        if new.is_dir():  # an unfinished new checkpoint: the epoch it was for is done again on resume
+            shutil.rmtree(new)
+    except FileNotFoundError:  # another process of the same job recovered it first
+        pass
+    except OSError as e:
+        raise RunError(f"{run_dir}: cannot put the checkpoint back in order ({e.strerror or e})") from None
+
+
+def _sync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory file descriptors
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
 
 
 def _epoch_of(path: Path) -> str | None:
@@ -237,9 +347,11 @@ def _epoch_of(path: Path) -> str | None:
 def check_checkpoint(run_dir: str | os.PathLike) -> dict:
     """The checkpoint's ``state.json``, after checking that every file it needs is there and of its epoch."""
     ckpt = Path(run_dir) / CHECKPOINT
+    recover_checkpoint(run_dir)
     if not (ckpt / CKPT_STATE).is_file():
         raise RunError(f"{run_dir}: has no checkpoint to resume from (no {CHECKPOINT}/{CKPT_STATE})")
     state = read_json(ckpt / CKPT_STATE)
+    check(CheckpointStateSchema, state, ckpt / CKPT_STATE, RunError)
     epoch = str(state.get("epoch"))
     names = [CKPT_MODEL, CKPT_OPTIM] + ([CKPT_BEST] if state.get("has_best") else [])
     for name in names:

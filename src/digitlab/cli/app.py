@@ -22,9 +22,28 @@ plot_app = typer.Typer(help="Draw figures from a run.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(plot_app, name="plot")
 
-# Results go to stdout, logs and progress to stderr.
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+# Results go to stdout, logs and progress to stderr. Strings are printed as they are (no Rich markup:
+# a path like 'data/[bold]x' is shown as typed); styles come only from Text objects.
+out = Console(highlight=False, soft_wrap=True, markup=False)
+err = Console(stderr=True, highlight=False, markup=False)
+
+_CONTROL = dict.fromkeys([*range(0x00, 0x20), 0x7f, *range(0x80, 0xa0)])
+
+
+def visible(text: object) -> str:
+    """``text`` with control characters (escape sequences, newlines, NUL...) written as ``\\xNN``:
+    a file name cannot move the cursor, recolour or rewrite the terminal."""
+    s = str(text)
+    if not any(ord(c) in _CONTROL for c in s):
+        return s
+    return "".join(f"\\x{ord(c):02x}" if ord(c) in _CONTROL else c for c in s)
+
+
+def csv_cell(value: object) -> object:
+    """A CSV cell a spreadsheet will not run: text starting with = + - @ (or tab/CR) gets a leading '."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
 
 
 def print_json(data: Any) -> None:

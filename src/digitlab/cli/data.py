@@ -88,6 +88,8 @@ def samples(
     from digitlab.data.reports import first_samples
     from digitlab.plots import samples_grid, save_figure
 
+    if count < 1:
+        raise ConfigError(f"--count must be at least 1, got {count}")
     rows, cols = _grid(grid, count)
     x, y = first_samples(dataset, split, count, data_dir, quiet=quiet)
     fig = samples_grid(x, y, rows, cols, class_names=get_dataset(dataset).classes, lang=lang)

@@ -79,7 +79,7 @@ def confusion_table(result) -> Table:
     for j in range(k):
         table.add_column(str(j), justify="right")
     for i, name in enumerate(result.class_names):
-        cells = [f"[bold green]{v}[/]" if i == j else (f"[red]{v}[/]" if v else "[dim]0[/]")
+        cells = [Text(str(v), style="bold green" if i == j else ("red" if v else "dim"))
                  for j, v in enumerate(result.confusion[i].tolist())]
         table.add_row(Text(name if name == str(i) else f"{i} {name}"), *cells)
     return table

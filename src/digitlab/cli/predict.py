@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from digitlab.cli.app import JSON, QUIET, app, err, out, print_json
+from digitlab.cli.app import JSON, QUIET, app, csv_cell, err, out, print_json, visible
 from digitlab.cli.evaluate import default_out_dir
 from digitlab.errors import ConfigError, ImageError
 
@@ -113,10 +113,10 @@ def _predict_files(predictor, inputs, save_inputs, as_json, as_csv, quiet, rejec
             top = [(c, f"{p:.6f}") for c, _, p in r.top[1:3]]
             top += [("", "")] * (2 - len(top))
             label = r.number if r.number is not None else r.label  # the string read: "2026"
-            w.writerow([r.path, "" if label is None else label, r.name or "",
+            w.writerow([csv_cell(str(r.path)), "" if label is None else label, csv_cell(r.name or ""),
                         "" if r.probability is None else f"{r.probability:.6f}",
                         *top[0], *top[1], "" if r.is_digit is None else str(r.is_digit).lower(),
-                        "" if r.digit_score is None else f"{r.digit_score:.4f}", r.error or ""])
+                        "" if r.digit_score is None else f"{r.digit_score:.4f}", csv_cell(r.error or "")])
         sys.stdout.write(buf.getvalue())
     else:
         table = Table()
@@ -133,9 +133,10 @@ def _predict_files(predictor, inputs, save_inputs, as_json, as_csv, quiet, rejec
                 table.add_row(Text(str(r.path)), Text("not a digit", style="yellow"), "", Text(top3, style="dim"))
             elif r.ok:
                 top3 = ", ".join(f"{n} {100 * p:.1f}%" for _, n, p in r.top)
-                table.add_row(Text(str(r.path)), Text(r.name), f"{100 * r.probability:.1f}%", Text(top3))
+                table.add_row(Text(visible(r.path)), Text(visible(r.name)), f"{100 * r.probability:.1f}%",
+                              Text(visible(top3)))
             else:
-                table.add_row(Text(str(r.path)), Text("-", style="red"), "", Text("unreadable", style="red"))
+                table.add_row(Text(visible(r.path)), Text("-", style="red"), "", Text("unreadable", style="red"))
         out.print(table)
     if save_inputs is not None and not quiet:
         err.print(f"saved the 28x28 inputs in {save_inputs}", soft_wrap=True, markup=False)
@@ -147,4 +148,4 @@ def _predict_files(predictor, inputs, save_inputs, as_json, as_csv, quiet, rejec
 
 def _print_errors(failed) -> None:
     for r in failed:
-        err.print(Text(r.error, style="red"), soft_wrap=True)
+        err.print(Text(visible(r.error), style="red"), soft_wrap=True)

@@ -18,6 +18,13 @@ def serve(
     workers: int = typer.Option(1, "--workers", "-w", help="Worker processes, each loading the model once."),
     max_upload_mb: float = typer.Option(4.0, "--max-upload-mb", help="Largest request body accepted, in MB."),
     access_log: bool = typer.Option(False, "--access-log", help="Log every request on stderr."),
+    allow_host: list[str] = typer.Option(
+        None, "--allow-host", metavar="NAME",
+        help="Also answer requests for this host name (repeatable; loopback names and --host are always "
+             "answered; '*': any name, e.g. behind a reverse proxy that checks it)."),
+    header_timeout: float = typer.Option(5.0, "--header-timeout",
+                                         help="Seconds a client has to send its request headers."),
+    body_timeout: float = typer.Option(15.0, "--body-timeout", help="Seconds a client has to send a body."),
     quiet: bool = QUIET,
 ) -> None:
     """Serve a model: a page to draw digits on, and a REST API (docs at /docs). Ctrl+C stops it."""
@@ -35,4 +42,5 @@ def serve(
             err.print(f"serving {model} at {url}  (API docs: {url}docs; press Ctrl+C to stop)")
 
     run_server(model, host=host, port=port, workers=workers, max_upload_bytes=int(max_upload_mb * 1_000_000),
-               access_log=access_log, announce=announce)
+               access_log=access_log, announce=announce, allow_hosts=allow_host or (),
+               header_timeout=header_timeout, body_timeout=body_timeout)

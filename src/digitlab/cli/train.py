@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from digitlab.cli.app import JSON, QUIET, app, err, out, print_json
+from digitlab.cli.app import JSON, QUIET, app, err, out, print_json, visible
 from digitlab.config import TrainConfig, default_run_dir
 from digitlab.data.datasets import load_data
 from digitlab.data.locate import locate
@@ -30,7 +30,7 @@ def summary(
 
     options = {}
     if hidden:
-        options["hidden"] = [int(h) for h in hidden.split(",")]
+        options["hidden"] = _hidden(hidden)
     if activation:
         options["activation"] = activation
     net = build_model(model, **options)
@@ -44,6 +44,17 @@ def summary(
     total, trainable = count_params(net), count_params(net, trainable_only=True)
     out.print(f" Total params: {total:,}\n Trainable params: {trainable:,}\n"
               f" Non-trainable params: {total - trainable:,}")
+
+
+def _run_name(name: str) -> str:
+    """A run name is one path component: never '', '.', '..', a path, or control characters."""
+    from digitlab.errors import ConfigError
+
+    bad_chars = any(ord(c) < 32 or c in "/\\" for c in name)
+    if not name.strip() or name in (".", "..") or bad_chars or os.path.isabs(name):
+        raise ConfigError(f"--name must be a single folder name (no '/', '\\', '.', '..' or control "
+                          f"characters), got {visible(repr(name))}; use --runs-dir for where it goes")
+    return name
 
 
 def _hidden(value: str | None) -> list[int] | None:
@@ -147,7 +158,7 @@ def train(
             options["dropout"] = dropout
         config.model_options = options
         config.validate()
-        run_dir = f"{runs_dir}/{name}" if name else None
+        run_dir = f"{runs_dir}/{_run_name(name)}" if name is not None else None
         if run_dir is None:
             run_dir = default_run_dir(config.model, runs_dir)
     finished = False

@@ -67,7 +67,8 @@ def load_dataset(
             else:
                 drop_corrupt(ds, source)
                 if console is not None:
-                    console.print(yellow(f"{e}; deleted it, fetching it again"))
+                    then = "fetching it again" if download_missing and not _offline() else "downloads are off"
+                    console.print(yellow(f"{e}; deleted it, {then}"))
             if not download_missing or _offline():
                 raise DataError(f"{e}; {where_to_put(name, data_dir)}") from None
     if not download_missing or _offline():

@@ -12,9 +12,11 @@ gzip, wrong shape or dtype, label values out of range); never a numpy traceback.
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import hashlib
 import io
+import math
 import os
 import tempfile
 import zipfile
@@ -25,7 +27,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from digitlab.errors import FormatError
+from digitlab.errors import FormatError, OutputError
 
 IDX_DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype(np.uint8),
@@ -76,16 +78,73 @@ def check_sha256(data: bytes, expected: str, name: str) -> None:
         raise ChecksumError(f"{name}: SHA-256 mismatch (expected {expected[:12]}..., got {actual[:12]}...)")
 
 
-def gunzip_if_needed(raw: bytes, name: str = "<bytes>") -> bytes:
-    """Decompress gzip data (detected by its magic bytes); other data is returned unchanged."""
+#: Largest decompressed data file accepted (bytes); DIGITLAB_MAX_DATA_BYTES overrides it.
+MAX_DATA_BYTES = 1 << 30
+ENV_MAX_DATA_BYTES = "DIGITLAB_MAX_DATA_BYTES"
+
+
+def max_data_bytes() -> int:
+    value = os.environ.get(ENV_MAX_DATA_BYTES)
+    try:
+        return int(value) if value else MAX_DATA_BYTES
+    except ValueError:
+        return MAX_DATA_BYTES
+
+
+class DataTooLarge(FormatError):
+    """A data file decompresses (or declares it would) to more than the limit."""
+
+
+def _too_big(name: str, what: str, limit: int) -> DataTooLarge:
+    return DataTooLarge(f"{name}: {what} more than the {limit:,}-byte limit for a data file; "
+                       f"if it is genuine, raise {ENV_MAX_DATA_BYTES}")
+
+
+def gunzip_if_needed(raw: bytes, name: str = "<bytes>", limit: int | None = None) -> bytes:
+    """Decompress gzip data (detected by its magic bytes); other data is returned unchanged.
+
+    Decompression stops as soon as the output passes ``limit`` bytes (default :func:`max_data_bytes`):
+    a small gzip bomb is refused after at most ``limit`` bytes of work, not after all of it."""
     if raw[:2] != GZIP_MAGIC:
         return raw
+    limit = max_data_bytes() if limit is None else limit
+    out = bytearray()
+    data = raw
     try:
-        return gzip.decompress(raw)
-    except EOFError:
-        raise FormatError(f"{name}: truncated gzip data (the file ends early)") from None
-    except (OSError, zlib.error) as e:
+        while data:
+            d = zlib.decompressobj(wbits=31)
+            out += d.decompress(data, limit + 1 - len(out))
+            if len(out) > limit:
+                raise _too_big(name, "decompresses to", limit)
+            if not d.eof:
+                raise FormatError(f"{name}: truncated gzip data (the file ends early)")
+            data = d.unused_data
+            if data[:2] != GZIP_MAGIC:
+                if data.strip(b"\0"):
+                    raise FormatError(f"{name}: corrupt gzip data (bytes after the end of the gzip stream)")
+                break
+    except zlib.error as e:
         raise FormatError(f"{name}: corrupt gzip data ({e})") from None
+    return bytes(out)
+
+
+def _gunzip_head(raw: bytes, n: int) -> bytes:
+    """The first ``n`` decompressed bytes of gzip data (fewer when it is shorter or corrupt)."""
+    try:
+        return zlib.decompressobj(wbits=31).decompress(raw, n)
+    except zlib.error:
+        return b""
+
+
+def _idx_size(head: bytes) -> int | None:
+    """Header plus payload bytes an IDX header declares (None when the header is not readable yet)."""
+    if len(head) < 4 or head[0] or head[1] or head[2] not in IDX_DTYPES or not head[3]:
+        return None
+    ndim = head[3]
+    if len(head) < 4 + 4 * ndim:
+        return None
+    dims = [int.from_bytes(head[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    return 4 + 4 * ndim + math.prod(dims) * IDX_DTYPES[head[2]].itemsize
 
 
 # --------------------------------------------------------------------------------------------
@@ -108,7 +167,7 @@ def parse_idx(raw: bytes, name: str = "<bytes>") -> np.ndarray:
         raise FormatError(f"{name}: truncated IDX header (needs {header} bytes, has {len(raw)})")
     dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = IDX_DTYPES[code]
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(dims) * dtype.itemsize  # Python ints: dimensions cannot overflow
     actual = len(raw) - header
     if actual != expected:
         kind = "truncated" if actual < expected else "has trailing bytes"
@@ -130,7 +189,23 @@ def read_idx(path: str | os.PathLike, sha256: str | None = None) -> np.ndarray:
     raw = read_file_bytes(path)
     if sha256 is not None:
         check_sha256(raw, sha256, str(path))
-    return parse_idx(gunzip_if_needed(raw, str(path)), str(path))
+    limit = max_data_bytes()
+    if raw[:2] == GZIP_MAGIC:
+        declared = _idx_size(_gunzip_head(raw, 4 + 4 * 255))
+        if declared is not None:  # decompress no more than the header says (and refuse absurd headers at once)
+            if declared > limit:
+                raise _too_big(str(path), f"its IDX header declares {declared:,} bytes,", limit)
+            limit = declared
+    elif len(raw) > limit:
+        raise _too_big(str(path), f"is {len(raw):,} bytes,", limit)
+    try:
+        data = gunzip_if_needed(raw, str(path), limit)
+    except DataTooLarge:
+        if limit < max_data_bytes():
+            raise FormatError(f"{path}: has trailing bytes: the data is longer than its IDX header declares "
+                              f"({limit:,} bytes)") from None
+        raise
+    return parse_idx(data, str(path))
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -225,6 +300,7 @@ def parse_npz(raw: bytes, name: str = "<bytes>", num_classes: int = NUM_CLASSES)
         raise FormatError(f"{name}: is a single .npy array, expected an npz archive of {', '.join(NPZ_KEYS)}")
     if raw[:4] != ZIP_MAGIC:
         raise FormatError(f"{name}: not an npz file (not a zip archive)")
+    _check_npz_sizes(raw, name)
     try:
         with np.load(io.BytesIO(raw), allow_pickle=False) as z:
             missing = [k for k in NPZ_KEYS if k not in z.files]
@@ -242,6 +318,35 @@ def parse_npz(raw: bytes, name: str = "<bytes>", num_classes: int = NUM_CLASSES)
         check_labels(arrays[yk], f"{name}: {yk}", num_classes)
         check_pair(arrays[xk], arrays[yk], xk, yk, file=name)
     return arrays
+
+
+def _check_npz_sizes(raw: bytes, name: str) -> None:
+    """Refuse an npz whose members declare more than the limit, before anything is decompressed:
+    the zip directory's sizes, and each .npy header's shape and dtype."""
+    limit = max_data_bytes()
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as z:
+            members = z.infolist()
+            total = sum(m.file_size for m in members)
+            if total > limit:
+                raise _too_big(name, f"its members declare {total:,} bytes,", limit)
+            for m in members:
+                if not m.filename.endswith(".npy"):
+                    continue
+                with z.open(m) as f:
+                    version = np.lib.format.read_magic(f)
+                    if version == (1, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+                    else:
+                        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+                    nbytes = math.prod(shape) * dtype.itemsize
+                    if nbytes > m.file_size:
+                        raise FormatError(f"{name}: {m.filename} declares a {'x'.join(map(str, shape))} "
+                                          f"{dtype} array ({nbytes:,} bytes) but holds {m.file_size:,} bytes")
+    except FormatError:
+        raise
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, zlib.error, KeyError, TypeError) as e:
+        raise FormatError(f"{name}: not a readable npz file ({e})") from None
 
 
 def read_npz(
@@ -295,18 +400,44 @@ def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
     and renamed to ``path``, on any exception it is deleted. A crash never leaves a half-written
     ``path`` behind."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    except OSError as e:
+        raise write_error(path, e) from None
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "a folder is in the way")
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise write_error(path, e) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_error(path: Path, e: OSError) -> OutputError:
+    """An OSError from writing ``path`` as one line: which file, and why (the file in the way, if any)."""
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            return OutputError(f"{path}: cannot write it, {parent} is a file, not a folder")
+        if parent.is_dir():
+            break
+    if e.errno == errno.ENOSPC:
+        why = "the disk is full"
+    elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        why = "no permission to write there (read-only?)"
+    elif e.errno == errno.EISDIR or path.is_dir():
+        why = "a folder of that name is in the way"
+    else:
+        why = e.strerror or str(e)
+    return OutputError(f"{path}: cannot write it ({why})")
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

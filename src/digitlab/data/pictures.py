@@ -59,7 +59,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from digitlab.errors import ImageError
+from digitlab.errors import ImageError, ImageTooLargeError, NotAnImageError
 
 cv2.setNumThreads(1)  # pictures are small: threads cost more than they save (servers run their own workers)
 
@@ -105,12 +105,12 @@ def _describe(source: str | os.PathLike | bytes) -> str:
     return os.fspath(source)
 
 
-def _too_large(label: str, max_pixels: int, size: tuple[int, int] | None = None) -> ImageError:
+def _too_large(label: str, max_pixels: int, size: tuple[int, int] | None = None) -> ImageTooLargeError:
     if size is None:
         what = f"more than {max_pixels:,} pixels"
     else:
         what = f"{size[0]} x {size[1]} = {size[0] * size[1]:,} pixels, the limit is {max_pixels:,}"
-    return ImageError(f"{label} is too large ({what}); scale it down first")
+    return ImageTooLargeError(f"{label} is too large ({what}); scale it down first")
 
 
 def open_image(source: str | os.PathLike | bytes, max_pixels: int = MAX_PIXELS,
@@ -119,11 +119,14 @@ def open_image(source: str | os.PathLike | bytes, max_pixels: int = MAX_PIXELS,
 
     The size is checked from the header, before any pixel is decoded (and Pillow's own
     decompression-bomb guard is turned into the same error). An animated GIF/WebP gives its first
-    frame. The returned image is fully loaded; a truncated or corrupt file raises
-    :class:`~digitlab.errors.ImageError` here rather than later. ``draft``: a big JPEG may be
-    decoded at 1/2, 1/4 or 1/8 scale, keeping its longer side at least this long (much faster; what
-    :func:`load_digit` does, since :func:`to_mnist` looks at no more than :data:`WORK_SIDE`);
-    ``grey``: a colour JPEG may be decoded straight to grey (mode L).
+    frame. The returned image is fully loaded. Whatever a decoder raises for a hostile or broken
+    file (OSError, ValueError for a text or ICC chunk past Pillow's limits, SyntaxError, EOFError,
+    MemoryError, decompression bombs...) becomes an :class:`~digitlab.errors.ImageError` subclass here:
+    :class:`~digitlab.errors.NotAnImageError` when it cannot be opened,
+    :class:`~digitlab.errors.ImageTooLargeError` when it is too large, ImageError when it is damaged.
+    ``draft``: a big JPEG may be decoded at 1/2, 1/4 or 1/8 scale, keeping its longer side at least
+    this long (much faster; what :func:`load_digit` does, since :func:`to_mnist` looks at no more than
+    :data:`WORK_SIDE`); ``grey``: a colour JPEG may be decoded straight to grey (mode L).
     """
     label = _describe(source)
     if isinstance(source, bytes | bytearray | memoryview):
@@ -131,19 +134,23 @@ def open_image(source: str | os.PathLike | bytes, max_pixels: int = MAX_PIXELS,
     else:
         fp = Path(source)
         if not fp.exists():
+            if fp.is_symlink():
+                raise ImageError(f"{label} is a broken symbolic link or a symbolic link loop")
             raise ImageError(f"{label}: no such file")
         if fp.is_dir():
             raise ImageError(f"{label} is a folder, not an image file")
+        if not fp.is_file():  # a FIFO, socket or device: opening it could block for ever
+            raise NotAnImageError(f"{label} is not a regular file (a FIFO, socket or device), not an image")
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             image = Image.open(fp, formats=OPEN_FORMATS)
         except UnidentifiedImageError:
-            raise ImageError(f"{label} is not an image (expected a PNG, JPEG, BMP, GIF or WebP file)") from None
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise NotAnImageError(f"{label} is not an image (expected a PNG, JPEG, BMP, GIF or WebP file)") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning, MemoryError):
             raise _too_large(label, max_pixels) from None
-        except OSError as e:
-            raise ImageError(f"{label} cannot be read ({e})") from None
+        except Exception as e:  # any decoder failure (OSError, ValueError, SyntaxError...) is the file's
+            raise NotAnImageError(f"{label} cannot be read ({_reason(e)})") from None
         width, height = image.size
         if width * height > max_pixels:
             image.close()
@@ -168,11 +175,17 @@ def open_image(source: str | os.PathLike | bytes, max_pixels: int = MAX_PIXELS,
                 image = frame
             else:
                 image.load()
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning, MemoryError):
             raise _too_large(label, max_pixels) from None
-        except (OSError, SyntaxError, ValueError, EOFError) as e:
-            raise ImageError(f"{label} is a damaged image ({e}); re-save or re-export it") from None
+        except Exception as e:  # any decoder failure (OSError, ValueError, SyntaxError...) is the file's
+            raise ImageError(f"{label} is a damaged image ({_reason(e)}); re-save or re-export it") from None
     return image
+
+
+def _reason(e: Exception) -> str:
+    """A decoder's complaint on one short line."""
+    text = " ".join(str(e).split())[:200]
+    return text or type(e).__name__
 
 
 def _exif_upright(image: Image.Image) -> Image.Image:
@@ -668,7 +681,7 @@ def to_mnist(image: Image.Image | np.ndarray) -> np.ndarray:
 def _named(e: ImageError, source) -> ImageError:
     msg = str(e)
     if msg.startswith("the image "):
-        return ImageError(f"{_describe(source)} {msg[len('the image '):]}")
+        return type(e)(f"{_describe(source)} {msg[len('the image '):]}")  # the same class: its HTTP status
     return e
 
 

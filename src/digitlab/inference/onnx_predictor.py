@@ -14,6 +14,7 @@ import numpy as np
 
 from digitlab.data.preprocess import image_batch
 from digitlab.errors import ExportError
+from digitlab.schema import OnnxConfigSchema, check
 
 FORMAT_TAG = "digitlab-onnx/1"  # metadata "digitlab_format": marks a file digitlab exported
 INPUT_NAME = "images"
@@ -81,6 +82,7 @@ class OnnxPredictor:
             model_name = meta["model_name"]
         except (KeyError, TypeError, ValueError) as e:
             raise ExportError(f"{name}: digitlab metadata is incomplete or not valid JSON ({_one_line(e)})") from None
+        check(OnnxConfigSchema, config, f"{name}: metadata 'config'", ExportError)
         inputs = session.get_inputs()
         if (len(inputs) != 1 or inputs[0].type != "tensor(float)" or len(inputs[0].shape) != 3
                 or list(inputs[0].shape[1:]) != [28, 28]):

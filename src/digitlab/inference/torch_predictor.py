@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from digitlab.data.preprocess import image_batch
+from digitlab.errors import RunError
 from digitlab.models import architecture, count_params, load_model, predict_arrays
 from digitlab.runs import read_metrics, run_labels
 
@@ -27,6 +28,10 @@ class TorchPredictor:
         self.architecture = architecture(self.model)
         self.parameters = count_params(self.model)
         self.batch_size = batch_size
+        classes = self.predict_proba(np.zeros((1, 28, 28), np.uint8)).shape[1]
+        if len(self.labels) != classes:
+            raise RunError(f"{self.run_dir / 'config.json'}: 'labels' names {len(self.labels)} classes, "
+                           f"the model has {classes}")
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         return predict_arrays(self.model, image_batch(images), self.batch_size)

@@ -3,7 +3,8 @@
 A picture is read as what is written (:func:`digitlab.inference.numbers.read_ink`): one digit or a
 number. The single-digit fields of the answer (label, probabilities, input...) stay what they were:
 the picture read as one digit; the number fields say what is written. With ``?single=1`` the
-picture is one digit and the number fields repeat it.
+picture is one digit and the number fields repeat it. A picture that cannot be read answers the
+status its error type carries (``http_status``, see :mod:`digitlab.serve.errors`).
 """
 
 from __future__ import annotations
@@ -15,27 +16,9 @@ import numpy as np
 from starlette.exceptions import HTTPException
 
 from digitlab.errors import DigitlabError
+from digitlab.serve.errors import upload_message
 
 INLINE_DECODE_BYTES = 64_000  # smaller pictures are read on the event loop, larger ones in a thread
-
-
-def _http_error(e: DigitlabError) -> HTTPException:
-    text = str(e)
-    prefix = "the given data"  # how the pictures module names bytes; over HTTP they are the upload
-    if text.startswith(prefix):
-        text = "the upload" + text[len(prefix):]
-    return HTTPException(_status(e), text)
-
-
-def _status(e: DigitlabError) -> int:
-    """The status /api/predict has always given this error (the server's own mapping), else its http_status."""
-    try:
-        from digitlab.serve.app import _image_error_status
-    except ImportError:
-        return int(getattr(e, "http_status", 422))
-    from digitlab.errors import ImageError
-
-    return _image_error_status(e) if isinstance(e, ImageError) else int(getattr(e, "http_status", 422))
 
 
 def read_picture(model, data: bytes, single: bool, reject: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
@@ -49,7 +32,7 @@ def read_picture(model, data: bytes, single: bool, reject: bool = True) -> tuple
         ink, scale = ink_image(data, model.max_pixels)
         number, whole = read_ink(ink, scale, model.predictor, single=single, reject=reject)
     except DigitlabError as e:
-        raise _http_error(e) from None
+        raise HTTPException(e.http_status, upload_message(e)) from None
     return np.asarray(whole.image, dtype=np.uint8), fields(number)
 
 

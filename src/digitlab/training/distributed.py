@@ -289,6 +289,7 @@ def launch(nproc: int, argv: list[str], *, port: int | None = None) -> int:
     levels = [lg.level for lg in quiet_loggers]
     for lg in quiet_loggers:
         lg.setLevel(logging.CRITICAL)
+    existed = run_dir is not None and os.path.exists(run_dir)
     try:
         elastic_launch(config, sys.executable)("-u", "-m", "digitlab", *args)
     except ChildFailedError as e:
@@ -296,9 +297,15 @@ def launch(nproc: int, argv: list[str], *, port: int | None = None) -> int:
         code = failure.exitcode
         how = (f"was killed by signal {failure.signal_name()}" if code < 0 else f"exited with code {code}")
         hint = ""
-        if run_dir is not None:
+        if run_dir is not None and os.path.isfile(os.path.join(run_dir, "checkpoint", "state.json")):
             hint = (f"; continue from the last completed epoch with: "
                     f"digitlab train --nproc {nproc} --resume {run_dir}")
+        elif run_dir is not None:
+            hint = "; no epoch was completed, so there is nothing to resume: start the run again"
+            if not existed:  # what the failed start made goes again
+                import shutil
+
+                shutil.rmtree(run_dir, ignore_errors=True)
         print(f"error: distributed training failed: rank {rank} of {nproc} {how}{hint}", file=sys.stderr, flush=True)
         return 1
     except SignalException as e:

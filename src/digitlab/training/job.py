@@ -122,17 +122,24 @@ def train(
         from digitlab.board import Board
 
         board = Board(tensorboard)
-    if run_path is not None and writer and not resume:
-        if runs.is_run(run_path):
-            raise ConfigError(f"{run_path} already holds a run; pick another --name or continue it with --resume")
-        run_path.mkdir(parents=True, exist_ok=True)
-        runs.write_json(run_path / runs.CONFIG, config.to_json())
+    if run_path is not None and writer and not resume and runs.is_run(run_path):
+        raise ConfigError(f"{run_path} already holds a run; pick another --name or continue it with --resume")
 
     curves = None
     if run_path is not None and writer and plots:
         curves = CurvesRenderer(run_path / runs.CURVES)  # a helper process imports matplotlib meanwhile
-    split = load_split(config, data, data_dir, quiet or not writer)
-    engine.build()
+    made: list[Path] = []  # what a failed start removes again: the run folder appears only once training starts
+    try:
+        split = load_split(config, data, data_dir, quiet or not writer)
+        engine.build()
+        if run_path is not None and writer and not resume:
+            made = runs.make_run_dir(run_path)
+            runs.write_json(run_path / runs.CONFIG, config.to_json())
+    except BaseException:
+        if curves is not None:
+            curves.cancel()
+        runs.remove_made(made)
+        raise
     resumed = None
     if run_path is not None and resume:
         resumed = engine.resume(run_path)
@@ -150,7 +157,14 @@ def train(
             board.history(state.history)
 
     t0 = time.perf_counter()
-    history = engine.fit(split, quiet, checkpoint, resumed, busy=curves.busy if curves is not None else None)
+    try:
+        history = engine.fit(split, quiet, checkpoint, resumed, busy=curves.busy if curves is not None else None)
+    except BaseException:
+        if curves is not None:
+            curves.cancel()
+        if run_path is not None and writer and not (run_path / runs.CHECKPOINT).is_dir():
+            runs.remove_made(made)  # no epoch completed: nothing to resume, nothing left behind
+        raise
     train_s = time.perf_counter() - t0
     if history.interrupted:
         if curves is not None:
@@ -158,6 +172,10 @@ def train(
         if board is not None:
             board.close()
         done = len(history.rows)
+        if run_path is not None and not (run_path / runs.CHECKPOINT).is_dir():
+            if writer:
+                runs.remove_made(made)
+            raise Interrupted(f"interrupted during epoch {done + 1}, before any checkpoint; nothing was saved")
         raise Interrupted(f"interrupted during epoch {done + 1}; the checkpoint of epoch {done} is saved"
                           + (f"; continue with: digitlab train --resume {run_path}" if run_path else ""))
 

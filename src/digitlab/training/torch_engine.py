@@ -474,6 +474,7 @@ class TorchEngine:
     def resume(self, run_path: Path) -> Resume:
         state, model_t, optim_t, optim_meta, best = runs.load_checkpoint(run_path)
         runs.load_state(self.model, model_t, run_path / runs.CHECKPOINT / runs.CKPT_MODEL)
+        runs.check_optimizer_state(list(self.model.parameters()), optim_t, run_path / runs.CHECKPOINT / runs.CKPT_OPTIM)
         return Resume(EpochState.from_json(state), best, runs.unflatten_optimizer(optim_t, optim_meta))
 
     def fit(self, split: Split, quiet: bool, on_epoch_end: EpochHook | None, resume: Resume | None,
