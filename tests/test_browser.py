@@ -8,78 +8,27 @@ repository root, or in $DIGITLAB_ARTIFACTS.
 from __future__ import annotations
 
 import io
-import os
-import socket
-import threading
-import time
-from pathlib import Path
 
 import pytest
+from browsing import artifacts_dir, chromium, serving
 from PIL import Image, ImageDraw
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update"]
-REQUIRE_BROWSER = os.environ.get("DIGITLAB_REQUIRE_BROWSER") == "1"
-
 pytestmark = pytest.mark.browser
-
-
-def _need_browser():
-    why = None
-    if not Path(CHROMIUM).exists():
-        why = f"{CHROMIUM} not found (install Debian's chromium package)"
-    else:
-        try:
-            from playwright.sync_api import sync_playwright  # noqa: F401
-        except ImportError:
-            why = "the playwright Python package is not installed"
-    if why:
-        if REQUIRE_BROWSER:
-            pytest.fail(f"browser test required (DIGITLAB_REQUIRE_BROWSER=1) but {why}")
-        pytest.skip(why)
-
-
-def artifacts_dir() -> Path:
-    root = os.environ.get("DIGITLAB_ARTIFACTS")
-    path = Path(root) if root else Path(__file__).resolve().parents[1] / "test-artifacts"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 @pytest.fixture(scope="module")
 def server_url(mlp_run):
     """The app served by uvicorn in a thread, on a free port of 127.0.0.1."""
-    import uvicorn
-
     from digitlab.serve import create_app
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(mlp_run), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    with serving(create_app(mlp_run), start_timeout=30) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def browser():
-    _need_browser()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from browsing import artifacts_dir, chromium, serving
 from conftest import cli
 from PIL import Image
 
@@ -214,29 +215,10 @@ def test_api_batch_number_fields(client, clear_digits):
 
 @pytest.fixture(scope="module")
 def best_url():
-    import socket
-    import threading
-    import time
-
-    import uvicorn
-
     from digitlab.serve import create_app
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(BEST), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    with serving(create_app(BEST)) as url:
+        yield url
 
 
 FORTY_TWO = [
@@ -248,14 +230,8 @@ FORTY_TWO = [
 
 @pytest.mark.browser
 def test_page_number_mode_reads_42(best_url):
-    from test_browser import CHROMIUM, CHROMIUM_ARGS, _need_browser, artifacts_dir
-
-    _need_browser()
-    from playwright.sync_api import sync_playwright
-
     problems: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium() as browser:
         context = browser.new_context(viewport={"width": 1200, "height": 1000}, device_scale_factor=1,
                                       bypass_csp=True)
         page = context.new_page()
@@ -297,5 +273,4 @@ def test_page_number_mode_reads_42(best_url):
         page.click("#mode-digit")
         assert page.locator("#pad").is_visible()
         context.close()
-        browser.close()
     assert problems == []

@@ -9,19 +9,12 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
+from browsing import chromium, serving
 from PIL import Image, ImageDraw
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update"]
-REQUIRE_BROWSER = os.environ.get("DIGITLAB_REQUIRE_BROWSER") == "1"
 BEST = Path(__file__).resolve().parent.parent / "models" / "mnist-best"
 PHONE = {"width": 390, "height": 844}
 ANSWER_LIMIT = 20 * 1024  # bytes: one answer with the CNN's activations, as the page asks for it
@@ -35,54 +28,19 @@ PAD_INK = """() => { const d = document.querySelector('#pad').getContext('2d').g
     let s = 0; for (let i = 0; i < d.length; i += 4) s += d[i]; return s; }"""
 
 
-def _need_browser():
-    why = None
-    if not Path(CHROMIUM).exists():
-        why = f"{CHROMIUM} not found (install Debian's chromium package)"
-    else:
-        try:
-            from playwright.sync_api import sync_playwright  # noqa: F401
-        except ImportError:
-            why = "the playwright Python package is not installed"
-    if why:
-        if REQUIRE_BROWSER:
-            pytest.fail(f"browser test required (DIGITLAB_REQUIRE_BROWSER=1) but {why}")
-        pytest.skip(why)
-
-
 @pytest.fixture(scope="module")
 def server_url():
     """The shipped CNN served by uvicorn in a thread, on a free port of 127.0.0.1."""
-    import uvicorn
-
     from digitlab.serve import create_app
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(BEST, torch_threads=1), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    with serving(create_app(BEST, torch_threads=1)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def browser():
-    _need_browser()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 class Opened:
@@ -527,7 +485,8 @@ def test_chinese_from_the_switch_and_remembered(open_page, tmp_path, server_url)
 def test_the_number_mode_has_a_place(open_page):
     page = open_page().page
     assert page.locator("#modes").count() == 1 and page.locator("#number-mode").count() == 1
-    assert not page.locator("#modes").is_visible()  # one mode: no tab bar until a second tab is added
+    assert page.locator("#modes").is_visible()  # two modes: one digit, a number
+    assert page.locator("#mode-number").is_visible() and not page.locator("#number-mode").is_visible()
 
 
 def test_the_big_numeral_draws_a_plain_zero(open_page):
@@ -554,25 +513,21 @@ def test_the_big_numeral_draws_a_plain_zero(open_page):
 
 
 def test_saliency_button_only_when_the_server_explains(open_page):
-    page = open_page().page
-    assert not page.locator("#explain").is_visible()  # this server has no /api/explain
-
     o = open_page(wait=False)
     page = o.page
 
-    def spec(route):
+    def without_explain(route):
         res = route.fetch()
         body = res.json()
-        body["paths"]["/api/explain"] = {"post": {"summary": "saliency"}}
+        body["paths"].pop("/api/explain", None)
         route.fulfill(response=res, body=json.dumps(body))
 
-    grid = [[((r - 14) * (c - 14)) / 196 for c in range(28)] for r in range(28)]
-    page.route("**/openapi.json", spec)
-    page.route("**/api/explain", lambda route: route.fulfill(
-        status=200, content_type="application/json",
-        body=json.dumps({"label": 7, "maps": {"predicted": grid, "runner_up": grid}})))
+    page.route("**/openapi.json", without_explain)
     page.reload()
     page.wait_for_function("document.querySelector('#model-name').textContent.startsWith('cnn_bn')")
+    assert not page.locator("#explain").is_visible()  # a server without /api/explain: no button
+
+    page = open_page().page  # this server explains
     draw(page, SEVEN)
     page.wait_for_function(ANSWERED)
     page.wait_for_function(SETTLED)

@@ -103,7 +103,7 @@ def train(
     write the run folder (when ``run_dir`` is given; only rank 0 writes).
 
     ``data`` may hold the dataset's arrays already, or a future that will (the CLI starts reading the
-    files while the engine loads). ``tensorboard``: a folder for TensorBoard event files (digitlab.board)."""
+    files while the engine loads). ``tensorboard``: a folder for TensorBoard event files (digitlab.training.board)."""
     writer = dist is None or dist.rank == 0
     say = log or (lambda msg: None if quiet or not writer else print(msg, file=sys.stderr, flush=True))
     run_path = Path(run_dir) if run_dir is not None else None
@@ -119,7 +119,7 @@ def train(
     engine = make_engine(config, dist)
     board = None
     if tensorboard is not None and writer:
-        from digitlab.board import Board
+        from digitlab.training.board import Board
 
         board = Board(tensorboard)
     if run_path is not None and writer and not resume and runs.is_run(run_path):
@@ -208,7 +208,7 @@ def train(
             curves.render(history.rows)
     result = TrainResult(str(run_path) if run_path else None, history, metrics, engine)
     if board is not None:
-        from digitlab.board import finish_run
+        from digitlab.training.board import finish_run
 
         finish_run(board, result, config, split.x_test, split.y_test)
     return result

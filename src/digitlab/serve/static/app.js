@@ -489,7 +489,9 @@
 
   function predictUrl(final) {
     const layers = shownLayers(final);
-    return layers.length ? `/api/predict?activations=1&act_format=u8&layers=${layers.join(",")}` : "/api/predict";
+    // single=1: this pad holds one digit (the number mode has its own canvas)
+    return layers.length ? `/api/predict?activations=1&act_format=u8&layers=${layers.join(",")}&single=1`
+      : "/api/predict?single=1";
   }
 
   async function ask(body, req) {
