@@ -32,8 +32,8 @@ OUT = ROOT / "src" / "digitlab" / "inference" / "detector.safetensors"
 GROUPS = {
     "mnist": (1, 1.0), "mnist-soft": (1, 1.0), "mnist-picture": (1, 1.0), "mnist-degraded": (1, 1.5),
     "font-digit": (1, 1.0), "stroke-digit": (1, 1.0),
-    "fashion": (0, 0.5), "fashion-picture": (0, 2.5), "font-letter": (0, 2.0), "stroke-letter": (0, 2.0),
-    "junk": (0, 3.0),
+    "fashion": (0, 0.5), "fashion-picture": (0, 4.0), "font-letter": (0, 2.0), "stroke-letter": (0, 2.0),
+    "junk": (0, 4.5),
 }
 
 
@@ -72,7 +72,7 @@ def _job(args: tuple[str, int, int]) -> tuple[str, np.ndarray]:
             add(D.stroke_glyph(str(rng.choice(names)), rng), rng.random() < 0.6)
     elif group == "junk":
         for _ in range(n):
-            add(D.junk(str(rng.choice(D.JUNK_KINDS)), rng), rng.random() < 0.6)
+            add(D.junk(str(rng.choice(D.JUNK_KINDS)), rng), rng.random() < 0.85)
     else:
         raise ValueError(group)
     return group, np.stack(out) if out else np.zeros((0, 28, 28), np.uint8)
@@ -81,8 +81,8 @@ def _job(args: tuple[str, int, int]) -> tuple[str, np.ndarray]:
 SIZES = {"mnist-picture": 12000, "mnist-degraded": 14000, "fashion-picture": 12000, "font-digit": 6000,
          "font-letter": 12000, "stroke-digit": 6000, "stroke-letter": 9000, "junk": 10000}
 #: The shipped detector's data: --scale 0.12 (all groups, seed 0) plus this much more of these (seed 1).
-EXTRA = {"font-letter": 2500, "stroke-letter": 2500, "junk": 2500, "font-digit": 1000, "stroke-digit": 1000,
-         "fashion-picture": 1000, "mnist-degraded": 1000}
+EXTRA = {"font-letter": 2500, "stroke-letter": 2500, "junk": 6000, "font-digit": 1000, "stroke-digit": 1000,
+         "fashion-picture": 4000, "mnist-degraded": 2000, "mnist-picture": 1000}
 
 
 def build_pictures(seed: int, workers: int, sizes: dict[str, int]) -> dict[str, np.ndarray]:
