@@ -126,8 +126,14 @@ def _least_ink_path(small: np.ndarray, c: float, slope: float, yc: float, band: 
     """The x (per row) of the top-to-bottom path through the least ink of ``small``, moving at most
     one pixel sideways a row and staying within ``band`` pixels of the line x = c + slope * (y - yc)."""
     h, w = small.shape
-    xs = np.arange(w)
     centre = c + slope * (np.arange(h) - yc)
+    lo = max(0, int(math.floor(centre.min() - band)) - 1)
+    hi = min(w, int(math.ceil(centre.max() + band)) + 2)
+    if hi - lo < 2:
+        return centre
+    small, centre = small[:, lo:hi], centre - lo  # only the band is searched
+    w = hi - lo
+    xs = np.arange(w)
     outside = np.abs(xs[None, :] - centre[:, None]) > band
     # ink crossed, a little for leaving the straight line, nothing allowed outside the band
     cost = small / stroke + 0.02 * np.abs(xs[None, :] - centre[:, None]) / max(1.0, band)
@@ -144,12 +150,12 @@ def _least_ink_path(small: np.ndarray, c: float, slope: float, yc: float, band: 
         acc = choice[k, xs] + cost[y]
     x = int(np.argmin(acc))
     if not np.isfinite(acc[x]):
-        return centre
+        return centre + lo
     path = np.empty(h, np.float64)
     for y in range(h - 1, -1, -1):
         path[y] = x
         x += int(step[y, x])
-    return path
+    return path + lo
 
 
 def _overlap(a: _Group, b: _Group) -> float:
