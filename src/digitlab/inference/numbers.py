@@ -11,13 +11,16 @@
 3. **Candidate cuts.** A group wide enough to hold two digits gets candidate cuts: minima of its
    ink profile along slightly slanted lines (where few strokes are crossed), valleys of its upper
    and lower contours (where two round digits touch), and even positions at the expected digit
-   width. Between groups the cut is free.
+   width. Each cut then follows the path of least ink from top to bottom within a few pixels of
+   its straight line, so it slips between strokes that lean on each other instead of chopping
+   them. Between groups the cut is free.
 4. **The model chooses.** Every run of up to :data:`MAX_SPAN` consecutive slices is a possible
    digit: its ink goes through :func:`digitlab.data.pictures.digit_from_ink` (the single-digit
    preprocessing) and the model, all in one batch. A dynamic programme over the slices picks the
    split maximising the sum of ``log p(best class)`` plus priors: a digit is rarely much wider
-   than tall or much smaller than its neighbours; each cut through ink and each join across a gap
-   costs a little.
+   than tall or much smaller than its neighbours; a piece the not-a-digit detector refuses (two
+   halves of digits, a fragment) costs more the lower it scores; each cut through ink and each
+   join across a gap costs a little.
 5. **Confidence.** The same scores summed over every possible split (forward algorithm) give the
    probability of the chosen split; the number's confidence is that times the product of its
    digits' probabilities. An uncertain split gives a low confidence even when every digit is clear.
@@ -46,6 +49,7 @@ MAX_JOIN_GAP = 0.35    # groups further apart than this (x line height) are neve
 NEAR = 0.08            # groups closer than this (x line height) are always tried as one digit too
 WORK_HEIGHT = 48       # the ink profile is measured with the line this many pixels high
 SLOPES = (-0.3, -0.15, 0.0, 0.15, 0.3)  # cut lines: x shift per pixel down
+CURVE_BAND = 2.0       # a cut may bend this many pixels (at WORK_HEIGHT) off its straight line
 
 # the split's priors (log scale)
 WIDE_FROM, WIDE_COST = 0.95, 20.0     # width / height above this costs WIDE_COST * excess^2
@@ -53,6 +57,7 @@ SMALL_FROM, SMALL_COST = 0.7, 8.0    # height / line height below this costs SMA
 CUT_COST, STROKE_COST = 0.1, 0.1     # a cut through ink: a constant plus this per stroke crossed
 GAP_COST = 8.0                       # joining two groups: this times their gap / line height
 DIGIT_COST = 0.0                     # per digit (positive favours fewer digits)
+NOT_DIGIT_COST = 3.0                 # a piece the not-a-digit detector refuses: up to this
 SURE = 0.9    # a group read at least this surely (and not wide) is one digit as it stands
 WIDE = 0.85   # a group wider than this times its height is tried as several digits
 
@@ -100,15 +105,57 @@ class _Group:
 
 @dataclass
 class _Cut:
-    """A straight cut line x = x + slope * (y - yc) in ink-map pixels, and what it costs."""
+    """A cut in ink-map pixels, and what it costs: the straight line x = x + slope * (y - yc), or,
+    with ``path``, the x of the cut on each row from ``y0`` (a curve through the least ink)."""
 
     x: float
     slope: float
     yc: float
     cost: float  # 0 between groups
+    path: np.ndarray | None = None
+    y0: int = 0
 
     def left_of(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
-        return xs < self.x + self.slope * (ys - self.yc)
+        if self.path is None:
+            return xs < self.x + self.slope * (ys - self.yc)
+        return xs < self.path[np.clip(ys - self.y0, 0, len(self.path) - 1)]
+
+
+def _least_ink_path(small: np.ndarray, c: float, slope: float, yc: float, band: float,
+                    stroke: float) -> np.ndarray:
+    """The x (per row) of the top-to-bottom path through the least ink of ``small``, moving at most
+    one pixel sideways a row and staying within ``band`` pixels of the line x = c + slope * (y - yc)."""
+    h, w = small.shape
+    centre = c + slope * (np.arange(h) - yc)
+    lo = max(0, int(math.floor(centre.min() - band)) - 1)
+    hi = min(w, int(math.ceil(centre.max() + band)) + 2)
+    if hi - lo < 2:
+        return centre
+    small, centre = small[:, lo:hi], centre - lo  # only the band is searched
+    w = hi - lo
+    xs = np.arange(w)
+    outside = np.abs(xs[None, :] - centre[:, None]) > band
+    # ink crossed, a little for leaving the straight line, nothing allowed outside the band
+    cost = small / stroke + 0.02 * np.abs(xs[None, :] - centre[:, None]) / max(1.0, band)
+    cost = np.where(outside, np.inf, cost).astype(np.float64)
+    acc = cost[0].copy()
+    step = np.zeros((h, w), np.int8)
+    side = 0.03  # a sideways step costs a little, so the path stays straight where it can
+    for y in range(1, h):
+        left = np.concatenate([[np.inf], acc[:-1]]) + side
+        right = np.concatenate([acc[1:], [np.inf]]) + side
+        choice = np.stack([left, acc, right])
+        k = np.argmin(choice, axis=0)
+        step[y] = k - 1
+        acc = choice[k, xs] + cost[y]
+    x = int(np.argmin(acc))
+    if not np.isfinite(acc[x]):
+        return centre + lo
+    path = np.empty(h, np.float64)
+    for y in range(h - 1, -1, -1):
+        path[y] = x
+        x += int(step[y, x])
+    return path + lo
 
 
 def _overlap(a: _Group, b: _Group) -> float:
@@ -282,10 +329,14 @@ def _cuts(ink: np.ndarray, labels: np.ndarray, g: _Group, line: float) -> list[_
         if len(chosen) >= 2 * max(n, 1) + 2:
             break
     cuts = []
+    rows_here = np.minimum(h - 1, ((np.arange(g.height) + 0.5) * f).astype(int))
     for c in sorted(chosen):
         s = float(best_slope[c])
+        path = _least_ink_path(small, c, s, yc, CURVE_BAND, stroke)
+        crossed = float(small[rows, path.astype(int)].sum()) / stroke
         cuts.append(_Cut(x=g.x0 + (c + 0.5) / f, slope=s, yc=g.y0 + (yc + 0.5) / f,
-                         cost=CUT_COST + STROKE_COST * max(0.0, found[c])))
+                         cost=CUT_COST + STROKE_COST * max(0.0, found[c], crossed),
+                         path=g.x0 + (path[rows_here] + 0.5) / f, y0=g.y0))
     return cuts
 
 
@@ -455,9 +506,12 @@ def read_ink(ink: np.ndarray, scale: float, predictor, *, single: bool = False,
     if len(images) > len(probs):
         probs = np.concatenate([probs, _predict(predictor, images[len(probs):])])
 
+    looks, threshold = _digit_scores(np.stack(images))
     scores = []
     for pc in pieces:
         score = float(np.log(max(float(probs[pc.row].max()), 1e-12))) + pc.prior
+        if threshold > 0 and looks[pc.row] < threshold:  # not a digit: two halves, a fragment
+            score -= NOT_DIGIT_COST * (threshold - float(looks[pc.row])) / threshold
         cut = slices[pc.start][1]
         if cut is not None:  # the cut at a piece's left end is paid by the piece
             score -= cut.cost
