@@ -84,7 +84,7 @@ def test_error_messages_are_not_rich_markup(capsys, tmp_path):
 
 def test_data_folder_without_read_permission(capsys, tmp_path, monkeypatch):
     # (as root, permissions do not stop reads: the refusal is simulated where the folder is first read)
-    import digitlab.data.datasets as datasets
+    import digitlab.data.locate as locate
 
     locked = tmp_path / "locked"
     locked.mkdir()
@@ -92,7 +92,7 @@ def test_data_folder_without_read_permission(capsys, tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(locked / "mnist"))
 
-    monkeypatch.setattr(datasets, "_locate_data_dir", refuse)
+    monkeypatch.setattr(locate, "_locate_data_dir", refuse)
     line = one_line_error(capsys, "data", "info", "--data-dir", str(locked))
     assert f"{locked / 'mnist'}: permission denied" in line
 

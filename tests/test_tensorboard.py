@@ -55,8 +55,8 @@ def test_event_files_hold_scalars_summary_and_predictions(small_mnist, tmp_path,
 def test_missing_package_is_a_clear_error(monkeypatch, tmp_path):
     import builtins
 
-    from digitlab import board
     from digitlab.errors import ConfigError
+    from digitlab.training import board
 
     real_import = builtins.__import__
 
