@@ -77,3 +77,16 @@ def chromium() -> Iterator:
             yield b
         finally:
             b.close()
+
+
+def draw(page, strokes, steps: int = 8, canvas: str = "#pad") -> None:
+    """Draw strokes given in fractions of the canvas (0..1) with the mouse."""
+    page.locator(canvas).scroll_into_view_if_needed()
+    box = page.locator(canvas).bounding_box()
+    for stroke in strokes:
+        x0, y0 = stroke[0]
+        page.mouse.move(box["x"] + x0 * box["width"], box["y"] + y0 * box["height"])
+        page.mouse.down()
+        for x, y in stroke[1:]:
+            page.mouse.move(box["x"] + x * box["width"], box["y"] + y * box["height"], steps=steps)
+        page.mouse.up()

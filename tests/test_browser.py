@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 
 import pytest
-from browsing import artifacts_dir, chromium, serving
+from browsing import artifacts_dir, chromium, draw, serving
 from PIL import Image, ImageDraw
 
 pytestmark = pytest.mark.browser
@@ -54,18 +54,6 @@ def page(browser, server_url, problems):
     context.close()
     assert problems == []
     assert outside == []  # no CDN, no external network
-
-
-def draw(page, strokes: list[list[tuple[float, float]]], steps: int = 8) -> None:
-    """Draw strokes given in fractions of the canvas (0..1) with the mouse."""
-    box = page.locator("#pad").bounding_box()
-    for stroke in strokes:
-        x0, y0 = stroke[0]
-        page.mouse.move(box["x"] + x0 * box["width"], box["y"] + y0 * box["height"])
-        page.mouse.down()
-        for x, y in stroke[1:]:
-            page.mouse.move(box["x"] + x * box["width"], box["y"] + y * box["height"], steps=steps)
-        page.mouse.up()
 
 
 SEVEN = [[(0.28, 0.22), (0.72, 0.22), (0.45, 0.82)]]

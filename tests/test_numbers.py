@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from browsing import artifacts_dir, chromium, serving
+from browsing import artifacts_dir, chromium, draw, serving
 from conftest import cli
 from PIL import Image
 
@@ -241,14 +241,7 @@ def test_page_number_mode_reads_42(best_url):
         assert page.locator("#pad").is_visible()  # the single-digit mode is the default
         page.click("#mode-number")
         assert page.locator("#number-pad").is_visible() and not page.locator("#pad").is_visible()
-        box = page.locator("#number-pad").bounding_box()
-        for stroke in FORTY_TWO:
-            x0, y0 = stroke[0]
-            page.mouse.move(box["x"] + x0 * box["width"], box["y"] + y0 * box["height"])
-            page.mouse.down()
-            for x, y in stroke[1:]:
-                page.mouse.move(box["x"] + x * box["width"], box["y"] + y * box["height"], steps=8)
-            page.mouse.up()
+        draw(page, FORTY_TWO, canvas="#number-pad")
         page.wait_for_function("document.querySelector('#number-mode').dataset.busy === 'false' && "
                                "document.querySelector('#number-text').textContent !== '?'", timeout=30_000)
         assert page.locator("#number-text").text_content() == "42"

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
-from browsing import chromium, serving
+from browsing import chromium, draw, serving
 from PIL import Image, ImageDraw
 
 BEST = Path(__file__).resolve().parent.parent / "models" / "mnist-best"
@@ -84,19 +84,6 @@ def open_page(browser, server_url):
         c.close()
     assert problems == []
     assert outside == []
-
-
-def draw(page, strokes, steps: int = 8) -> None:
-    """Strokes in fractions of the pad (0..1), drawn with the mouse."""
-    page.locator("#pad").scroll_into_view_if_needed()
-    box = page.locator("#pad").bounding_box()
-    for stroke in strokes:
-        x0, y0 = stroke[0]
-        page.mouse.move(box["x"] + x0 * box["width"], box["y"] + y0 * box["height"])
-        page.mouse.down()
-        for x, y in stroke[1:]:
-            page.mouse.move(box["x"] + x * box["width"], box["y"] + y * box["height"], steps=steps)
-        page.mouse.up()
 
 
 def touch(cdp, kind: str, points: list[tuple[float, float]]) -> None:
