@@ -127,10 +127,10 @@ def _predict_files(predictor, inputs, save_inputs, as_json, as_csv, quiet, rejec
         for r in results:
             if r.ok and len(r.digits) > 1:  # a number: the digits' own probabilities
                 each = " ".join(f"{d.label or '?'} {100 * d.confidence:.0f}%" for d in r.digits)
-                table.add_row(Text(str(r.path)), Text(r.number or "-"), f"{100 * r.probability:.1f}%", Text(each))
+                table.add_row(Text(visible(r.path)), Text(r.number or "-"), f"{100 * r.probability:.1f}%", Text(each))
             elif r.ok and r.label is None:
                 top3 = ", ".join(f"{n} {100 * p:.1f}%" for _, n, p in r.top)
-                table.add_row(Text(str(r.path)), Text("not a digit", style="yellow"), "", Text(top3, style="dim"))
+                table.add_row(Text(visible(r.path)), Text("not a digit", style="yellow"), "", Text(top3, style="dim"))
             elif r.ok:
                 top3 = ", ".join(f"{n} {100 * p:.1f}%" for _, n, p in r.top)
                 table.add_row(Text(visible(r.path)), Text(visible(r.name)), f"{100 * r.probability:.1f}%",
