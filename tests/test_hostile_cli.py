@@ -302,8 +302,9 @@ def test_npz_zip_bomb_is_refused_from_its_directory(monkeypatch):
 
 
 def test_onnx_metadata_config_that_is_not_an_object():
+    from digitlab.config import OnnxConfigSchema
     from digitlab.errors import ExportError
-    from digitlab.schema import OnnxConfigSchema, check
+    from digitlab.schema import check
 
     with pytest.raises(ExportError, match="m.onnx: metadata 'config': must hold a JSON object, got list"):
         check(OnnxConfigSchema, [1, 2], "m.onnx: metadata 'config'", ExportError)

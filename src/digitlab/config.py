@@ -15,10 +15,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pydantic import Field, model_validator
+
 from digitlab import __version__
 from digitlab.data.registry import get_dataset
 from digitlab.errors import ConfigError
-from digitlab.schema import FitSchema, check
+from digitlab.schema import Strict, check, schema_of
 
 # Keras's default hyper-parameters for each optimizer the tutorial names.
 OPTIMIZER_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -97,6 +99,39 @@ class FitOptions:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+FitSchema = schema_of(FitOptions)
+
+
+class ModelSchema(Strict):
+    name: str
+    num_classes: int | None = Field(None, ge=1)
+
+
+class RunConfigSchema(Strict):
+    """config.json of a run folder (and the ``config`` metadata of an exported ONNX file)."""
+
+    model: ModelSchema
+    dataset: str = "mnist"
+    labels: list[str] | None = None
+    val_split: float = 0.2
+    split_seed: int = 42
+    preset: str = "tutorial"
+    fit: FitSchema = Field(default_factory=FitSchema)  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _labels_cover_the_classes(self) -> RunConfigSchema:
+        if self.labels is not None and self.model is not None and self.model.num_classes is not None \
+                and len(self.labels) != self.model.num_classes:
+            raise ValueError(f"labels names {len(self.labels)} classes but the model has {self.model.num_classes}")
+        return self
+
+
+class OnnxConfigSchema(RunConfigSchema):
+    """The ``config`` metadata of an exported ONNX file: a run's config, whose sections may be left out."""
+
+    model: ModelSchema | None = None  # type: ignore[assignment]
 
 
 ENGINES = ("auto", "native", "torch")

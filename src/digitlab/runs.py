@@ -26,10 +26,11 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file as load_arrays
 from safetensors.numpy import save as save_arrays
 
+from digitlab.config import RunConfigSchema
 from digitlab.data.formats import atomic_write_bytes
 from digitlab.data.registry import DATASETS
 from digitlab.errors import RunError
-from digitlab.schema import CheckpointStateSchema, RunConfigSchema, check
+from digitlab.schema import CheckpointStateSchema, check
 
 if TYPE_CHECKING:  # torch is imported only by the functions that need it
     import torch

@@ -1,75 +1,44 @@
-"""The types of what digitlab reads back from disk: config.json, a checkpoint's state.json, ONNX metadata.
+"""Checking the types of what digitlab reads back from disk: config.json, a checkpoint's state.json,
+ONNX metadata.
 
-One pydantic schema per document, checked strictly (no ``"5"`` for 5, no ``true`` for 1) before any
-value is used, so a tampered or damaged file is one line naming the file and the field, not a
-traceback. Values (ranges, finiteness, known names) are checked afterwards by the config itself.
+One pydantic schema per document (the run config's lives beside its dataclasses in
+:mod:`digitlab.config`, made from them by :func:`schema_of`), checked strictly (no ``"5"`` for 5, no
+``true`` for 1) before any value is used, so a tampered or damaged file is one line naming the file
+and the field, not a traceback. Values (ranges, finiteness, known names) are checked afterwards by the config itself.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from dataclasses import MISSING, fields
+from typing import Any, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
+    """A document's schema: strict types; keys it does not know are let through."""
+
     model_config = ConfigDict(strict=True, extra="allow")
 
 
-class FitSchema(_Strict):
-    epochs: int = 5
-    batch_size: int = 32
-    optimizer: str = "adam"
-    lr: float | None = None
-    weight_decay: float = 0.0
-    momentum: float | None = None
-    nesterov: bool = False
-    schedule: str = "constant"
-    augment: bool = False
-    label_smoothing: float = 0.0
-    early_stopping: int = 0
-    monitor: str = "val_loss"
-    seed: int = 0
-    device: str = "auto"
-    bf16: bool = False
-    compile: bool = False
-    threads: int | None = None
-    fast: bool = True
-    engine: str = "auto"
+def schema_of(cls: type) -> type[BaseModel]:
+    """The strict schema of a dataclass's fields, their types and defaults taken from the class itself,
+    so a document and the dataclass it becomes never disagree."""
+    hints = get_type_hints(cls)
+    spec: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.default is not MISSING:
+            default: Any = f.default
+        elif f.default_factory is not MISSING:
+            default = Field(default_factory=f.default_factory)
+        else:
+            default = ...
+        spec[f.name] = (hints[f.name], default)
+    return create_model(f"{cls.__name__}Schema", __base__=Strict, __doc__=cls.__doc__, **spec)
 
 
-class ModelSchema(_Strict):
-    name: str
-    num_classes: int | None = Field(None, ge=1)
-
-
-class RunConfigSchema(_Strict):
-    """config.json of a run folder (and the ``config`` metadata of an exported ONNX file)."""
-
-    model: ModelSchema
-    dataset: str = "mnist"
-    labels: list[str] | None = None
-    val_split: float = 0.2
-    split_seed: int = 42
-    preset: str = "tutorial"
-    fit: FitSchema = Field(default_factory=FitSchema)
-
-    @model_validator(mode="after")
-    def _labels_cover_the_classes(self) -> RunConfigSchema:
-        if self.labels is not None and self.model is not None and self.model.num_classes is not None \
-                and len(self.labels) != self.model.num_classes:
-            raise ValueError(f"labels names {len(self.labels)} classes but the model has {self.model.num_classes}")
-        return self
-
-
-class OnnxConfigSchema(RunConfigSchema):
-    """The ``config`` metadata of an exported ONNX file: a run's config, whose sections may be left out."""
-
-    model: ModelSchema | None = None  # type: ignore[assignment]
-
-
-class CheckpointStateSchema(_Strict):
+class CheckpointStateSchema(Strict):
     """A checkpoint's state.json."""
 
     epoch: int = Field(ge=0)

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from digitlab.config import OnnxConfigSchema
 from digitlab.data.preprocess import image_batch
 from digitlab.errors import ExportError
-from digitlab.schema import OnnxConfigSchema, check
+from digitlab.schema import check
 
 FORMAT_TAG = "digitlab-onnx/1"  # metadata "digitlab_format": marks a file digitlab exported
 INPUT_NAME = "images"
