@@ -169,13 +169,13 @@ def test_two_ranks_write_one_run_with_identical_weights(ddp_run):
 
 
 def test_two_ranks_learn_like_one_process(ddp_run, subset_dir, tmp_path):
-    """Same global batch (32 = 2 x 16), same seed: the same accuracy as a single process."""
+    """Same global batch (32 = 2 x 16), same seed, same engine: the same accuracy as a single process."""
     from digitlab.config import TrainConfig
     from digitlab.training.job import train
 
     run, _, _ = ddp_run
-    single = train(TrainConfig.from_preset("tutorial", epochs=EPOCHS), tmp_path / "single", data_dir=subset_dir,
-                   quiet=True, plots=False)
+    single = train(TrainConfig.from_preset("tutorial", epochs=EPOCHS, engine="torch"), tmp_path / "single",
+                   data_dir=subset_dir, quiet=True, plots=False)
     ddp = json.loads((run / "metrics.json").read_text())
     assert abs(ddp["test_accuracy"] - single.metrics["test_accuracy"]) <= 0.01
     assert abs(ddp["val_accuracy"] - single.metrics["val_accuracy"]) <= 0.01

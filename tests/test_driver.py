@@ -23,9 +23,8 @@ class FakeSteps:
         self.restored = None
         self.epoch = -1
 
-    def start_epoch(self, epoch, n):
+    def start_epoch(self, epoch):
         self.epoch, self.seen = epoch, 0
-        return permutation(7, epoch, n)
 
     def train(self, idx, lr_factors):
         self.calls.append((self.epoch, idx.copy(), np.asarray(lr_factors).copy()))
@@ -52,9 +51,9 @@ def epoch_indices(steps: FakeSteps, epoch: int) -> np.ndarray:
     return np.concatenate([idx for e, idx, _ in steps.calls if e == epoch])
 
 
-def test_each_epoch_visits_every_sample_once_in_the_engines_order():
+def test_each_epoch_visits_every_sample_once_in_the_seeds_order():
     steps = FakeSteps()
-    opts = FitOptions(epochs=3, batch_size=4)
+    opts = FitOptions(epochs=3, batch_size=4, seed=7)
     history = run_epochs(steps, opts, 50, quiet=True)
     assert len(history.rows) == 3 and not history.interrupted
     for epoch in range(3):
@@ -112,3 +111,34 @@ def test_both_engines_train_through_the_driver(engine):
         source = inspect.getsource(torch_engine)
     assert "run_epochs(" in source
     assert "for epoch in range" not in source and "SigintGuard" not in source and "EpochBook" not in source
+
+
+def test_both_engines_visit_the_samples_in_the_same_order(monkeypatch):
+    """One RNG: the same seed gives the native and the torch engine the same batches, epoch by epoch."""
+    torch_engine = pytest.importorskip("digitlab.training.torch_engine")
+    from digitlab.models import build_model
+    from digitlab.training import native
+
+    seen: dict[str, list[np.ndarray]] = {"native": [], "torch": []}
+
+    def spy(name, cls):
+        train = cls.train
+
+        def record(self, idx, lr_factors):
+            seen[name].append(np.asarray(idx).copy())
+            return train(self, idx, lr_factors)
+        monkeypatch.setattr(cls, "train", record)
+
+    spy("native", native.NativeSteps)
+    spy("torch", torch_engine.TorchSteps)
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 256, (70, 28, 28), dtype=np.uint8)
+    y = rng.integers(0, 10, 70)
+    opts = dict(epochs=2, batch_size=8, seed=11)
+    native.fit_native(native.NativeMLP([784, 16, 10], seed=11), x, y, None, FitOptions(**opts), quiet=True)
+    torch_engine.fit(build_model("mlp", hidden=[16]), x, y, quiet=True, options=FitOptions(**opts))
+    assert len(seen["native"]) == len(seen["torch"]) > 0
+    for a, b in zip(seen["native"], seen["torch"], strict=True):
+        np.testing.assert_array_equal(a, b)
+    both = np.concatenate(seen["native"])
+    np.testing.assert_array_equal(both, np.concatenate([permutation(11, 0, 70), permutation(11, 1, 70)]))

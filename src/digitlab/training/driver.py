@@ -1,8 +1,8 @@
 """The epoch driver both engines train through: one loop a reader can hold in their head.
 
-Each epoch the engine draws the epoch's permutation of the training set from the seed (the native
-engine with :func:`permutation`, the torch engine with its own generator), the driver hands it back in
-spans of steps with each step's learning-rate factor, checks Ctrl-C and draws the progress line in
+Each epoch the driver draws the epoch's permutation of the training set from the seed with
+:func:`permutation` (one generator for both engines, every rank and every resume), hands it to the
+engine in spans of steps with each step's learning-rate factor, checks Ctrl-C and draws the progress line in
 between, then writes the history row, keeps the best weights for early stopping and calls the hook.
 The engine (:class:`Steps`) only runs steps and reports; it never sees the bookkeeping.
 """
@@ -46,8 +46,8 @@ class Steps(Protocol):
 
     chunk: int  # steps per call of :meth:`train`: Ctrl-C and the progress line are looked at in between
 
-    def start_epoch(self, epoch: int, n: int) -> np.ndarray:
-        """Get ready for ``epoch`` (0-based) and return the order in which it visits the ``n`` samples."""
+    def start_epoch(self, epoch: int) -> None:
+        """Get ready for ``epoch`` (0-based): reset the epoch's totals, seed its augmentation."""
     def train(self, idx: np.ndarray, lr_factors: np.ndarray) -> None:
         """Steps over the samples ``idx`` in batches of ``batch_size``, step i at the base learning rate
         times ``lr_factors[i]``."""
@@ -70,7 +70,8 @@ def run_epochs(engine: Steps, opts: Any, n: int, *, quiet: bool = False, resume:
     progress = Progress(opts.epochs, steps, quiet)
     with SigintGuard(active=sigint) as guard:
         for epoch in range(book.start_epoch, opts.epochs):
-            perm = engine.start_epoch(epoch, n)
+            perm = permutation(opts.seed, epoch, n)
+            engine.start_epoch(epoch)
             factors = book.lr_factors(epoch, steps)
             progress.start_epoch(epoch)
             for s0 in range(0, steps, engine.chunk):

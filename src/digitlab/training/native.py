@@ -21,7 +21,7 @@ import numpy as np
 from digitlab import runs
 from digitlab.config import OPTIMIZER_DEFAULTS, cpu_cores
 from digitlab.errors import ConfigError, RunError
-from digitlab.training.driver import EpochHook, Resume, permutation, run_epochs
+from digitlab.training.driver import EpochHook, Resume, run_epochs
 from digitlab.training.engine import Split
 from digitlab.training.loop import EpochState, History
 
@@ -507,9 +507,8 @@ class NativeSteps:
         self.last_lr = self.base_lr
         self.loss_sum, self.correct, self.seen = 0.0, 0, 0
 
-    def start_epoch(self, epoch: int, n: int) -> np.ndarray:
+    def start_epoch(self, epoch: int) -> None:
         self.loss_sum, self.correct, self.seen = 0.0, 0, 0
-        return permutation(self.opts.seed, epoch, n)
 
     def train(self, idx: np.ndarray, lr_factors: np.ndarray) -> None:
         lrs = np.asarray(self.base_lr * lr_factors, np.float32)

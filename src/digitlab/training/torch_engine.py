@@ -334,14 +334,13 @@ class TorchSteps:
                     if isinstance(v, torch.Tensor) and v.shape == p.shape:
                         self.optimizer.state[p][k] = torch.empty_like(p).copy_(v)
 
-    def start_epoch(self, epoch: int, n: int) -> np.ndarray:
+    def start_epoch(self, epoch: int) -> None:
         seed = epoch_seed(self.opts.seed, epoch)
-        gen = torch.Generator().manual_seed(seed)  # the permutation, then augmentation
+        gen = torch.Generator().manual_seed(seed)  # augmentation
         torch.manual_seed(seed + 1)  # dropout
         self.step = self.fast_step or _autograd_step(self.train_model, self.opts, self.device, gen, self.world)
         self.losses, self.preds, self.labels = [], [], []
         self.model.train()
-        return torch.randperm(n, generator=gen).numpy()
 
     def train(self, idx: np.ndarray, lr_factors: np.ndarray) -> None:
         idx_t = torch.from_numpy(idx).to(self.device)
