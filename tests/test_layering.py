@@ -149,3 +149,89 @@ def test_data_commands_load_neither_torch_nor_matplotlib(synth_dir, tmp_path, co
     if command[0] == "extract":
         args += ["--output", str(tmp_path / "pngs")]
     assert loaded_after(CLI, *args) == {"torch": False, "matplotlib": False}
+
+
+# What a function-local import may keep out of a path: the heavy stacks, and the optional extras.
+GUARDED = ("torch", "matplotlib", "sklearn", "fastapi", "uvicorn", "onnx", "onnxruntime", "tensorboard",
+           "safetensors.torch")
+
+
+def _resolve(node: ast.Import | ast.ImportFrom, module: str, mods: dict[str, Path]) -> list[str]:
+    pkg = module if mods[module].name == "__init__.py" else module.rpartition(".")[0]
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names]
+    base = node.module or ""
+    if node.level:
+        base = ".".join(pkg.split(".")[: len(pkg.split(".")) - node.level + 1] + ([base] if base else []))
+    return [base] + [f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in mods]
+
+
+def _top_level_imports(module: str, mods: dict[str, Path]) -> list[str]:
+    found: list[str] = []
+
+    def walk(body: list[ast.stmt]) -> None:
+        for n in body:
+            if isinstance(n, (ast.Import, ast.ImportFrom)):
+                found.extend(_resolve(n, module, mods))
+            elif isinstance(n, ast.If) and "TYPE_CHECKING" not in ast.unparse(n.test):
+                walk(n.body)
+                walk(n.orelse)
+            elif isinstance(n, ast.Try):
+                walk(n.body)
+                for h in n.handlers:
+                    walk(h.body)
+
+    walk(ast.parse(mods[module].read_text()).body)
+    return found
+
+
+def _loads(name: str, mods: dict[str, Path], seen: set[str] | None = None) -> set[str]:
+    """Every module that importing ``name`` loads at import time (the package's own top-level imports
+    followed; third-party modules taken by name)."""
+    seen = set() if seen is None else seen
+    parts = name.split(".")
+    for prefix in (".".join(parts[:i]) for i in range(1, len(parts) + 1)):
+        if prefix not in seen:
+            seen.add(prefix)
+            if prefix in mods:
+                for target in _top_level_imports(prefix, mods):
+                    _loads(target, mods, seen)
+    return seen
+
+
+def _guarded(loaded: set[str]) -> set[str]:
+    return {g for g in GUARDED if g in loaded}
+
+
+def test_the_import_walker_sees_what_a_module_loads():
+    mods = modules()
+    assert "torch" in _loads("digitlab.models", mods)
+    assert "matplotlib" in _loads("digitlab.plots", mods)
+    assert not _guarded(_loads("digitlab.config", mods))
+
+
+def test_every_local_import_keeps_something_heavy_out():
+    """A function-local import is there only to keep torch, matplotlib, the server or sklearn stacks, or
+    an optional extra out of modules that do not load them already; every other import is at the top."""
+    mods = modules()
+    idle = []
+    for module, path in mods.items():
+        already = _guarded(_loads(module, mods))
+        for fn in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    kept_out = set().union(*(_guarded(_loads(t, mods)) for t in _resolve(node, module, mods)))
+                    if not kept_out - already:
+                        idle.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {ast.unparse(node)}")
+    assert not idle, "local imports that guard nothing: " + "; ".join(idle)
+
+
+def test_cli_help_loads_no_heavy_stack():
+    probe = ("import sys\nfrom digitlab.cli import main\nsys.argv = ['digitlab', '--help']\n"
+             "try:\n    main()\nexcept SystemExit:\n    pass\n"
+             "print(sorted(m for m in " + repr(GUARDED) + " if m in sys.modules))\n")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"

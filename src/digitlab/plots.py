@@ -16,10 +16,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
+from matplotlib import font_manager
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from digitlab.data.formats import atomic_write_bytes
+from digitlab.errors import ConfigError
 
 DEFAULT_DPI = 100
 LANGS = ("en", "zh")
@@ -60,8 +64,6 @@ def tr(text: str, lang: str = "en") -> str:
 
 @functools.cache
 def _cjk_family() -> str | None:
-    from matplotlib import font_manager
-
     wanted = os.environ.get("DIGITLAB_CJK_FONT")
     if wanted:
         if os.path.isfile(wanted):
@@ -88,15 +90,11 @@ def font_for(lang: str = "en") -> list[str] | None:
     installed CJK font, then DejaVu Sans for the glyphs it lacks; a ConfigError says how to install
     one when there is none."""
     if lang not in LANGS:
-        from digitlab.errors import ConfigError
-
         raise ConfigError(f"unknown language {lang!r}; choose one of: {', '.join(LANGS)}")
     if lang == "en":
         return None
     family = _cjk_family()
     if family is None:
-        from digitlab.errors import ConfigError
-
         raise ConfigError(NO_CJK_FONT)
     return [family, "DejaVu Sans"]
 
@@ -109,8 +107,6 @@ def localised(fn: Callable[..., Figure]) -> Callable[..., Figure]:
         family = font_for(lang)
         if family is None:
             return fn(*args, lang=lang, **kwargs)
-        import matplotlib
-
         with matplotlib.rc_context({"font.family": family, "axes.unicode_minus": False}):
             fig = fn(*args, lang=lang, **kwargs)
         fig._digitlab_font = family  # save_figure draws with the same font (ticks are made at drawing time)
@@ -132,8 +128,6 @@ def _render(fig: Figure, buf: Any, dpi: int) -> None:
     if family is None:
         fig.savefig(buf, format="png", dpi=dpi)
         return
-    import matplotlib
-
     with matplotlib.rc_context({"font.family": family, "axes.unicode_minus": False}):
         fig.savefig(buf, format="png", dpi=dpi)
 
@@ -199,8 +193,6 @@ def _close(fig: Figure) -> None:
 
 
 def _integer_epochs(ax) -> None:
-    from matplotlib.ticker import MaxNLocator
-
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 

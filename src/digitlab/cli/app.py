@@ -6,6 +6,7 @@ import json
 import sys
 from typing import Any
 
+import numpy as np
 import typer
 from rich.console import Console
 
@@ -52,8 +53,6 @@ def print_json(data: Any) -> None:
 
 
 def _jsonable(o: Any):
-    import numpy as np
-
     if isinstance(o, np.generic):
         return o.item()
     if isinstance(o, np.ndarray):

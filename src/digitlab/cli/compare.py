@@ -5,9 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.live import Live
 from rich.table import Table
 
 from digitlab.cli.app import JSON, QUIET, app, err, out, print_json
+from digitlab.errors import ConfigError
+from digitlab.training.compare import compare as run_compare
 
 
 def _split(value: str | None, kind: type, what: str) -> list | None:
@@ -16,8 +19,6 @@ def _split(value: str | None, kind: type, what: str) -> list | None:
     try:
         return [kind(v.strip()) for v in value.split(",") if v.strip()]
     except ValueError:
-        from digitlab.errors import ConfigError
-
         raise ConfigError(f"{what} takes comma-separated values, got {value!r}") from None
 
 
@@ -25,8 +26,6 @@ def _hidden_variants(value: str | None) -> list[list[int]] | None:
     """``"32 128,64 512,256"``: variants separated by spaces, each a comma-separated list of sizes."""
     if not value:
         return None
-    from digitlab.errors import ConfigError
-
     try:
         return [[int(h) for h in v.split(",") if h] for v in value.split()]
     except ValueError:
@@ -42,8 +41,6 @@ class _Progress:
         self.live = None
         self.seen: dict[tuple[str, int], tuple[str, int]] = {}
         if not quiet and err.is_terminal:
-            from rich.live import Live
-
             self.live = Live(console=err, refresh_per_second=4, transient=False)
             self.live.start()
 
@@ -107,8 +104,6 @@ def compare(
 ) -> None:
     """Train variants of one protocol (several seeds each) side by side; print a table and save
     compare.json, compare.csv and compare.png. Every run is an ordinary run folder."""
-    from digitlab.training.compare import compare as run_compare
-
     base = {"preset": preset, "dataset": dataset, "val_split": val_split, "engine": engine}
     progress = _Progress(quiet or json_out)
     try:

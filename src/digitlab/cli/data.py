@@ -7,6 +7,8 @@ from pathlib import Path
 import typer
 
 from digitlab.cli.app import JSON, QUIET, data_app, out, print_json
+from digitlab.data.registry import get_dataset
+from digitlab.data.reports import data_info, extract_pngs, first_samples, split_info
 from digitlab.errors import ConfigError
 
 DATASET = typer.Option("mnist", "--dataset", "-d", help="Dataset name: mnist or fashion-mnist.")
@@ -41,8 +43,6 @@ def info(
     as_json: bool = JSON,
 ) -> None:
     """Array names, shapes and dtypes, class counts, pixel range, and where the files were read from."""
-    from digitlab.data.reports import data_info
-
     i = data_info(dataset, data_dir, quiet=quiet)
     if as_json:
         print_json(i.to_dict())
@@ -84,8 +84,6 @@ def samples(
     quiet: bool = QUIET,
 ) -> None:
     """Save the first N images of a split in a grid, each titled with its label."""
-    from digitlab.data.registry import get_dataset
-    from digitlab.data.reports import first_samples
     from digitlab.plots import samples_grid, save_figure
 
     if count < 1:
@@ -107,8 +105,6 @@ def extract(
     quiet: bool = QUIET,
 ) -> None:
     """Write the first N images as 28x28 grayscale PNGs named <split>_<i>_label_<y>.png."""
-    from digitlab.data.reports import extract_pngs, first_samples
-
     x, y = first_samples(dataset, split, count, data_dir, quiet=quiet)
     folder = output or Path(f"{dataset}_extracted")
     paths = extract_pngs(x, y, folder, prefix=split)
@@ -125,8 +121,6 @@ def split(
     as_json: bool = JSON,
 ) -> None:
     """Shapes after preprocessing: pixels scaled to float32 [0, 1], a validation part held out."""
-    from digitlab.data.reports import split_info
-
     s = split_info(dataset, data_dir, val_split, split_seed, quiet=quiet)
     if as_json:
         print_json(s.to_dict())

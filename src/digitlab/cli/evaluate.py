@@ -9,6 +9,8 @@ from rich.table import Table
 from rich.text import Text
 
 from digitlab.cli.app import JSON, QUIET, app, err, out, print_json
+from digitlab.evaluate import evaluate_predictor, load_split, save_figures
+from digitlab.inference.predictor import load_predictor
 
 
 def default_out_dir(model_path: Path) -> Path:
@@ -33,9 +35,6 @@ def evaluate(
 
     Saves confusion.png and misclassified.png (the most confidently wrong images).
     """
-    from digitlab.evaluate import evaluate_predictor, load_split, save_figures
-    from digitlab.inference.predictor import load_predictor
-
     predictor = load_predictor(model_path)
     x, y, dataset_name = load_split(predictor.config, split, dataset, data_dir, quiet=quiet)
     if not quiet:

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from digitlab.cli.app import JSON, QUIET, app, out, print_json
+from digitlab.inference.explain import explain as run_explain
 
 
 @app.command()
@@ -22,8 +23,6 @@ def explain(
 ) -> None:
     """Save the input, the map of the pixels that pushed the answer up (red) or down (blue), and the
     runner-up class's map."""
-    from digitlab.inference.explain import explain as run_explain
-
     target = output or Path(f"{picture.stem}-explain.png")
     e = run_explain(model, picture, method=method, output=target, lang=lang)
     if json_out:

@@ -7,6 +7,8 @@ from pathlib import Path
 import typer
 
 from digitlab.cli.app import JSON, QUIET, app, err, out, print_json
+from digitlab.errors import ExportError
+from digitlab.export import FORMATS, export_onnx
 
 
 @app.command()
@@ -26,9 +28,6 @@ def export(
 ) -> None:
     """Export a run to ONNX (probabilities and activations, metadata included) and check that
     onnxruntime agrees with PyTorch on 256 test images; a failed check writes nothing."""
-    from digitlab.errors import ExportError
-    from digitlab.export import FORMATS, export_onnx
-
     if fmt.lower() not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
     if not quiet:

@@ -7,6 +7,9 @@ from pathlib import Path
 import typer
 
 from digitlab.cli.app import QUIET, out, plot_app
+from digitlab.errors import RunError
+from digitlab.runs import CURVES, HISTORY_JSON, read_config, read_history, read_json
+from digitlab.training.compare import COMPARE_JSON, COMPARE_PNG
 
 RUN = typer.Argument(..., metavar="RUN", help="A run folder (made by 'digitlab train').")
 
@@ -35,10 +38,7 @@ def curves(
     quiet: bool = QUIET,
 ) -> None:
     """Loss and accuracy per epoch, training vs validation, from the run's history.json."""
-    from digitlab.errors import RunError
     from digitlab.plots import save_figure, training_curves
-    from digitlab.runs import CURVES, HISTORY_JSON, read_config, read_history
-
     read_config(run)  # a clear error when RUN is not a run folder
     history = read_history(run)
     if not isinstance(history, list) or not any(isinstance(r, dict) for r in history):
@@ -56,9 +56,6 @@ def compare(
 ) -> None:
     """Validation loss and accuracy of every variant of a comparison, from its compare.json."""
     from digitlab.plots import compare_figure, save_figure
-    from digitlab.runs import read_json
-    from digitlab.training.compare import COMPARE_JSON, COMPARE_PNG
-
     report = read_json(folder / COMPARE_JSON)
     path = save_figure(compare_figure(report["variants"], lang=lang), output or folder / COMPARE_PNG)
     _report(path, quiet)

@@ -14,6 +14,8 @@ from rich.text import Text
 from digitlab.cli.app import JSON, QUIET, app, csv_cell, err, out, print_json, visible
 from digitlab.cli.evaluate import default_out_dir
 from digitlab.errors import ConfigError, ImageError
+from digitlab.evaluate import load_split
+from digitlab.inference.predictor import load_predictor, predict_arrays, predict_files
 
 PREDICTIONS_PNG = "predictions.png"
 CSV_FIELDS = ("path", "label", "name", "probability", "top2_label", "top2_probability",
@@ -49,8 +51,6 @@ def predict(
     --single reads each picture as one digit. A picture that holds no digit at all (clothing,
     letters, scribbles) is "not a digit" (an empty label, is_digit false), unless --no-reject.
     """
-    from digitlab.inference.predictor import load_predictor
-
     if as_json and as_csv:
         raise ConfigError("choose one of --json and --csv")
     predictor = load_predictor(model_path)
@@ -63,8 +63,6 @@ def predict(
 
 
 def _predict_test_set(predictor, model_path, count, dataset, data_dir, out_dir, as_json, as_csv, quiet):
-    from digitlab.evaluate import load_split
-    from digitlab.inference.predictor import predict_arrays
     from digitlab.plots import prediction_grid, save_figure
 
     x, y, _ = load_split(predictor.config, "test", dataset, data_dir, quiet=quiet)
@@ -94,8 +92,6 @@ def _predict_test_set(predictor, model_path, count, dataset, data_dir, out_dir, 
 
 
 def _predict_files(predictor, inputs, save_inputs, as_json, as_csv, quiet, reject=True, single=True):
-    from digitlab.inference.predictor import predict_files
-
     results = predict_files(predictor, inputs, save_inputs=save_inputs, reject=reject, single=single)
     failed = [r for r in results if not r.ok]
     if len(failed) == len(results):  # nothing to show: only the errors

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from digitlab.cli.app import QUIET, app, err, out
+from digitlab.errors import ConfigError
 
 
 @app.command()
@@ -28,7 +29,6 @@ def serve(
     quiet: bool = QUIET,
 ) -> None:
     """Serve a model: a page to draw digits on, and a REST API (docs at /docs). Ctrl+C stops it."""
-    from digitlab.errors import ConfigError
     from digitlab.serve.server import serve as run_server
 
     if not max_upload_mb > 0:

@@ -48,8 +48,6 @@ def summary(
 
 def _run_name(name: str) -> str:
     """A run name is one path component: never '', '.', '..', a path, or control characters."""
-    from digitlab.errors import ConfigError
-
     bad_chars = any(ord(c) < 32 or c in "/\\" for c in name)
     if not name.strip() or name in (".", "..") or bad_chars or os.path.isabs(name):
         raise ConfigError(f"--name must be a single folder name (no '/', '\\', '.', '..' or control "

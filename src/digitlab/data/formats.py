@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+from PIL import Image
 
 from digitlab.errors import FormatError, OutputError
 
@@ -375,8 +376,6 @@ def write_npz(path: str | os.PathLike, compress: bool = True, **arrays: np.ndarr
 
 def png_bytes(image: np.ndarray) -> bytes:
     """A (H, W) uint8 array as an 8-bit grayscale PNG; decoding it gives back the same array."""
-    from PIL import Image
-
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 2:
         raise ValueError(f"expected a (H, W) uint8 image, got shape {image.shape} {image.dtype}")

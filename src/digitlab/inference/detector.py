@@ -27,6 +27,8 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import load_file
 
 from digitlab.inference.reading import DigitReading, top_classes
 
@@ -37,8 +39,6 @@ MIN_INK = 13
 
 
 def _metadata() -> dict[str, str]:
-    from safetensors import safe_open
-
     with safe_open(str(WEIGHTS), framework="numpy") as f:
         return dict(f.metadata() or {})
 
@@ -50,8 +50,6 @@ THRESHOLD: float = float(_metadata().get("threshold", 0.5))
 @lru_cache(maxsize=1)
 def _layers() -> tuple[int, tuple[tuple[np.ndarray, np.ndarray], ...]]:
     """(number of convolutions, (weights, bias) per layer as float32), from detector.safetensors."""
-    from safetensors.numpy import load_file
-
     return as_layers(load_file(str(WEIGHTS)))
 
 

@@ -27,7 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from digitlab.data.pictures import load_digit
 from digitlab.errors import ConfigError
+from digitlab.inference.predictor import load_predictor, predict_proba
 
 METHODS = ("occlusion", "gradient")
 METHOD_NAMES = {"en": {"occlusion": "Occlusion", "gradient": "Integrated gradients"},
@@ -85,8 +87,6 @@ def _as_input(picture: Any) -> np.ndarray:
             return a
         a = a.astype(np.float32)
         return np.clip(a * 255.0 if a.max() <= 1.0 else a, 0, 255).round().astype(np.uint8)
-    from digitlab.data.pictures import load_digit
-
     return np.asarray(load_digit(picture), dtype=np.uint8).reshape(28, 28)
 
 
@@ -102,8 +102,6 @@ def occlusion_maps(predictor: Any, image: np.ndarray, classes: list[int], patch:
     for i in range(side):
         for j in range(side):
             batch[i * side + j, i:i + patch, j:j + patch] = 0.0
-    from digitlab.inference.predictor import predict_proba
-
     base = _log(predict_proba(predictor, x[None]))[0]
     occluded = _log(predict_proba(predictor, batch))  # (side*side, K)
     maps = {}
@@ -166,14 +164,10 @@ def explain(
     if not 1 <= patch <= 14:
         raise ConfigError(f"patch must be between 1 and 14 pixels, got {patch}")
     if isinstance(model, (str, os.PathLike)):
-        from digitlab.inference.predictor import load_predictor
-
         predictor = load_predictor(model)
     else:
         predictor = model
     image = _as_input(picture)
-    from digitlab.inference.predictor import predict_proba
-
     probs = predict_proba(predictor, image[None])[0]
     order = [int(k) for k in np.argsort(-probs, kind="stable")]
     label, runner_up = order[0], order[1]

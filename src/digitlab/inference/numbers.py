@@ -36,7 +36,12 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
+from scipy import ndimage
 
+from digitlab.data.pictures import MAX_PIXELS, digit_from_ink, ink_image
+from digitlab.errors import ImageError
+from digitlab.inference.detector import THRESHOLD, digit_scores
 from digitlab.inference.reading import DigitReading, NumberReading
 
 MAX_DIGITS = 12        # what one line may hold
@@ -66,11 +71,7 @@ WIDE = 0.85   # a group wider than this times its height is tried as several dig
 
 
 def _digit_scores(images: np.ndarray) -> tuple[np.ndarray, float]:
-    """(scores (N,), threshold) of the not-a-digit detector; without one, every piece is a digit."""
-    try:
-        from digitlab.inference.detector import THRESHOLD, digit_scores
-    except ImportError:  # no detector in this installation: every piece counts as a digit
-        return np.ones(len(images), np.float32), 0.0
+    """(scores (N,), threshold) of the not-a-digit detector."""
     return np.asarray(digit_scores(images), dtype=np.float32).reshape(len(images)), float(THRESHOLD)
 
 
@@ -165,8 +166,6 @@ def _overlap(a: _Group, b: _Group) -> float:
 
 def _groups(labels: np.ndarray, ink: np.ndarray) -> list[_Group]:
     """Blobs -> groups of blobs that are one digit (horizontal overlap), specks attached or dropped."""
-    from scipy import ndimage
-
     n = int(labels.max())
     if n == 0:
         return []
@@ -262,8 +261,6 @@ def _valleys(values: np.ndarray) -> list[int]:
 
 def _cuts(ink: np.ndarray, labels: np.ndarray, g: _Group, line: float) -> list[_Cut]:
     """Candidate cuts inside one group (none when it is too narrow to hold two digits)."""
-    from PIL import Image
-
     if g.width < 0.4 * min(g.height, line) or g.width < 4:
         return []
     crop = _group_ink(ink, labels, g)
@@ -413,10 +410,6 @@ def read_ink(ink: np.ndarray, scale: float, predictor, *, single: bool = False,
     The second reading is what :func:`~digitlab.data.pictures.load_digit` plus the model give; it is
     the number's only digit when the picture holds one digit (or with ``single``).
     """
-    from scipy import ndimage
-
-    from digitlab.data.pictures import digit_from_ink
-
     names = [str(n) for n in predictor.labels]
     if names != [str(i) for i in range(10)]:
         single = True  # not a digit model (Fashion-MNIST...): there is no number to read
@@ -550,9 +543,6 @@ def _predict(predictor, images: list[np.ndarray]) -> np.ndarray:
 
 
 def _digit(part: np.ndarray) -> np.ndarray | None:
-    from digitlab.data.pictures import digit_from_ink
-    from digitlab.errors import ImageError
-
     try:
         return digit_from_ink(part)
     except ImageError:
@@ -610,8 +600,6 @@ def read_number(source: str | os.PathLike | bytes | np.ndarray, predictor, *, si
     give). ``reject=False`` keeps the class of pieces the not-a-digit detector refuses. Raises
     :class:`~digitlab.errors.ImageError` for what is not a picture, too large, or blank.
     """
-    from digitlab.data.pictures import MAX_PIXELS, ink_image
-
     ink, scale = ink_image(source, MAX_PIXELS if max_pixels is None else max_pixels)
     number, _ = read_ink(ink, scale, predictor, single=single, reject=reject)
     return number

@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterable
+from importlib.metadata import version
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -119,8 +120,6 @@ def create_app_from_env() -> FastAPI:
 
 def _version() -> str:
     try:
-        from importlib.metadata import version
-
         return version("digitlab")
     except Exception:  # not installed (running from a source tree)
         return "0"

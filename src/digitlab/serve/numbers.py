@@ -15,7 +15,9 @@ import anyio
 import numpy as np
 from starlette.exceptions import HTTPException
 
+from digitlab.data.pictures import ink_image
 from digitlab.errors import DigitlabError
+from digitlab.inference.numbers import read_ink
 from digitlab.serve.errors import upload_message
 
 INLINE_DECODE_BYTES = 64_000  # smaller pictures are read on the event loop, larger ones in a thread
@@ -23,9 +25,6 @@ INLINE_DECODE_BYTES = 64_000  # smaller pictures are read on the event loop, lar
 
 def read_picture(model, data: bytes, single: bool, reject: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
     """Picture bytes -> (the picture as one 28x28 input, exactly load_digit's; the number fields)."""
-    from digitlab.data.pictures import ink_image
-    from digitlab.inference.numbers import read_ink
-
     if not data:
         raise HTTPException(422, "the body is empty; send a picture of a digit")
     try:

@@ -7,6 +7,8 @@ import socket
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import uvicorn
+
 from digitlab.errors import ConfigError
 from digitlab.serve.app import (
     DEFAULT_MAX_UPLOAD_BYTES,
@@ -64,8 +66,6 @@ def serve(model_path: str | os.PathLike, host: str = "127.0.0.1", port: int = 80
     The model is loaded here first (so a bad path fails before anything listens); with
     ``workers > 1`` every worker process loads its own copy through :func:`create_app_from_env`.
     """
-    import uvicorn
-
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     if not 0 <= port <= 65535:

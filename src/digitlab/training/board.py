@@ -10,11 +10,13 @@ Standard event files written with PyTorch's ``SummaryWriter`` (it needs the ``te
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
 import numpy as np
 
+from digitlab.data.datasets import get_dataset
 from digitlab.errors import ConfigError
 
 SCALARS = ("loss", "accuracy", "val_loss", "val_accuracy", "lr")
@@ -60,8 +62,6 @@ class Board:
     def summary(self, text: str, config: dict[str, Any] | None = None) -> None:
         self.writer.add_text("model/summary", "```\n" + text + "\n```", 0)
         if config is not None:
-            import json
-
             self.writer.add_text("model/config", "```json\n" + json.dumps(config, indent=2) + "\n```", 0)
 
     def predictions(self, images: np.ndarray, probs: np.ndarray, labels: np.ndarray, names: list[str],
@@ -94,8 +94,6 @@ def finish_run(board: Board, result: Any, config: Any, x_test: np.ndarray, y_tes
         with torch.no_grad():
             device = next(model.parameters()).device
             probs = torch.softmax(model(x.to(device)).float(), dim=1).cpu().numpy()
-        from digitlab.data.datasets import get_dataset
-
         names = [str(c) for c in get_dataset(config.dataset).classes]
         board.predictions(x_test[:n], probs, y_test[:n], names, len(result.history.rows))
     finally:

@@ -20,16 +20,21 @@ import itertools
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from digitlab.config import TrainConfig, cpu_cores
+from digitlab import runs
+from digitlab.config import TrainConfig, cpu_cores, default_run_dir
+from digitlab.data.formats import atomic_write_bytes
 from digitlab.errors import ConfigError, DigitlabError, Interrupted, RunError
+from digitlab.training.job import train
 
 COMPARE_JSON = "compare.json"
 COMPARE_CSV = "compare.csv"
@@ -185,8 +190,6 @@ def summarise(variant: Variant) -> None:
 
 
 def _run_record(run_dir: Path, seed: int) -> dict[str, Any]:
-    from digitlab import runs
-
     metrics = runs.read_json(run_dir / runs.METRICS)
     history = runs.read_json(run_dir / runs.HISTORY_JSON)
     val_losses = [r.get("val_loss") for r in history]
@@ -223,8 +226,6 @@ def _worker_command(job: _Job, data_dir: str | None) -> list[str]:
 
 
 def _poll_history(job: _Job) -> None:
-    from digitlab import runs
-
     try:
         rows = json.loads((job.run_dir / runs.HISTORY_JSON).read_text())
     except (OSError, ValueError):
@@ -255,9 +256,6 @@ def _states(jobs: list[_Job], epochs: int) -> list[dict[str, Any]]:
 
 def _on_sigterm() -> Any:
     """SIGTERM stops the comparison like Ctrl-C (its runs are ended too); only in the main thread."""
-    import signal
-    import threading
-
     if threading.current_thread() is not threading.main_thread():
         return None
 
@@ -269,8 +267,6 @@ def _on_sigterm() -> Any:
 
 def _restore_sigterm(previous: Any) -> None:
     if previous is not None:
-        import signal
-
         signal.signal(signal.SIGTERM, previous)
 
 
@@ -313,8 +309,6 @@ def compare(
     variants = variant_grid(axes)
     base = dict(base or {})
     if out_dir is None:
-        from digitlab.config import default_run_dir
-
         out_dir = default_run_dir("compare")
     out = Path(out_dir)
     if (out / COMPARE_JSON).exists():
@@ -325,7 +319,6 @@ def compare(
     jobs = max(1, min(jobs or cores, n_runs))
     threads = base.pop("threads", None) or max(1, cores // jobs)
 
-    from digitlab import runs
 
     planned: list[_Job] = []
     for v in variants:
@@ -403,9 +396,6 @@ def compare(
 
 
 def write_outputs(result: CompareResult, lang: str = "en", figure: bool = True) -> None:
-    from digitlab import runs
-    from digitlab.data.formats import atomic_write_bytes
-
     out = Path(result.out_dir)
     runs.write_json(out / COMPARE_JSON, result.to_dict())
     buf = io.StringIO()
@@ -426,8 +416,6 @@ def write_outputs(result: CompareResult, lang: str = "en", figure: bool = True) 
 
 
 def _worker(spec: dict[str, Any]) -> int:
-    from digitlab.training.job import train
-
     config = TrainConfig.from_json(spec["config"])
     kwargs: dict[str, Any] = {}
     if spec.get("tensorboard"):

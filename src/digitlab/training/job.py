@@ -25,6 +25,7 @@ from digitlab.data.datasets import load_data
 from digitlab.data.preprocess import train_val_split
 from digitlab.errors import ConfigError, DigitlabError, Interrupted
 from digitlab.training import native
+from digitlab.training.board import Board, finish_run
 from digitlab.training.engine import Engine, Split
 from digitlab.training.loop import EpochState, History
 
@@ -46,8 +47,6 @@ class TrainResult:
 
 def choose_engine(config: TrainConfig, dist: Any = None) -> str:
     """``native`` or ``torch`` for this config (``config.fit.engine`` may force one)."""
-    from digitlab.training import native
-
     too_large = native.too_large(config)  # for every engine: the weights alone would not fit
     if too_large is not None:
         raise ConfigError(too_large)
@@ -119,8 +118,6 @@ def train(
     engine = make_engine(config, dist)
     board = None
     if tensorboard is not None and writer:
-        from digitlab.training.board import Board
-
         board = Board(tensorboard)
     if run_path is not None and writer and not resume and runs.is_run(run_path):
         raise ConfigError(f"{run_path} already holds a run; pick another --name or continue it with --resume")
@@ -208,8 +205,6 @@ def train(
             curves.render(history.rows)
     result = TrainResult(str(run_path) if run_path else None, history, metrics, engine)
     if board is not None:
-        from digitlab.training.board import finish_run
-
         finish_run(board, result, config, split.x_test, split.y_test)
     return result
 
