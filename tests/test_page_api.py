@@ -92,3 +92,111 @@ def test_docs_need_no_cdn(client):
     js = client.get("/static/swagger/swagger-ui-bundle.js")
     assert js.status_code == 200 and len(js.content) > 500_000
     assert client.get("/static/swagger/LICENSE").status_code == 200
+
+
+def test_activations_come_from_the_same_pass_as_the_answer(client):
+    """Asking for activations costs one forward pass, not two, and changes nothing in the answer."""
+    served = client.app.state.model
+    predictor = served.predictor
+    calls = {"predict_proba": 0, "activations": 0, "trace": 0}
+    originals = {name: getattr(predictor, name) for name in calls}
+
+    def counting(name):
+        def call(*args, **kwargs):
+            calls[name] += 1
+            return originals[name](*args, **kwargs)
+        return call
+
+    plain = client.post("/api/predict?single=1", json={"pixels": _seven()}).json()
+    try:
+        for name in calls:
+            setattr(predictor, name, counting(name))
+        res = client.post("/api/predict?activations=1&single=1", json={"pixels": _seven()}).json()
+    finally:
+        for name in calls:
+            delattr(predictor, name)
+    assert calls == {"predict_proba": 0, "activations": 0, "trace": 1}
+    assert res["probabilities"] == pytest.approx(plain["probabilities"], abs=1e-6)
+    assert res["label"] == plain["label"] and list(res["activations"]) == list(served.activation_shapes)
+
+
+@pytest.mark.parametrize("kind", ["torch", "onnx"])
+def test_trace_gives_what_the_two_calls_give(kind, tmp_path):
+    from digitlab.inference.predictor import load_predictor
+
+    if kind == "onnx":
+        pytest.importorskip("onnxruntime")
+        from digitlab.export import export_onnx
+
+        path = tmp_path / "best.onnx"
+        export_onnx(BEST, path)
+    else:
+        path = BEST
+    predictor = load_predictor(path)
+    x = np.stack([np.asarray(_seven(), np.uint8), np.zeros((28, 28), np.uint8)])
+    proba, acts = predictor.trace(x)
+    np.testing.assert_allclose(proba, predictor.predict_proba(x), atol=1e-5)
+    ref = predictor.activations(x)
+    assert list(acts) == list(ref)
+    for k in ref:
+        np.testing.assert_allclose(acts[k], ref[k], atol=1e-5)
+
+
+def test_a_request_the_client_gave_up_on_is_not_computed():
+    """The page aborts a request when a newer drawing is ready: the server notices the closed
+    connection and spends no model time on it."""
+    import http.client
+    import io
+    import socket
+    import threading
+    import time
+
+    from PIL import Image
+
+    from digitlab.serve import create_app
+    from tests.browsing import serving
+
+    app = create_app(BEST)
+    served = app.state.model
+    real_predict = served.predict
+    calls = []
+    released = threading.Event()
+
+    def slow_predict(*args, **kwargs):
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            released.wait(0.6)  # holds the event loop, as a long answer does
+        return real_predict(*args, **kwargs)
+
+    served.predict = slow_predict
+    png = io.BytesIO()
+    Image.fromarray(np.asarray(_seven(), np.uint8)).save(png, "PNG")
+    body = png.getvalue()
+    with serving(app) as url:
+        port = int(url.rsplit(":", 1)[1].strip("/"))
+        first = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+        done = {}
+
+        def ask_first():
+            first.request("POST", "/api/predict?single=1", body=body, headers={"Content-Type": "image/png"})
+            done["status"] = first.getresponse().status
+
+        t = threading.Thread(target=ask_first)
+        t.start()
+        deadline = time.monotonic() + 10
+        while not calls and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert calls, "the first request never reached the model"
+        # while the first answer is computed: a request sent, then abandoned
+        gone = socket.create_connection(("127.0.0.1", port), timeout=5)
+        gone.sendall(b"POST /api/predict?single=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        gone.close()
+        released.set()
+        t.join(20)
+        assert done.get("status") == 200
+        time.sleep(0.5)
+        after = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+        after.request("POST", "/api/predict?single=1", body=body, headers={"Content-Type": "image/png"})
+        assert after.getresponse().status == 200
+    assert len(calls) == 2  # the first and the last request: the abandoned one never reached the model

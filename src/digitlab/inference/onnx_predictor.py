@@ -132,6 +132,12 @@ class OnnxPredictor:
         values = self._session.run(self._act_names, {self._input: x})
         return {k: np.asarray(v, dtype=np.float32) for k, v in zip(self._act_names, values, strict=True)}
 
+    def trace(self, images: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Probabilities and activations of the same pass."""
+        got = self.run_all(images)
+        proba = np.asarray(got.pop(PROBS_NAME), dtype=np.float32)
+        return proba, {k: np.asarray(v, dtype=np.float32) for k, v in got.items()}
+
     def run_all(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """Every output (probabilities and activations) in one pass."""
         names = [PROBS_NAME, *self._act_names]

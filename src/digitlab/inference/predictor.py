@@ -23,6 +23,7 @@ from digitlab.data.preprocess import check_images
 from digitlab.errors import DigitlabError, ImageError
 from digitlab.inference.detector import readings
 from digitlab.inference.numbers import read_ink
+from digitlab.inference.onnx_predictor import OnnxPredictor
 from digitlab.inference.reading import DigitReading
 
 
@@ -44,14 +45,23 @@ class Predictor(Protocol):
         """Hidden activations per layer name for (N, 28, 28) images (empty when unavailable)."""
         ...
 
+    # Optional: ``trace(images) -> (probabilities, activations)`` from one pass; see :func:`trace`.
+
+
+def trace(predictor: Predictor, images: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Probabilities and activations of ``images``: one pass where the predictor can (both of
+    digitlab's can), two calls otherwise."""
+    one_pass = getattr(predictor, "trace", None)
+    if one_pass is not None:
+        return one_pass(images)
+    return np.asarray(predictor.predict_proba(images), dtype=np.float32), predictor.activations(images)
+
 
 def load_predictor(path: str | os.PathLike, device: str = "cpu") -> Predictor:
     """A run folder -> TorchPredictor; a ``.onnx`` file -> OnnxPredictor."""
     path = Path(path)
-    # each implementation loads only when asked for: ONNX inference never imports torch
+    # the torch implementation loads only when asked for: ONNX inference never imports torch
     if path.suffix.lower() == ".onnx":
-        from digitlab.inference.onnx_predictor import OnnxPredictor
-
         return OnnxPredictor(path)
     from digitlab.inference.torch_predictor import TorchPredictor
 

@@ -15,9 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from digitlab.data.datasets import locate, read_source
+from digitlab.errors import DigitlabError
 from digitlab.inference.detector import THRESHOLD as DIGIT_THRESHOLD
 from digitlab.inference.detector import digit_scores
-from digitlab.inference.predictor import Predictor
+from digitlab.inference.predictor import Predictor, trace
 
 
 class ServedModel:
@@ -37,11 +39,14 @@ class ServedModel:
                 layers: list[str] | None = None, reject: bool = True) -> dict[str, Any]:
         """One input's answer; with activations, of ``layers`` (None: all) as ``act_format`` ('json'/'u8')."""
         t0 = time.perf_counter()
-        proba = np.asarray(self.predictor.predict_proba(x[None]), dtype=np.float32)[0]
+        if with_activations:  # the answer and its activations from the same forward pass
+            proba, acts = trace(self.predictor, x[None])
+        else:
+            proba, acts = self.predictor.predict_proba(x[None]), {}
+        proba = np.asarray(proba, dtype=np.float32)[0]
         ms = (time.perf_counter() - t0) * 1000.0
         result = self.result(proba, shown, ms, float(digit_scores(shown)[0]), reject)
         if with_activations:
-            acts = self.predictor.activations(x[None])
             if layers is not None:
                 acts = {k: acts[k] for k in layers}
             encode = _u8 if act_format == "u8" else _rounded
@@ -151,9 +156,6 @@ class MnistSamples:
     def pick(self) -> dict[str, Any] | None:
         """A random test digit ``{"pixels", "label", "index"}``; None when there is no MNIST here."""
         if self.test is None and not self.missing:
-            from digitlab.data.datasets import locate, read_source
-            from digitlab.errors import DigitlabError
-
             try:
                 source = locate("mnist")
                 self.test = read_source(source)[1] if source is not None else None

@@ -10,17 +10,20 @@ what is written, one digit or a number, and gives the same 28x28 input); their e
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import numpy as np
+from PIL import Image
 from pydantic import ValidationError
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
+from digitlab.data.pictures import load_digit, to_mnist
 from digitlab.errors import ImageError
 from digitlab.serve.errors import validation_message
 from digitlab.serve.numbers import read_picture_async
@@ -129,11 +132,19 @@ async def read_input(request: Request, model: ServedModel, *, numbers: bool = Tr
     else:
         raise HTTPException(415, f"unsupported content type {kind or '(none)'!r}; send multipart/form-data "
                                  "(field 'file'), an image/* body, or application/json pixels")
+    await stop_if_gone(request)
     if not numbers:
         x = await picture_to_input_async(data, model.max_pixels)
         return Input(x, x)
     x, number = await read_picture_async(model, data, single, reject)
     return Input(x, x, number)
+
+
+async def stop_if_gone(request: Request) -> None:
+    """Raise 499 when the client has closed the request (the page gave up on it for a newer drawing),
+    so no work is spent on an answer nobody reads."""
+    if await request.is_disconnected():
+        raise HTTPException(499, "the client closed the request")
 
 
 async def read_upload(request: Request) -> bytes:
@@ -150,8 +161,6 @@ async def read_upload(request: Request) -> bytes:
 
 def picture_to_input(data: bytes, max_pixels: int) -> np.ndarray:
     """Encoded picture bytes -> (28, 28) uint8."""
-    from digitlab.data.pictures import load_digit
-
     if not data:
         raise HTTPException(422, "the body is empty; send a picture of a digit")
     x = load_digit(data, max_pixels)
@@ -160,10 +169,6 @@ def picture_to_input(data: bytes, max_pixels: int) -> np.ndarray:
 
 def warm_up(max_pixels: int) -> None:
     """Decode one small picture, so the first request does not pay for the decoders' imports (~1-2 s)."""
-    import io
-
-    from PIL import Image
-
     a = np.zeros((28, 28), np.uint8)
     a[5:23, 12:16] = 255
     buf = io.BytesIO()
@@ -207,8 +212,6 @@ def pixels_to_input(req: PixelsRequest) -> tuple[np.ndarray, np.ndarray]:
         raise HTTPException(422, "the pixels are blank (no ink: every value within 5% of the others); "
                                  "send a digit drawn in white (high values) on black (0)")
     if req.preprocess:
-        from digitlab.data.pictures import to_mnist
-
         try:
             shown = np.asarray(to_mnist(shown), dtype=np.uint8).reshape(28, 28)
         except ImageError as e:

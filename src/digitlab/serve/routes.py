@@ -14,11 +14,13 @@ from typing import Any
 import anyio
 import numpy as np
 from fastapi import APIRouter, Request
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import Response
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from digitlab.errors import DigitlabError
+from digitlab.inference.explain import explain as explain_input
 from digitlab.serve import parsing
 from digitlab.serve.adapter import MnistSamples, ServedModel
 from digitlab.serve.errors import upload_message
@@ -69,6 +71,7 @@ def router(model: ServedModel, *, max_upload_bytes: int, max_batch: int) -> APIR
         reject = parsing.flag(request, "reject", default=True)
         single = parsing.flag(request, "single")
         got = await parsing.read_input(request, model, single=single, reject=reject)
+        await parsing.stop_if_gone(request)
         result = model.predict(got.x, got.shown, activations, act_format, layers, reject)
         result.update(got.number or single_fields(result))
         return json_response(dumps(result))
@@ -78,8 +81,6 @@ def router(model: ServedModel, *, max_upload_bytes: int, max_batch: int) -> APIR
     async def explain(request: Request) -> Response:
         """Which pixels pushed the answer up or down: occlusion maps (28x28 floats in [-1, 1]) for the
         predicted class and the runner-up. The same bodies as /api/predict."""
-        from digitlab.inference.explain import explain as explain_input
-
         x = (await parsing.read_input(request, model, numbers=False)).x
         result = await anyio.to_thread.run_sync(lambda: explain_input(model.predictor, x).to_dict())
         return json_response(dumps(result))
@@ -130,8 +131,6 @@ def router(model: ServedModel, *, max_upload_bytes: int, max_batch: int) -> APIR
 
     @api.get("/docs", include_in_schema=False)
     async def docs() -> Response:
-        from fastapi.openapi.docs import get_swagger_ui_html
-
         return get_swagger_ui_html(openapi_url="/openapi.json", title="digitlab API",
                                    swagger_js_url="/static/swagger/swagger-ui-bundle.js",
                                    swagger_css_url="/static/swagger/swagger-ui.css",
