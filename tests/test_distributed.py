@@ -7,6 +7,7 @@ Real MNIST, cut to 3,000 training and 1,000 test images so each job takes second
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
@@ -254,6 +255,80 @@ def test_killed_rank_stops_the_job_and_resume_finishes_it(ddp_run, subset_dir, t
     a = json.loads((ddp_run[0] / "history.json").read_text())
     b = json.loads((runs / "cut" / "history.json").read_text())
     assert [(r["loss"], r["val_loss"]) for r in a] == [(r["loss"], r["val_loss"]) for r in b]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the ranks through /proc")
+def test_rank_killed_in_the_first_epoch_says_there_is_nothing_to_resume(subset_dir, tmp_path):
+    """Rank 1 dies before any epoch is complete: the hint says to start again (not ``--resume``), and the
+    run folder the failed start made is gone."""
+    runs = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "digitlab", "train", "--nproc", "2",
+           *_train_args(subset_dir, runs, "early", epochs=EPOCHS)[1:]]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    try:
+        deadline = time.time() + TIMEOUT
+        while not (runs / "early").exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.005)
+        ranks = {_rank_of(p): p for p in _children(proc.pid)}
+        assert 1 in ranks, f"rank 1 not found among {ranks}"
+        os.kill(ranks[1], signal.SIGKILL)
+        out, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    if proc.returncode == 0 or "--resume" in err:
+        pytest.skip("the first epoch was complete before rank 1 could be killed")
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        "error: distributed training failed: rank 1 of 2 was killed by signal SIGKILL; no epoch was completed, "
+        "so there is nothing to resume: start the run again")
+    assert not (runs / "early").exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the ranks through /proc")
+def test_stopped_rank_is_noticed_within_the_timeout(subset_dir, tmp_path):
+    """Rank 1 is frozen (SIGSTOP, so it cannot answer SIGTERM either) after the first checkpoint: with
+    $DIGITLAB_DIST_TIMEOUT=5 the launcher gives up within seconds of the timeout, not after torch's
+    30-second shutdown wait, and the checkpoint stays resumable."""
+    runs = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "digitlab", "train", "--nproc", "2",
+           *_train_args(subset_dir, runs, "frozen", epochs=EPOCHS + 2)[1:]]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=_env(DIGITLAB_DIST_TIMEOUT="5"))
+    state = runs / "frozen" / "checkpoint" / "state.json"
+    ranks: dict = {}
+    try:
+        deadline = time.time() + TIMEOUT
+        while not state.exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        ranks = {_rank_of(p): p for p in _children(proc.pid)}
+        assert 1 in ranks, f"rank 1 not found among {ranks}"
+        os.kill(ranks[1], signal.SIGSTOP)
+        t0 = time.monotonic()
+        # 5 s of timeout, the survivor's exit and a short shutdown: far below 5 + 30 s
+        out, err = proc.communicate(timeout=25)
+        waited = time.monotonic() - t0
+    finally:
+        for pid in ranks.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    if proc.returncode == 0:
+        pytest.skip("the run finished before rank 1 could be stopped")
+    assert proc.returncode == 1, err
+    assert waited >= 4, f"gave up after {waited:.1f} s, before the timeout"
+    assert "Traceback" not in err
+    assert "error: distributed training failed: rank" in err.strip().splitlines()[-1]
+    assert f"--resume {runs / 'frozen'}" in err.strip().splitlines()[-1]
+
+    from digitlab.runs import load_checkpoint
+
+    st, _, _, _, _ = load_checkpoint(runs / "frozen")
+    assert st["epoch"] >= 1
 
 
 def test_hung_rank_times_out_instead_of_hanging(subset_dir, probe, tmp_path):

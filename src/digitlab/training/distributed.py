@@ -20,6 +20,7 @@ import datetime
 import logging
 import os
 import re
+import shutil
 import signal
 import socket
 import sys
@@ -28,6 +29,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as tdist
+from torch.distributed.elastic.multiprocessing.api import SignalException
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 from torch.nn.parallel import DistributedDataParallel
 
 from digitlab.config import default_run_dir, threads_per_rank
@@ -36,7 +40,10 @@ from digitlab.errors import ConfigError, DigitlabError
 DEFAULT_TIMEOUT_S = 120.0
 ENV_TIMEOUT = "DIGITLAB_DIST_TIMEOUT"
 LOCALHOST = "127.0.0.1"
-TERM_GRACE_S = 10.0  # after SIGTERM a rank finishes what it writes (a checkpoint) for at most this long
+TERM_GRACE_S = 3.0  # after SIGTERM a rank finishes what it writes (a checkpoint) for at most this long
+# the launcher's wait for the ranks to leave after SIGTERM, then SIGKILL: a rank that is frozen (SIGSTOP)
+# or hung in C code cannot answer SIGTERM, and torch's own default (30 s) would double the timeout
+SHUTDOWN_S = int(TERM_GRACE_S) + 1
 
 
 class DistributedError(DigitlabError):
@@ -268,11 +275,6 @@ def launch(nproc: int, argv: list[str], *, port: int | None = None) -> int:
     """Run ``digitlab <argv without --nproc>`` in ``nproc`` processes on this machine, the way
     ``torchrun --nproc_per_node=nproc --master_addr 127.0.0.1 -m digitlab ...`` does; return the
     exit code (0, or 1 with a one-line ``error:`` on stderr when a rank failed)."""
-    # torch's elastic launcher loads only in the process that launches, not in every rank
-    from torch.distributed.elastic.multiprocessing.api import SignalException
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
-
     if nproc < 1:
         raise ConfigError(f"--nproc must be at least 1, got {nproc}")
     if torch.cuda.is_available() and nproc > torch.cuda.device_count():
@@ -283,7 +285,7 @@ def launch(nproc: int, argv: list[str], *, port: int | None = None) -> int:
     config = LaunchConfig(
         min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id="digitlab",
         rdzv_backend="static", rdzv_endpoint=f"{LOCALHOST}:{port or _free_port()}", rdzv_configs={"rank": 0},
-        max_restarts=0, monitor_interval=0.1,
+        max_restarts=0, monitor_interval=0.1, shutdown_timeout=SHUTDOWN_S,
     )
     quiet_loggers = [logging.getLogger(n) for n in ("torch.distributed.elastic", "torch.distributed.launcher")]
     levels = [lg.level for lg in quiet_loggers]
@@ -303,8 +305,6 @@ def launch(nproc: int, argv: list[str], *, port: int | None = None) -> int:
         elif run_dir is not None:
             hint = "; no epoch was completed, so there is nothing to resume: start the run again"
             if not existed:  # what the failed start made goes again
-                import shutil
-
                 shutil.rmtree(run_dir, ignore_errors=True)
         print(f"error: distributed training failed: rank {rank} of {nproc} {how}{hint}", file=sys.stderr, flush=True)
         return 1
