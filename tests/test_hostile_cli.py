@@ -9,8 +9,11 @@ import errno
 import gzip
 import io
 import json
+import os
 import shutil
 import struct
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -95,6 +98,43 @@ def test_data_folder_without_read_permission(capsys, tmp_path, monkeypatch):
     monkeypatch.setattr(locate, "_locate_data_dir", refuse)
     line = one_line_error(capsys, "data", "info", "--data-dir", str(locked))
     assert f"{locked / 'mnist'}: permission denied" in line
+
+
+def _without_override() -> list[str] | None:
+    """The prefix that runs a command without the power to read past permissions: nothing for a
+    normal user; for root, ``setpriv`` without the DAC capabilities (None when that is not possible)."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return None
+    probe = subprocess.run([setpriv, "--bounding-set=-dac_override,-dac_read_search", "true"], capture_output=True)
+    return [setpriv, "--bounding-set=-dac_override,-dac_read_search"] if probe.returncode == 0 else None
+
+
+@pytest.mark.parametrize("locked_part", ["folder", "file"])
+def test_data_folder_or_file_really_unreadable(tmp_path, synth_dir, locked_part):
+    """The same refusal with real permissions: ``data info`` and ``train`` give one line, no traceback."""
+    prefix = _without_override()
+    if prefix is None:
+        pytest.skip("running as root without setpriv: permissions cannot be enforced")
+    data = tmp_path / "data"
+    shutil.copytree(synth_dir, data)
+    locked = data / "mnist" if locked_part == "folder" else data / "mnist" / "train-images-idx3-ubyte.gz"
+    locked.chmod(0)
+    try:
+        for args in (["data", "info", "--data-dir", str(data)],
+                     [*TRAIN, "--data-dir", str(data), "--runs-dir", str(tmp_path / "runs"), "--name", "x"]):
+            proc = subprocess.run([*prefix, sys.executable, "-m", "digitlab", *args], capture_output=True,
+                                  text=True, timeout=120)
+            lines = proc.stderr.strip().splitlines()
+            assert proc.returncode == 1, proc.stderr
+            assert "Traceback" not in proc.stderr
+            assert lines[-1].startswith("error: ") and "permission denied" in lines[-1].lower(), proc.stderr
+            assert str(locked) in lines[-1]
+        assert not (tmp_path / "runs" / "x").exists()
+    finally:
+        locked.chmod(0o755 if locked.is_dir() else 0o644)
 
 
 # -- run folders ----------------------------------------------------------------------------------
