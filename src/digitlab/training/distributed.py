@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as tdist
+import torch.distributed.launcher.api as launcher_api
+from torch.distributed.elastic.agent.server.local_elastic_agent import LocalElasticAgent
 from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
@@ -271,6 +273,24 @@ def _train_args(args: list[str]) -> tuple[list[str], str | None]:
     return args, os.path.join(runs_dir, name)
 
 
+class _Agent(LocalElasticAgent):
+    """torch's local agent, giving the ranks at most ``SHUTDOWN_S`` to leave whenever it stops them:
+    after a rank fails, torch's process context stops the others with its own 30-second default,
+    whatever the launch's ``shutdown_timeout`` says."""
+
+    def _start_workers(self, worker_group):
+        started = super()._start_workers(worker_group)
+        context = getattr(self, "_pcontext", None)
+        if context is not None:
+            close = context.close
+
+            def close_soon(death_sig=None, timeout: float = SHUTDOWN_S) -> None:
+                close(death_sig, min(timeout, SHUTDOWN_S))
+
+            context.close = close_soon
+        return started
+
+
 def launch(nproc: int, argv: list[str], *, port: int | None = None) -> int:
     """Run ``digitlab <argv without --nproc>`` in ``nproc`` processes on this machine, the way
     ``torchrun --nproc_per_node=nproc --master_addr 127.0.0.1 -m digitlab ...`` does; return the
@@ -292,10 +312,13 @@ def launch(nproc: int, argv: list[str], *, port: int | None = None) -> int:
     for lg in quiet_loggers:
         lg.setLevel(logging.CRITICAL)
     existed = run_dir is not None and os.path.exists(run_dir)
+    agent = getattr(launcher_api, "LocalElasticAgent", None)
+    if agent is LocalElasticAgent:
+        launcher_api.LocalElasticAgent = _Agent
     try:
         elastic_launch(config, sys.executable)("-u", "-m", "digitlab", *args)
     except ChildFailedError as e:
-        rank, failure = e.get_first_failure()
+        rank, failure = _root_failure(e.failures)
         code = failure.exitcode
         how = (f"was killed by signal {failure.signal_name()}" if code < 0 else f"exited with code {code}")
         hint = ""
@@ -315,9 +338,24 @@ def launch(nproc: int, argv: list[str], *, port: int | None = None) -> int:
         print(f"error: could not run {nproc} processes: {_first_sentence(e)}", file=sys.stderr, flush=True)
         return 1
     finally:
+        if agent is LocalElasticAgent:
+            launcher_api.LocalElasticAgent = agent
         for lg, level in zip(quiet_loggers, levels, strict=True):
             lg.setLevel(level)
     return 0
+
+
+def _root_failure(failures: dict) -> tuple[int, object]:
+    """The rank whose failure started it: the earliest (torch keeps whole seconds), and of those the
+    one that was not a consequence of the stop (SIGTERM, an abort, or the peer-lost exit code 1)."""
+    def consequence(f) -> int:
+        code = f.exitcode
+        if code in (-signal.SIGTERM, -signal.SIGABRT, 128 + signal.SIGTERM):
+            return 2
+        return 1 if code == 1 else 0
+
+    rank = min(failures, key=lambda r: (failures[r].timestamp, consequence(failures[r]), r))
+    return rank, failures[rank]
 
 
 def _free_port() -> int:
