@@ -54,8 +54,81 @@ def test_layers_and_format_are_checked(client):
 
 
 def test_model_info_says_when_unsure(client):
+    """The shipped model's threshold is the calibrated one in its metrics.json; without one, the rule."""
+    import json
+
+    from digitlab.serve.adapter import unsure_below
+
+    calibrated = json.loads((BEST / "metrics.json").read_text())
+    assert calibrated["unsure_calibration"]["split"] == "test" and calibrated["unsure_calibration"]["answers"] == 10000
     info = client.get("/api/model").json()
-    assert info["unsure_below"] == pytest.approx(0.7 * (1 - 0.05 * 0.9), abs=1e-4)
+    assert info["unsure_below"] == calibrated["unsure_below"]
+    assert 0.5 < info["unsure_below"] < 0.9
+    config = json.loads((BEST / "config.json").read_text())
+    assert unsure_below(config, None) == pytest.approx(0.7 * (1 - 0.05 * 0.9), abs=1e-4)
+    assert unsure_below(config, {"unsure_below": "0.5"}) == unsure_below(config, None)  # not a number: the rule
+    assert unsure_below({}, {"unsure_below": 2.0}) == 0.7  # out of range: the rule
+
+
+def test_unsure_threshold_marks_the_band_where_answers_are_often_wrong():
+    from digitlab.evaluate import unsure_threshold
+
+    rng = np.random.default_rng(0)
+    low = rng.uniform(0.2, 0.5, 200)     # half of these answers are wrong
+    high = rng.uniform(0.6, 1.0, 800)    # all right
+    conf = np.concatenate([low, high])
+    correct = np.concatenate([np.arange(200) % 2 == 0, np.ones(800, bool)])
+    got = unsure_threshold(conf, correct)
+    # the widest band of lowest-confidence answers still wrong 1 time in 4: the 200 low ones
+    # (100 wrong) and the 200 lowest of the high ones: 300 right of 400
+    ranked = np.sort(high)
+    assert ranked[199] < got["unsure_below"] < ranked[200]
+    assert got["answers"] == 1000 and got["answers_below"] == 400
+    assert got["accuracy_below"] == pytest.approx(0.75) and got["accuracy_above"] == 1.0
+    always_right = unsure_threshold(conf, np.ones(1000, bool))
+    assert always_right["unsure_below"] == 0.0 and always_right["answers_below"] == 0
+    assert unsure_threshold(conf, np.zeros(1000, bool))["unsure_below"] > conf.max()
+    with pytest.raises(ValueError, match="as many answers"):
+        unsure_threshold(conf, correct[:10])
+
+
+def test_evaluate_calibrate_saves_the_threshold_the_server_uses(tmp_path, capsys, data_dir):
+    import json
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from digitlab.cli import main
+    from digitlab.serve import create_app
+
+    run = tmp_path / "best"
+    shutil.copytree(BEST, run)
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics.pop("unsure_below"), metrics.pop("unsure_calibration")
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    with pytest.raises(SystemExit) as done:
+        main(["evaluate", str(run), "--calibrate", "--data-dir", str(data_dir), "--out", str(tmp_path / "figs"),
+              "--quiet"])
+    assert not done.value.code
+    out = capsys.readouterr().out
+    saved = json.loads((run / "metrics.json").read_text())
+    assert saved["test_accuracy"] == metrics["test_accuracy"]  # the rest is kept
+    cal = saved["unsure_calibration"]
+    assert cal["unsure_below"] == saved["unsure_below"] and cal["answers"] == 10000 and cal["answers_below"] > 0
+    assert cal["accuracy_below"] <= 0.75 and cal["accuracy_above"] > 0.99
+    assert f"Not sure below {saved['unsure_below']:.1%}" in out
+    assert TestClient(create_app(run)).get("/api/model").json()["unsure_below"] == saved["unsure_below"]
+
+
+def test_evaluate_calibrate_needs_a_run_folder(tmp_path, capsys):
+    from digitlab.cli import main
+
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(b"not read")
+    with pytest.raises(SystemExit) as e:
+        main(["evaluate", str(onnx), "--calibrate"])
+    assert e.value.code == 1
+    assert "--calibrate saves into a run folder's metrics.json" in capsys.readouterr().err
 
 
 def test_sample_without_mnist_is_404(tmp_path, monkeypatch):

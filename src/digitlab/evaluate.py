@@ -6,6 +6,7 @@ Works with any :class:`digitlab.inference.predictor.Predictor` (a run folder or 
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ class EvalResult:
     wrong_pred: np.ndarray       # (k,)
     wrong_confidence: np.ndarray  # (k,) probability the model gave its (wrong) answer
     extra: dict = field(default_factory=dict)  # context the caller adds (split, dataset, model...)
+    confidence: np.ndarray | None = None  # (N,) probability the model gave its answer, every image
 
     @property
     def n(self) -> int:
@@ -129,7 +131,49 @@ def summarize(
         wrong_true=y[order],
         wrong_pred=pred[order],
         wrong_confidence=confidence[order].astype(np.float64),
+        confidence=confidence.astype(np.float64),
     )
+
+
+UNSURE_ERROR_RATE = 0.25  # "not sure": among the answers below the threshold, at least 1 in 4 is wrong
+UNSURE_MIN_ANSWERS = 10
+
+
+def unsure_threshold(confidence: np.ndarray, correct: np.ndarray, error_rate: float = UNSURE_ERROR_RATE,
+                     min_answers: int = UNSURE_MIN_ANSWERS) -> dict:
+    """Calibrate the confidence under which an answer is shown as "not sure", from held-out answers.
+
+    The answers are sorted by confidence; the threshold is the highest one under which the model was
+    wrong at least ``error_rate`` of the time (over at least ``min_answers`` answers), so "not sure"
+    means what it says for this model, whatever caps its confidence (label smoothing, calibration).
+    0 when no such band exists: the model is right often enough at every confidence it gives.
+    """
+    confidence = np.asarray(confidence, np.float64).reshape(-1)
+    correct = np.asarray(correct, bool).reshape(-1)
+    if len(confidence) != len(correct) or not len(confidence):
+        raise ValueError(f"need as many answers as verdicts, got {len(confidence)} and {len(correct)}")
+    if not 0 < error_rate < 1:
+        raise ValueError(f"error rate must be in (0, 1), got {error_rate}")
+    order = np.argsort(confidence, kind="stable")
+    conf, ok = confidence[order], correct[order]
+    k = np.arange(1, len(conf) + 1)
+    accuracy_low = np.cumsum(ok) / k
+    band = np.flatnonzero((accuracy_low <= 1 - error_rate) & (k >= min_answers))
+    below = int(band[-1]) + 1 if len(band) else 0
+    if below == 0:
+        threshold = 0.0
+    elif below == len(conf):
+        threshold = float(conf[-1]) + 1e-6
+    else:
+        threshold = float(conf[below - 1] + conf[below]) / 2
+    return {
+        "unsure_below": min(1.0, math.ceil(threshold * 1e4) / 1e4),  # 4 decimals, never under an answer below
+        "answers": int(len(conf)),
+        "answers_below": below,
+        "accuracy_below": float(ok[:below].mean()) if below else None,
+        "accuracy_above": float(ok[below:].mean()) if below < len(conf) else None,
+        "error_rate": error_rate,
+    }
 
 
 def evaluate_predictor(

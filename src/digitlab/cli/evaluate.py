@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import typer
 from rich.table import Table
 from rich.text import Text
 
 from digitlab.cli.app import JSON, QUIET, app, err, out, print_json
-from digitlab.evaluate import evaluate_predictor, load_split, save_figures
+from digitlab.errors import RunError
+from digitlab.evaluate import evaluate_predictor, load_split, save_figures, unsure_threshold
 from digitlab.inference.predictor import load_predictor
+from digitlab.runs import METRICS, read_json, write_json
 
 
 def default_out_dir(model_path: Path) -> Path:
@@ -28,6 +31,10 @@ def evaluate(
     out_dir: Path = typer.Option(None, "--out", help="Where to save the figures (default: the run folder)."),
     top: int = typer.Option(16, "--top", min=0, help="How many most confidently wrong images to show."),
     lang: str = typer.Option("en", "--lang", help="Language of the figures: en or zh (needs a CJK font)."),
+    calibrate: bool = typer.Option(
+        False, "--calibrate",
+        help="Also find the confidence under which answers are shown as 'not sure' (below it, at least "
+             "1 answer in 4 was wrong on this split) and save it in the run's metrics.json for the server."),
     as_json: bool = JSON,
     quiet: bool = QUIET,
 ) -> None:
@@ -35,6 +42,8 @@ def evaluate(
 
     Saves confusion.png and misclassified.png (the most confidently wrong images).
     """
+    if calibrate and not (model_path / METRICS).is_file():
+        raise RunError(f"{model_path}: --calibrate saves into a run folder's {METRICS}; this is not one")
     predictor = load_predictor(model_path)
     x, y, dataset_name = load_split(predictor.config, split, dataset, data_dir, quiet=quiet)
     if not quiet:
@@ -43,18 +52,35 @@ def evaluate(
     result = evaluate_predictor(predictor, x, y, predictor.labels, top=top)
     result.extra = {"model": str(model_path), "dataset": dataset_name, "split": split}
     figures = save_figures(result, x, out_dir or default_out_dir(model_path), lang=lang)
+    unsure = None
+    if calibrate:
+        unsure = unsure_threshold(result.confidence, result.predictions == np.asarray(y))
+        unsure.update(dataset=dataset_name, split=split)
+        metrics = read_json(model_path / METRICS)
+        metrics["unsure_below"] = unsure["unsure_below"]
+        metrics["unsure_calibration"] = unsure
+        write_json(model_path / METRICS, metrics)
 
     if as_json:
-        print_json({**result.to_dict(), "figures": {k: str(v) for k, v in figures.items()}})
+        extra = {"unsure": unsure} if unsure is not None else {}
+        print_json({**result.to_dict(), **extra, "figures": {k: str(v) for k, v in figures.items()}})
         return
     what = "Test" if split == "test" else "Validation"
     out.print(f"{what} loss: {result.loss:.4f}")
     out.print(f"{what} accuracy: {result.accuracy:.4f}  ({result.n - result.errors:,} of {result.n:,} right)")
     out.print(per_class_table(result))
     out.print(confusion_table(result))
+    if unsure is not None:
+        if unsure["answers_below"]:
+            out.print(f"Not sure below {unsure['unsure_below']:.1%}: {unsure['answers_below']:,} answers there, "
+                      f"{unsure['accuracy_below']:.1%} of them right ({unsure['accuracy_above']:.2%} above)")
+        else:
+            out.print("Not sure below 0%: no band of answers was wrong 1 time in 4")
     if not quiet:
         for path in figures.values():
             err.print(f"saved {path}", soft_wrap=True, markup=False)
+        if unsure is not None:
+            err.print(f"saved unsure_below in {model_path / METRICS}", soft_wrap=True, markup=False)
 
 
 def per_class_table(result) -> Table:

@@ -105,7 +105,7 @@ class ServedModel:
                                   for k, s in self.activation_shapes.items()],
             "max_upload_bytes": max_upload_bytes,
             "max_batch": max_batch,
-            "unsure_below": unsure_below(p.config),
+            "unsure_below": unsure_below(p.config, metrics),
         }
 
 
@@ -134,12 +134,17 @@ def architecture(predictor: Predictor) -> tuple[list[dict[str, Any]], int | None
     return rows, params
 
 
-def unsure_below(config: Any) -> float:
+def unsure_below(config: Any, metrics: Any = None) -> float:
     """The confidence under which the page says "not sure", one constant per model.
 
-    Label smoothing (eps) caps a trained model's confidence near 1 - eps * (K - 1) / K, so a model
+    The calibrated one when the run has it (``digitlab evaluate RUN --calibrate`` saves it in
+    metrics.json: below it, at least 1 answer in 4 was wrong on held-out digits). Otherwise a rule:
+    label smoothing (eps) caps a trained model's confidence near 1 - eps * (K - 1) / K, so a model
     trained with it never says 99 %: the threshold is 70 % of that ceiling (0.7 without smoothing).
     """
+    calibrated = metrics.get("unsure_below") if isinstance(metrics, dict) else None
+    if isinstance(calibrated, int | float) and not isinstance(calibrated, bool) and 0 <= calibrated <= 1:
+        return round(float(calibrated), 4)
     fit = config.get("fit") if isinstance(config, dict) else None
     eps = fit.get("label_smoothing") if isinstance(fit, dict) else None
     eps = float(eps) if isinstance(eps, int | float) and 0 <= eps < 1 else 0.0
