@@ -115,7 +115,7 @@ def build(seed: int, workers: int, scale: float = 1.0) -> dict[str, np.ndarray]:
 
 
 def train(data: dict[str, np.ndarray], seed: int, steps: int, hidden: tuple[int, ...],
-          cnn: bool = False) -> tuple[dict, dict]:
+          cnn: bool = False, channels: tuple[int, int] = (16, 32)) -> tuple[dict, dict]:
     import torch
 
     torch.manual_seed(seed)
@@ -139,9 +139,10 @@ def train(data: dict[str, np.ndarray], seed: int, steps: int, hidden: tuple[int,
     v = np.concatenate(val)
     tr = np.flatnonzero(~v)
     nn = torch.nn
-    if cnn:  # conv 5x5/2 -> 16 x 12x12, conv 3x3/2 -> 32 x 5x5, dense 64, 1
-        net = nn.Sequential(nn.Unflatten(1, (1, 28, 28)), nn.Conv2d(1, 16, 5, stride=2), nn.ReLU(),
-                            nn.Conv2d(16, 32, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(800, hidden[0]),
+    if cnn:  # conv 5x5/2 -> C1 x 12x12, conv 3x3/2 -> C2 x 5x5, dense, 1 (shipped: 16, 32, 64)
+        c1, c2 = channels
+        net = nn.Sequential(nn.Unflatten(1, (1, 28, 28)), nn.Conv2d(1, c1, 5, stride=2), nn.ReLU(),
+                            nn.Conv2d(c1, c2, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(25 * c2, hidden[0]),
                             nn.ReLU(), nn.Linear(hidden[0], 1))
     else:
         layers: list[torch.nn.Module] = []
@@ -198,12 +199,14 @@ def numpy_weights(net, cnn: bool) -> dict[str, np.ndarray]:
     weights = {}
     if cnn:
         c1, c2, f1, f2 = [m for m in net if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
-        weights["c1"] = c1.weight.detach().numpy().reshape(16, 25).T.copy()      # patch (ky, kx)
+        k1, k2 = c1.weight.shape[0], c2.weight.shape[0]
+        weights["c1"] = c1.weight.detach().numpy().reshape(k1, 25).T.copy()      # patch (ky, kx)
         weights["c1b"] = c1.bias.detach().numpy().copy()
-        weights["c2"] = c2.weight.detach().numpy().reshape(32, 144).T.copy()     # patch (c, ky, kx)
+        weights["c2"] = c2.weight.detach().numpy().reshape(k2, 9 * k1).T.copy()  # patch (c, ky, kx)
         weights["c2b"] = c2.bias.detach().numpy().copy()
         h = f1.weight.shape[0]
-        weights["w0"] = f1.weight.detach().numpy().reshape(h, 32, 5, 5).transpose(0, 2, 3, 1).reshape(h, 800).T.copy()
+        weights["w0"] = (f1.weight.detach().numpy().reshape(h, k2, 5, 5).transpose(0, 2, 3, 1)
+                         .reshape(h, 25 * k2).T.copy())
         weights["b0"] = f1.bias.detach().numpy().copy()
         weights["w1"] = f2.weight.detach().numpy().T.copy()
         weights["b1"] = f2.bias.detach().numpy().copy()
@@ -224,6 +227,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=5000, help="Adam steps of 256 inputs")
     p.add_argument("--arch", choices=("cnn", "mlp"), default="cnn")
     p.add_argument("--hidden", default="64", help="dense layer widths (the CNN has one)")
+    p.add_argument("--channels", default="16,32", help="the CNN's two convolutions' channels")
     p.add_argument("--scale", type=float, default=0.12, help="size of the picture groups (1 = the shipped run)")
     p.add_argument("--cache", type=Path, default=None, help="keep the generated inputs in this .npz")
     p.add_argument("--reject-rate", type=float, default=0.003,
@@ -253,7 +257,8 @@ def main() -> None:
         return
     print({k: len(v) for k, v in data.items()}, file=sys.stderr)
     hidden = tuple(int(h) for h in a.hidden.split(","))
-    weights, report = train(data, a.seed, a.steps, hidden, a.arch == "cnn")
+    channels = tuple(int(c) for c in a.channels.split(","))
+    weights, report = train(data, a.seed, a.steps, hidden, a.arch == "cnn", channels)
     pos = np.concatenate([r["scores"] for k, r in report.items() if GROUPS[k][0] == 1])
     # the threshold: the given share of the validation digits (all digit groups together) rejected
     thr = float(np.quantile(pos, a.reject_rate))
@@ -265,7 +270,7 @@ def main() -> None:
     print(json.dumps({"threshold": thr, "validation": summary}, indent=1))
     from safetensors.numpy import save_file
 
-    meta = {"threshold": repr(thr), "arch": a.arch, "hidden": a.hidden, "seed": str(a.seed),
+    meta = {"threshold": repr(thr), "arch": a.arch, "hidden": a.hidden, "channels": a.channels, "seed": str(a.seed),
             "trained_by": "benchmarks/train_detector.py"}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.astype(np.float16) for k, v in weights.items()}, str(a.out), metadata=meta)
