@@ -208,29 +208,44 @@ def _rank_of(pid: int) -> int | None:
     return None
 
 
+def _signal_rank_1(subset_dir: Path, runs: Path, name: str, when: Path, sig: int, *, epochs: int = EPOCHS,
+                   poll: float = 0.02, wait: float = TIMEOUT, **env: str) -> tuple[int, str, str, float]:
+    """``digitlab train --nproc 2``; once ``when`` exists, send ``sig`` to rank 1 and wait for the
+    launcher: (exit code, stdout, stderr, seconds from the signal to the exit). Every rank is killed
+    if the launcher is still running after that."""
+    cmd = [sys.executable, "-m", "digitlab", "train", "--nproc", "2",
+           *_train_args(subset_dir, runs, name, epochs=epochs)[1:]]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(**env))
+    ranks: dict = {}
+    try:
+        deadline = time.time() + TIMEOUT
+        while not when.exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(poll)
+        ranks = {_rank_of(p): p for p in _children(proc.pid)}
+        assert 1 in ranks, f"rank 1 not found among {ranks}"
+        os.kill(ranks[1], sig)
+        t0 = time.monotonic()
+        out, err = proc.communicate(timeout=wait)
+        return proc.returncode, out, err, time.monotonic() - t0
+    finally:
+        if proc.poll() is None:  # (once the launcher is gone, so are its ranks: their pids may be reused)
+            for pid in ranks.values():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            proc.kill()
+            proc.communicate()
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the ranks through /proc")
 def test_killed_rank_stops_the_job_and_resume_finishes_it(ddp_run, subset_dir, tmp_path):
     """``digitlab train --nproc 2``; rank 1 is SIGKILLed after the first checkpoint; the launcher
     exits 1 with one line; ``--resume`` continues and ends with the uninterrupted run's weights."""
     runs = tmp_path / "runs"
-    cmd = [sys.executable, "-m", "digitlab", "train", "--nproc", "2", *_train_args(subset_dir, runs, "cut")[1:]]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
-    state = runs / "cut" / "checkpoint" / "state.json"
-    try:
-        deadline = time.time() + TIMEOUT
-        while not state.exists() and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.02)
-        ranks = {_rank_of(p): p for p in _children(proc.pid)}
-        assert 1 in ranks, f"rank 1 not found among {ranks}"
-        os.kill(ranks[1], signal.SIGKILL)
-        out, err = proc.communicate(timeout=TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    if proc.returncode == 0:
+    code, out, err, _ = _signal_rank_1(subset_dir, runs, "cut", runs / "cut" / "checkpoint" / "state.json",
+                                       signal.SIGKILL)
+    if code == 0:
         pytest.skip("the run finished before rank 1 could be killed")
-    assert proc.returncode == 1, err
+    assert code == 1, err
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1] == (
         "error: distributed training failed: rank 1 of 2 was killed by signal SIGKILL; continue from the last "
@@ -262,24 +277,10 @@ def test_rank_killed_in_the_first_epoch_says_there_is_nothing_to_resume(subset_d
     """Rank 1 dies before any epoch is complete: the hint says to start again (not ``--resume``), and the
     run folder the failed start made is gone."""
     runs = tmp_path / "runs"
-    cmd = [sys.executable, "-m", "digitlab", "train", "--nproc", "2",
-           *_train_args(subset_dir, runs, "early", epochs=EPOCHS)[1:]]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
-    try:
-        deadline = time.time() + TIMEOUT
-        while not (runs / "early").exists() and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.005)
-        ranks = {_rank_of(p): p for p in _children(proc.pid)}
-        assert 1 in ranks, f"rank 1 not found among {ranks}"
-        os.kill(ranks[1], signal.SIGKILL)
-        out, err = proc.communicate(timeout=TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    if proc.returncode == 0 or "--resume" in err:
+    code, out, err, _ = _signal_rank_1(subset_dir, runs, "early", runs / "early", signal.SIGKILL, poll=0.005)
+    if code == 0 or "--resume" in err:
         pytest.skip("the first epoch was complete before rank 1 could be killed")
-    assert proc.returncode == 1, err
+    assert code == 1, err
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1] == (
         "error: distributed training failed: rank 1 of 2 was killed by signal SIGKILL; no epoch was completed, "
@@ -293,33 +294,12 @@ def test_stopped_rank_is_noticed_within_the_timeout(subset_dir, tmp_path):
     $DIGITLAB_DIST_TIMEOUT=5 the launcher gives up within seconds of the timeout, not after torch's
     30-second shutdown wait, and the checkpoint stays resumable."""
     runs = tmp_path / "runs"
-    cmd = [sys.executable, "-m", "digitlab", "train", "--nproc", "2",
-           *_train_args(subset_dir, runs, "frozen", epochs=EPOCHS + 2)[1:]]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=_env(DIGITLAB_DIST_TIMEOUT="5"))
-    state = runs / "frozen" / "checkpoint" / "state.json"
-    ranks: dict = {}
-    try:
-        deadline = time.time() + TIMEOUT
-        while not state.exists() and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.02)
-        ranks = {_rank_of(p): p for p in _children(proc.pid)}
-        assert 1 in ranks, f"rank 1 not found among {ranks}"
-        os.kill(ranks[1], signal.SIGSTOP)
-        t0 = time.monotonic()
-        # 5 s of timeout, the survivor's exit and a short shutdown: far below 5 + 30 s
-        out, err = proc.communicate(timeout=25)
-        waited = time.monotonic() - t0
-    finally:
-        for pid in ranks.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    if proc.returncode == 0:
+    # 5 s of timeout, the survivor's exit and a short shutdown: far below 5 + 30 s
+    code, out, err, waited = _signal_rank_1(subset_dir, runs, "frozen", runs / "frozen" / "checkpoint" / "state.json",
+                                            signal.SIGSTOP, epochs=EPOCHS + 2, wait=25, DIGITLAB_DIST_TIMEOUT="5")
+    if code == 0:
         pytest.skip("the run finished before rank 1 could be stopped")
-    assert proc.returncode == 1, err
+    assert code == 1, err
     assert waited >= 4, f"gave up after {waited:.1f} s, before the timeout"
     assert "Traceback" not in err
     assert "error: distributed training failed: rank" in err.strip().splitlines()[-1]
