@@ -153,7 +153,7 @@ def test_data_commands_load_neither_torch_nor_matplotlib(synth_dir, tmp_path, co
 
 # What a function-local import may keep out of a path: the heavy stacks, and the optional extras.
 GUARDED = ("torch", "matplotlib", "sklearn", "fastapi", "uvicorn", "onnx", "onnxruntime", "tensorboard",
-           "safetensors.torch")
+           "safetensors.torch", "torch.distributed.elastic")
 
 
 def _resolve(node: ast.Import | ast.ImportFrom, module: str, mods: dict[str, Path]) -> list[str]:
@@ -211,8 +211,9 @@ def test_the_import_walker_sees_what_a_module_loads():
 
 
 def test_every_local_import_keeps_something_heavy_out():
-    """A function-local import is there only to keep torch, matplotlib, the server or sklearn stacks, or
-    an optional extra out of modules that do not load them already; every other import is at the top."""
+    """A function-local import is there only to keep torch, matplotlib, the server or sklearn stacks, torch's
+    elastic launcher (out of the ranks), or an optional extra out of modules that do not load them already;
+    every other import is at the top."""
     mods = modules()
     idle = []
     for module, path in mods.items():

@@ -29,11 +29,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as tdist
-import torch.distributed.launcher.api as launcher_api
-from torch.distributed.elastic.agent.server.local_elastic_agent import LocalElasticAgent
-from torch.distributed.elastic.multiprocessing.api import SignalException
-from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 from torch.nn.parallel import DistributedDataParallel
 
 from digitlab.config import default_run_dir, threads_per_rank
@@ -273,28 +268,38 @@ def _train_args(args: list[str]) -> tuple[list[str], str | None]:
     return args, os.path.join(runs_dir, name)
 
 
-class _Agent(LocalElasticAgent):
-    """torch's local agent, giving the ranks at most ``SHUTDOWN_S`` to leave whenever it stops them:
-    after a rank fails, torch's process context stops the others with its own 30-second default,
-    whatever the launch's ``shutdown_timeout`` says."""
+def _agent_class(base: type) -> type:
+    """torch's local agent (``base``), giving the ranks at most ``SHUTDOWN_S`` to leave whenever it
+    stops them: after a rank fails, torch's process context stops the others with its own 30-second
+    default, whatever the launch's ``shutdown_timeout`` says."""
 
-    def _start_workers(self, worker_group):
-        started = super()._start_workers(worker_group)
-        context = getattr(self, "_pcontext", None)
-        if context is not None:
-            close = context.close
+    class Agent(base):
+        def _start_workers(self, worker_group):
+            started = super()._start_workers(worker_group)
+            context = getattr(self, "_pcontext", None)
+            if context is not None:
+                close = context.close
 
-            def close_soon(death_sig=None, timeout: float = SHUTDOWN_S) -> None:
-                close(death_sig, min(timeout, SHUTDOWN_S))
+                def close_soon(death_sig=None, timeout: float = SHUTDOWN_S) -> None:
+                    close(death_sig, min(timeout, SHUTDOWN_S))
 
-            context.close = close_soon
-        return started
+                context.close = close_soon
+            return started
+
+    return Agent
 
 
 def launch(nproc: int, argv: list[str], *, port: int | None = None) -> int:
     """Run ``digitlab <argv without --nproc>`` in ``nproc`` processes on this machine, the way
     ``torchrun --nproc_per_node=nproc --master_addr 127.0.0.1 -m digitlab ...`` does; return the
     exit code (0, or 1 with a one-line ``error:`` on stderr when a rank failed)."""
+    # torch's elastic launcher loads only in the process that launches, never in the ranks
+    import torch.distributed.launcher.api as launcher_api
+    from torch.distributed.elastic.agent.server.local_elastic_agent import LocalElasticAgent
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
     if nproc < 1:
         raise ConfigError(f"--nproc must be at least 1, got {nproc}")
     if torch.cuda.is_available() and nproc > torch.cuda.device_count():
@@ -314,7 +319,7 @@ def launch(nproc: int, argv: list[str], *, port: int | None = None) -> int:
     existed = run_dir is not None and os.path.exists(run_dir)
     agent = getattr(launcher_api, "LocalElasticAgent", None)
     if agent is LocalElasticAgent:
-        launcher_api.LocalElasticAgent = _Agent
+        launcher_api.LocalElasticAgent = _agent_class(LocalElasticAgent)
     try:
         elastic_launch(config, sys.executable)("-u", "-m", "digitlab", *args)
     except ChildFailedError as e:
