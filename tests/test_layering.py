@@ -153,7 +153,7 @@ def test_data_commands_load_neither_torch_nor_matplotlib(synth_dir, tmp_path, co
 
 # What a function-local import may keep out of a path: the heavy stacks, and the optional extras.
 GUARDED = ("torch", "matplotlib", "sklearn", "fastapi", "uvicorn", "onnx", "onnxruntime", "tensorboard",
-           "safetensors.torch", "torch.distributed.elastic")
+           "safetensors.torch", "torch.distributed.elastic", "torch.distributed.launcher")
 
 
 def _resolve(node: ast.Import | ast.ImportFrom, module: str, mods: dict[str, Path]) -> list[str]:
