@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from browsing import serving
 
 BEST = Path(__file__).resolve().parent.parent / "models" / "mnist-best"
 
@@ -227,7 +228,6 @@ def test_a_request_the_client_gave_up_on_is_not_computed():
     from PIL import Image
 
     from digitlab.serve import create_app
-    from tests.browsing import serving
 
     app = create_app(BEST)
     served = app.state.model

@@ -11,13 +11,15 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from digitlab.data.datasets import load_data
 from digitlab.data.preprocess import check_images, train_val_split
-from digitlab.errors import ConfigError
+from digitlab.errors import ConfigError, RunError
 from digitlab.inference.predictor import predict_arrays
+from digitlab.runs import METRICS, read_json, write_json
 
 EPSILON = 1e-7  # probabilities are clipped to [EPSILON, 1] before the log, as Keras does
 SPLITS = ("test", "val")
@@ -174,6 +176,20 @@ def unsure_threshold(confidence: np.ndarray, correct: np.ndarray, error_rate: fl
         "accuracy_above": float(ok[below:].mean()) if below < len(conf) else None,
         "error_rate": error_rate,
     }
+
+
+def save_calibration(run_dir: str | os.PathLike, result: EvalResult, y: np.ndarray, **context: Any) -> dict:
+    """Calibrate "not sure" on ``result`` (labels ``y``) and save it in the run's metrics.json, as
+    ``unsure_below`` (what the server reads) and ``unsure_calibration`` (how, plus ``context``)."""
+    path = Path(run_dir) / METRICS
+    metrics = read_json(path)
+    if not isinstance(metrics, dict):
+        raise RunError(f"{path}: must hold a JSON object")
+    unsure = {**unsure_threshold(result.confidence, result.predictions == np.asarray(y)), **context}
+    metrics["unsure_below"] = unsure["unsure_below"]
+    metrics["unsure_calibration"] = unsure
+    write_json(path, metrics)
+    return unsure
 
 
 def evaluate_predictor(

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import typer
 from rich.table import Table
 from rich.text import Text
 
 from digitlab.cli.app import JSON, QUIET, app, err, out, print_json
 from digitlab.errors import RunError
-from digitlab.evaluate import evaluate_predictor, load_split, save_figures, unsure_threshold
+from digitlab.evaluate import evaluate_predictor, load_split, save_calibration, save_figures
 from digitlab.inference.predictor import load_predictor
-from digitlab.runs import METRICS, read_json, write_json
+from digitlab.runs import METRICS
 
 
 def default_out_dir(model_path: Path) -> Path:
@@ -52,14 +51,7 @@ def evaluate(
     result = evaluate_predictor(predictor, x, y, predictor.labels, top=top)
     result.extra = {"model": str(model_path), "dataset": dataset_name, "split": split}
     figures = save_figures(result, x, out_dir or default_out_dir(model_path), lang=lang)
-    unsure = None
-    if calibrate:
-        unsure = unsure_threshold(result.confidence, result.predictions == np.asarray(y))
-        unsure.update(dataset=dataset_name, split=split)
-        metrics = read_json(model_path / METRICS)
-        metrics["unsure_below"] = unsure["unsure_below"]
-        metrics["unsure_calibration"] = unsure
-        write_json(model_path / METRICS, metrics)
+    unsure = save_calibration(model_path, result, y, dataset=dataset_name, split=split) if calibrate else None
 
     if as_json:
         extra = {"unsure": unsure} if unsure is not None else {}

@@ -43,10 +43,7 @@ class TorchPredictor:
 
     @torch.inference_mode()
     def trace(self, images: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Probabilities and activations of the same pass."""
-        was = self.model.training
-        self.model.eval()
+        """Probabilities and activations of the same pass (the model is loaded in eval mode)."""
         logits, acts = self.model.trace(torch.from_numpy(image_batch(images)).to(self.device))
-        self.model.train(was)
         proba = torch.softmax(logits.float(), 1).cpu().numpy()
         return proba, {k: v.float().cpu().numpy() for k, v in acts.items()}
