@@ -1,6 +1,7 @@
 """Reading whole numbers: exact-number and per-digit accuracy per kind of picture.
 
     python benchmarks/bench_numbers.py RUN_OR_ONNX [--count N] [--seed S] [--kinds a,b] [--save DIR] [--timing]
+                                       [--nothing N]
 
 Numbers of 2 to 6 digits are made from MNIST *test* digits (never seen in training) and handed in
 as encoded pictures (PNG or JPEG bytes), scaled 1.5-4x, some blurred, on paper (dark ink, paper
@@ -13,7 +14,9 @@ grain, uneven light) or on a screen (light ink on a dark background). Kinds:
 - ``strokes``: 4s, 5s and 7s drawn in two separate strokes (with a pen, between MNIST digits).
 
 ``--timing`` compares reading a 4-digit number with reading one digit (``load_digit`` + the model),
-medians over alternating runs.
+medians over alternating runs. ``--nothing N`` reads N pictures that hold no digit per set
+(Fashion-MNIST test, letters in held-out fonts and drawn, scribbles and shapes) and counts those
+that come back as no number, as the CLI and the API would answer them.
 """
 
 from __future__ import annotations
@@ -229,6 +232,31 @@ def timing(predictor, x_test, y_test, seed: int, rounds: int = 40) -> tuple[list
     return t_one, t_four
 
 
+def nothing_sets(n: int, seed: int) -> dict[str, list[bytes]]:
+    """Pictures without a digit, never trained on: Fashion-MNIST *test*, letters in the held-out fonts
+    and drawn as strokes (the letters written like digits left out), scribbles, shapes and noise."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import detector_data as D
+
+    from digitlab.data.datasets import load_data
+
+    rng = np.random.default_rng([seed, 99])
+    (_, _), (fashion, _) = load_data("fashion-mnist", quiet=True)
+    fonts = D.find_fonts(D.HELDOUT_FONTS)
+    sets: dict[str, list[bytes]] = {"fashion-test": [], "font-letter": [], "stroke-letter": [], "junk": []}
+    for i in range(n):
+        sets["fashion-test"].append(D.to_picture(fashion[i].astype(np.float32) / 255.0, rng,
+                                                 size=int(rng.integers(28, 160))))
+        ink = None
+        while ink is None:
+            ink = D.font_glyph(D.LETTERS[int(rng.integers(len(D.LETTERS)))], fonts[i % len(fonts)], rng)
+        sets["font-letter"].append(D.to_picture(ink, rng))
+        sets["stroke-letter"].append(D.to_picture(D.stroke_glyph(D.LETTER_GLYPHS[i % len(D.LETTER_GLYPHS)], rng), rng))
+        junk = D.junk(D.JUNK_KINDS[i % len(D.JUNK_KINDS)], rng).astype(np.float32)
+        sets["junk"].append(D.to_picture(junk / max(float(junk.max()), 1e-6), rng))
+    return sets
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", help="a run folder or an exported .onnx file")
@@ -239,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--save", type=Path, metavar="DIR", help="write the misread pictures here")
     parser.add_argument("--errors", action="store_true", help="list every misread number")
     parser.add_argument("--timing", action="store_true", help="time a 4-digit number against one digit")
+    parser.add_argument("--nothing", type=int, default=0, metavar="N",
+                        help="also read N pictures without a digit per set: how many come back as no number")
     args = parser.parse_args(argv)
 
     from digitlab.data.datasets import load_data
@@ -277,6 +307,16 @@ def main(argv: list[str] | None = None) -> int:
             args.save.mkdir(parents=True, exist_ok=True)
             for i, text, read, _, data in wrong:
                 (args.save / f"{kind}_{i:03d}_{text}_as_{read}.png").write_bytes(data)
+    if args.nothing:
+        print(f"\n{'no digit':<15}{'pictures':>9}{'no number':>11}")
+        for name, pictures in nothing_sets(args.nothing, args.seed).items():
+            none = 0
+            for data in pictures:
+                try:
+                    none += read_number(data, predictor).text is None
+                except ImageError:
+                    none += 1
+            print(f"{name:<15}{len(pictures):>9}{100 * none / len(pictures):>10.1f}%")
     if args.timing:
         t_one, t_four = timing(predictor, x_test, y_test, args.seed)
         one, four = float(np.median(t_one)), float(np.median(t_four))

@@ -1,6 +1,6 @@
 """Accuracy on degraded digits: MNIST *test* digits handed in as the pictures users really have.
 
-    python benchmarks/degraded.py [MODEL ...] [--n 500] [--readme] [--no-reject] [--save-inputs DIR]
+    python benchmarks/degraded.py [MODEL ...] [--n 500] [--readme] [--no-reject] [--numbers] [--save-inputs DIR]
 
 Each MODEL is a run folder or an exported ``.onnx`` file (default: ``models/mnist-best``); a
 ``NAME=PATH`` argument names its column. Every picture is encoded (PNG, or JPEG where said) and goes
@@ -20,7 +20,9 @@ digits, a different one per degradation):
 - ``realworld``: the committed tests/realworld set (printed and drawn digits, photos, canvases).
 
 Where the not-a-digit detector exists (``digitlab.inference.detector``), accuracy is also given
-with rejection on: a rejected digit counts as a miss. ``--readme`` rewrites the table between the
+with rejection on: a rejected digit counts as a miss. ``--numbers`` adds a column per model where
+each picture is read as a number (``read_number``, the default of the CLI and the API, rejection on):
+a hit is the digit read alone, never split and never refused. ``--readme`` rewrites the table between the
 ``<!-- degraded:start -->`` and ``<!-- degraded:end -->`` marks of README.md.
 """
 
@@ -225,6 +227,21 @@ def evaluate(model: str | Path, inputs: np.ndarray, labels: np.ndarray, refused:
     return (pred == labels) & ~refused
 
 
+def read_as_numbers(model: str | Path, items: list[tuple[str, bytes, int]]) -> np.ndarray:
+    """Per picture: read as a number (the default of the CLI and the API), the text is its digit."""
+    from digitlab.inference.numbers import read_number
+    from digitlab.inference.predictor import load_predictor
+
+    predictor = load_predictor(model)
+    hits = []
+    for _, data, label in items:
+        try:
+            hits.append(read_number(data, predictor).text == str(label))
+        except ImageError:
+            hits.append(False)
+    return np.array(hits)
+
+
 def table(columns: dict[str, np.ndarray], kinds: list[str]) -> list[tuple[str, int, list[float]]]:
     """Rows (degradation, n, accuracy per column) plus an 'all' row (every picture, equal weight)."""
     k = np.array(kinds)
@@ -261,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-reject", action="store_true", help="no column with not-a-digit rejection")
     parser.add_argument("--readme", action="store_true", help="write the table into README.md")
     parser.add_argument("--save-inputs", type=Path, metavar="DIR", help="a contact sheet of the inputs per degradation")
+    parser.add_argument("--numbers", action="store_true",
+                        help="add a column per model: each picture read as a number (rejection on)")
     parser.add_argument("--cache", type=Path, metavar="NPZ",
                         help="keep the preprocessed inputs here (reused when it exists: only the models run)")
     args = parser.parse_args(argv)
@@ -268,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     models = args.models or [f"mnist-best={DEFAULT_MODEL}"]
     named = [(m.split("=", 1) if "=" in m else (Path(m).name, m)) for m in models]
     kinds = tuple(args.kinds.split(",")) if args.kinds else KINDS
+    items = None
     if args.cache and args.cache.exists():
         saved = np.load(args.cache)
         kind_list, inputs, labels, refused = (list(saved["kinds"]), saved["inputs"], saved["labels"],
@@ -288,6 +308,10 @@ def main(argv: list[str] | None = None) -> int:
         columns[name] = hits
         if scores is not None:
             columns[f"{name} (rejecting)"] = hits & (scores[0] >= scores[1])
+        if args.numbers:
+            if items is None:
+                raise SystemExit("--numbers needs the pictures: leave out --cache")
+            columns[f"{name} (as numbers)"] = read_as_numbers(path, items)
     rows = table(columns, kind_list)
     text = markdown(list(columns), rows)
     print(text)

@@ -102,6 +102,45 @@ def test_touching_pairs_split(clear_digits, best):
     assert sum(right) >= len(pairs) - 1, [r.text for r in read]
 
 
+def test_touching_numbers_of_several_digits_split(mnist, best):
+    """Numbers of 3-6 MNIST test digits, every neighbour touching or overlapping, as pictures."""
+    (_, _), (x, y) = mnist
+    rng = np.random.default_rng(21)
+    cases = []
+    for length in (3, 4, 5, 6) * 5:
+        ink, text = bench.make_number("touching", rng, x, y, length=length)
+        cases.append((bench.render(ink, rng)[0], text))
+    read = [read_number(data, best) for data, _ in cases]
+    counted = sum(len(r.digits) == len(t) for r, (_, t) in zip(read, cases, strict=True))
+    exact = sum(r.text == t for r, (_, t) in zip(read, cases, strict=True))
+    assert counted >= 18 and exact >= 15, [(r.text, t) for r, (_, t) in zip(read, cases, strict=True)]
+
+
+def test_pictures_without_a_digit_read_as_no_number(fashion_data_dir, best):
+    """Clothing, letters and scribbles handed in as pictures: read as a number (the default of the
+    CLI and the API), nearly all of them come back with no digit at all."""
+    import detector_data as D
+
+    from digitlab.data.datasets import load_data
+    from digitlab.errors import ImageError
+
+    rng = np.random.default_rng(5)
+    (_, _), (fashion, _) = load_data("fashion-mnist", data_dir=fashion_data_dir, quiet=True)
+    inks = [fashion[i].astype(np.float32) / 255.0 for i in rng.choice(len(fashion), 40, replace=False)]
+    font = D.MPL_FONTS / "DejaVuSans.ttf"
+    inks += [a for a in (D.font_glyph(c, font, rng) for c in D.LETTERS[:20]) if a is not None]
+    junk = [D.junk(k, rng).astype(np.float32) for k in D.JUNK_KINDS[:10]]
+    inks += [a / max(float(a.max()), 1e-6) for a in junk]
+    texts = []
+    for ink in inks:
+        try:
+            texts.append(read_number(D.to_picture(ink, rng), best).text)
+        except ImageError:
+            texts.append(None)
+    assert len(texts) == 70
+    assert sum(t is None for t in texts) >= 63, texts
+
+
 def test_an_uncertain_split_says_so(clear_digits, best):
     apart = read_number(paper(number_of(clear_digits, "38", gap=8)), best)
     touching = read_number(paper(number_of(clear_digits, "38", gap=-2)), best)

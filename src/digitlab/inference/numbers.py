@@ -8,22 +8,31 @@
    by a faint gap stays one blob) that overlap horizontally by at least half of the narrower one
    belong to one group: a 4 or 5 written in two strokes, a 7 with a crossbar, a speck above a 1.
    Specks too small to be a digit join the group they lie over or next to, or are dropped.
-3. **Candidate cuts.** A group wide enough to hold two digits gets candidate cuts: minima of its
+3. **How many digits, and where.** The sequence reader (:mod:`digitlab.inference.sequence`) reads
+   the line's ink as a whole and says how many digits it holds and where each one lies. When it
+   is sure (at least :data:`SEQ_SURE`): one digit, or none (clothing, letters, scribbles: it was
+   trained to read them as nothing), is read as :func:`load_digit` reads it; one digit
+   in every group makes the groups the digits; otherwise the split below must have that many
+   digits, a cut is tried where the reader sees one digit end and the next begin inside a group,
+   and a group where it sees no digit may join its neighbours.
+4. **Candidate cuts.** A group wide enough to hold two digits gets candidate cuts: minima of its
    ink profile along slightly slanted lines (where few strokes are crossed), valleys of its upper
    and lower contours (where two round digits touch), and even positions at the expected digit
    width. Each cut then follows the path of least ink from top to bottom within a few pixels of
    its straight line, so it slips between strokes that lean on each other instead of chopping
    them. Between groups the cut is free.
-4. **The model chooses.** Every run of up to :data:`MAX_SPAN` consecutive slices is a possible
+5. **The model chooses.** Every run of up to :data:`MAX_SPAN` consecutive slices is a possible
    digit: its ink goes through :func:`digitlab.data.pictures.digit_from_ink` (the single-digit
    preprocessing) and the model, all in one batch. A dynamic programme over the slices picks the
    split maximising the sum of ``log p(best class)`` plus priors: a digit is rarely much wider
    than tall or much smaller than its neighbours; a piece the not-a-digit detector refuses (two
    halves of digits, a fragment) costs more the lower it scores; each cut through ink and each
    join across a gap costs a little.
-5. **Confidence.** The same scores summed over every possible split (forward algorithm) give the
-   probability of the chosen split; the number's confidence is that times the product of its
-   digits' probabilities. An uncertain split gives a low confidence even when every digit is clear.
+6. **Confidence.** The same scores summed over every possible split (forward algorithm) give the
+   probability of the chosen split (among the splits into as many digits as the sequence reader
+   sees, times how sure that reader is, when its count is followed); the number's confidence is
+   that times the product of its digits' probabilities. An uncertain split gives a low confidence
+   even when every digit is clear.
 
 A picture holding one digit is read exactly as :func:`~digitlab.data.pictures.load_digit` reads it
 (the whole ink map goes through ``digit_from_ink``). Nothing here imports torch.
@@ -43,6 +52,7 @@ from digitlab.data.pictures import MAX_PIXELS, digit_from_ink, ink_image
 from digitlab.errors import ImageError
 from digitlab.inference.detector import THRESHOLD, digit_scores
 from digitlab.inference.reading import DigitReading, NumberReading
+from digitlab.inference.sequence import ctc_log_likelihood, read_line
 
 MAX_DIGITS = 12        # what one line may hold
 MAX_SPAN = 4           # a digit is made of at most this many consecutive slices
@@ -55,6 +65,15 @@ NEAR = 0.08            # groups closer than this (x line height) are always trie
 WORK_HEIGHT = 48       # the ink profile is measured with the line this many pixels high
 SLOPES = (-0.3, -0.15, 0.0, 0.15, 0.3)  # cut lines: x shift per pixel down
 CURVE_BAND = 2.0       # a cut may bend this many pixels (at WORK_HEIGHT) off its straight line
+HINT_REACH = 0.15      # a hinted cut moves at most this much (x group height) to the least ink
+SEQ_SURE = 0.5         # the sequence reader's count is followed when it is at least this sure
+SEQ_VOUCH = 0.9        # a piece of a split that follows its count is a digit where it reads it this surely
+SEQ_ONSET = 0.1        # a digit's ink begins this far (x line height) right of where the reader emits it
+SEQ_INSIDE = 0.25      # ... and this far right of it lies inside the digit, however narrow
+SEQ_WEIGHT = 1.0       # each digit's class: the model's probabilities times the reader's to this power
+SEQ_FLOOR = 0.05       # the reader's probabilities are mixed with this much of a uniform guess
+SEQ_CTC = 1.0          # a candidate split's score adds this times log P(its digits) under the reader
+MAX_LINE = 24          # splits into more pieces than this are not scored by the reader
 
 # the split's priors (log scale)
 WIDE_FROM, WIDE_COST = 0.95, 20.0     # width / height above this costs WIDE_COST * excess^2
@@ -259,9 +278,13 @@ def _valleys(values: np.ndarray) -> list[int]:
     return out
 
 
-def _cuts(ink: np.ndarray, labels: np.ndarray, g: _Group, line: float) -> list[_Cut]:
-    """Candidate cuts inside one group (none when it is too narrow to hold two digits)."""
-    if g.width < 0.4 * min(g.height, line) or g.width < 4:
+def _cuts(ink: np.ndarray, labels: np.ndarray, g: _Group, line: float,
+          hints: tuple[float, ...] = ()) -> list[_Cut]:
+    """Candidate cuts inside one group (none when it is too narrow to hold two digits).
+
+    ``hints`` are ink-map x positions where the sequence reader sees one digit end and the next
+    begin; each gives a cut at the least-ink column near it, tried before any other."""
+    if (g.width < 0.4 * min(g.height, line) or g.width < 4) and not hints:
         return []
     crop = _group_ink(ink, labels, g)
     f = min(1.0, WORK_HEIGHT / max(1, g.height))
@@ -307,23 +330,33 @@ def _cuts(ink: np.ndarray, labels: np.ndarray, g: _Group, line: float) -> list[_
         c = round(k * w / n)
         if lo <= c < hi:
             found.setdefault(c, float(strokes[c]))
-    # the cheapest first; no two closer than an eighth of the height
+    hinted = []
+    reach = max(1, round(HINT_REACH * h))
+    for x in hints:  # the least ink near each hint
+        c0 = round((x - g.x0) * f - 0.5)
+        a, b = max(lo, c0 - reach), min(hi, c0 + reach + 1)
+        if a < b:
+            c = a + int(np.argmin(strokes[a:b] + 0.02 * np.abs(np.arange(a, b) - c0)))
+            found[c] = float(strokes[c])
+            hinted.append(c)
+    # the hinted first, then the cheapest; no two closer than an eighth of the height
     chosen: list[int] = []
     ys, xs = np.mgrid[0:h, 0:w]
     total = float(small.sum()) or 1.0
-    for c in sorted(found, key=lambda c: found[c]):
-        if not all(abs(c - o) >= max(2, 0.12 * h) for o in chosen):
+    for c in hinted + sorted(found, key=lambda c: found[c]):
+        if c in chosen or not all(abs(c - o) >= max(2, 0.12 * h) for o in chosen):
             continue
         # the two sides must be side by side (like two groups) and each hold a real share of the ink
         left = xs < c + best_slope[c] * (ys - yc)
         sides = [m & left, m & ~left]
-        if any(float(small[side].sum()) < 0.08 * total for side in sides):
+        share = 0.02 if c in hinted else 0.08
+        if any(float(small[side].sum()) < share * total or not side.any() for side in sides):
             continue
         (a0, a1), (b0, b1) = [(int(xs[side].min()), int(xs[side].max()) + 1) for side in sides]
-        if min(a1, b1) - max(a0, b0) >= CUT_OVERLAP * min(a1 - a0, b1 - b0):
+        if c not in hinted and min(a1, b1) - max(a0, b0) >= CUT_OVERLAP * min(a1 - a0, b1 - b0):
             continue
         chosen.append(c)
-        if len(chosen) >= 2 * max(n, 1) + 2:
+        if len(chosen) >= 2 * max(n, 1) + 2 + len(hinted):
             break
     cuts = []
     rows_here = np.minimum(h - 1, ((np.arange(g.height) + 0.5) * f).astype(int))
@@ -381,10 +414,10 @@ def _prior(box: tuple[int, int, int, int], line: float) -> float:
 
 
 def _reading(index: int, probs: np.ndarray, names: list[str], image: np.ndarray, box, scale: float,
-             score: float, threshold: float, reject: bool) -> DigitReading:
+             score: float, threshold: float, reject: bool, vouched: bool = False) -> DigitReading:
     order = np.argsort(-probs, kind="stable")[:3]
     k = int(order[0])
-    is_digit = bool(score >= threshold)
+    is_digit = bool(score >= threshold) or vouched
     src_box = None
     if box is not None:
         src_box = (int(math.floor(box[0] / scale)), int(math.floor(box[1] / scale)),
@@ -401,6 +434,26 @@ def _number(digits: list[DigitReading], split_certainty: float) -> NumberReading
     text = "".join(d.label for d in known) if known else None
     confidence = split_certainty * float(np.prod([d.confidence for d in known])) if known else 0.0
     return NumberReading(text=text, confidence=confidence, digits=digits)
+
+
+def _line_crop(ink: np.ndarray, labels: np.ndarray, groups: list[_Group]) -> np.ndarray:
+    """The ink of the line's groups (specks and marks beside the line left out), cropped to them."""
+    x0, y0 = min(g.x0 for g in groups), min(g.y0 for g in groups)
+    x1, y1 = max(g.x1 for g in groups), max(g.y1 for g in groups)
+    keep = np.isin(labels[y0:y1, x0:x1], [lab for g in groups for lab in g.labels])
+    return np.where(keep, ink[y0:y1, x0:x1], np.float32(0.0))
+
+
+def _blobs(ink: np.ndarray) -> tuple[np.ndarray, list[_Group]]:
+    labels, _ = ndimage.label(ink > 0, structure=np.ones((3, 3), bool))
+    return labels, _groups(labels, ink)
+
+
+def line_ink(ink: np.ndarray) -> np.ndarray | None:
+    """An ink map -> the ink of its line of digits, cropped (what the sequence reader reads), or None."""
+    ink = np.asarray(ink, dtype=np.float32)
+    labels, groups = _blobs(ink)
+    return _line_crop(ink, labels, groups) if groups else None
 
 
 def read_ink(ink: np.ndarray, scale: float, predictor, *, single: bool = False,
@@ -420,8 +473,7 @@ def read_ink(ink: np.ndarray, scale: float, predictor, *, single: bool = False,
         single = True  # already a 28x28 model input (an MNIST digit, a saved input): one digit
     groups: list[_Group] = []
     if not single:
-        labels, _ = ndimage.label(ink > 0, structure=np.ones((3, 3), bool))
-        groups = _groups(labels, ink)
+        labels, groups = _blobs(ink)
     if not groups:
         probs = _predict(predictor, [whole_image])
         chosen = [(whole_image, full_box, probs[0])]
@@ -430,6 +482,25 @@ def read_ink(ink: np.ndarray, scale: float, predictor, *, single: bool = False,
     line = _line_height(groups)
     full_box = (min(g.x0 for g in groups), min(g.y0 for g in groups), max(g.x1 for g in groups),
                 max(g.y1 for g in groups))
+    seen = read_line(_line_crop(ink, labels, groups))
+    count = len(seen.text) if seen.confidence >= SEQ_SURE and 0 < len(seen.text) <= MAX_DIGITS else None
+    if count == 1 or (not seen.text and seen.confidence >= SEQ_SURE):
+        # one digit, or no digit at all: the picture is read as load_digit reads it (and the
+        # detector judges it whole, so a trouser leg or a letter N is not read as a row of 1s)
+        probs = _predict(predictor, [whole_image])
+        return _finish([(whole_image, full_box, probs[0])], seen.confidence, whole_image, probs[0],
+                       full_box, scale, names, reject)
+    # where each digit begins and where it lies (the reader emits a digit near its left edge)
+    starts = [full_box[0] + a + SEQ_ONSET * line for a in seen.at]
+    centres = [full_box[0] + a + SEQ_INSIDE * line for a in seen.at]
+    # where the reader sees one digit end and the next begin, inside a group: a cut is tried there
+    hints: dict[int, list[float]] = {}
+    for x, ca, cb in zip(starts[1:], centres[:-1], centres[1:], strict=True):
+        for gi, g in enumerate(groups):
+            if g.x0 <= ca < g.x1 and g.x0 <= cb < g.x1:
+                hints.setdefault(gi, []).append(x)
+    # a group where the reader sees no digit (a piece of a broken stroke) may join its neighbours
+    empty = {gi for gi, g in enumerate(groups) if not any(g.x0 <= c < g.x1 for c in centres)}
     # round 1: every group as it stands (and the whole picture, the single-digit reading)
     pieces: list[_Piece] = []
     images = [whole_image]
@@ -448,26 +519,40 @@ def read_ink(ink: np.ndarray, scale: float, predictor, *, single: bool = False,
             images.append(image)
     probs = _predict(predictor, images)
     sure = {pc.start: float(probs[pc.row].max()) for pc in pieces}
+    # groups the model reads surely, each as tall as the line and not wide, are a digit each:
+    # the reader's count is not followed when it is lower (it missed a digit)
+    whole_digits = sum(sure.get(gi, 0.0) >= SURE and g.width <= WIDE * g.height and g.height >= 0.6 * line
+                       for gi, g in enumerate(groups))
+    if count is not None and count < whole_digits:
+        count = None
+    one_each = [sum(g.x0 <= c < g.x1 for c in centres) == 1 for g in groups]
+    if count == len(groups) == len(pieces) and all(one_each):
+        # the sequence reader sees one digit in each group: the groups as they stand are the digits
+        chosen = [(pc.image, pc.box, _with_reader(probs[pc.row], seen.probabilities[i]))
+                  for i, pc in enumerate(pieces)]
+        return _finish(chosen, seen.confidence, whole_image, probs[0], full_box, scale, names, reject, seen)
 
     # round 2: cuts inside the groups that may hold several digits, joins of the unsure neighbours
     def small(g: _Group) -> bool:
         return g.height < 0.6 * line
 
     cut_groups = [gi for gi, g in enumerate(groups)
-                  if g.width > WIDE * g.height or (sure.get(gi, 0.0) < SURE and g.width >= 0.4 * min(g.height, line))]
+                  if g.width > WIDE * g.height or gi in hints
+                  or (sure.get(gi, 0.0) < SURE and g.width >= 0.4 * min(g.height, line))]
     joinable = set()
     for gi in range(len(groups) - 1):
         a, b = groups[gi], groups[gi + 1]
         if max(0, b.x0 - a.x1) > MAX_JOIN_GAP * line:
             continue
         close = max(0, b.x0 - a.x1) < NEAR * line  # closer than digits are written: maybe one
-        if close or sure.get(gi, 0.0) < SURE or sure.get(gi + 1, 0.0) < SURE or small(a) or small(b):
+        if (close or sure.get(gi, 0.0) < SURE or sure.get(gi + 1, 0.0) < SURE or small(a) or small(b)
+                or gi in empty or gi + 1 in empty):
             joinable.add(gi)
     slices = []
     for gi, g in enumerate(groups):
         slices.append((gi, None))
         if gi in cut_groups:
-            slices += [(gi, c) for c in _cuts(ink, labels, g, line)]
+            slices += [(gi, c) for c in _cuts(ink, labels, g, line, tuple(hints.get(gi, ())))]
     n = len(slices)
     start_of = {}
     for k, (gi, cut) in enumerate(slices):
@@ -509,33 +594,98 @@ def read_ink(ink: np.ndarray, scale: float, predictor, *, single: bool = False,
         if cut is not None:  # the cut at a piece's left end is paid by the piece
             score -= cut.cost
         scores.append(score)
-    best = np.full(n + 1, -np.inf)
-    total = np.full(n + 1, -np.inf)
-    best[0] = total[0] = 0.0
-    back: list[int] = [-1] * (n + 1)
+    # with the reader's count followed, a piece that is digit number c is also scored by how well
+    # the model's reading of it agrees with the reader's c-th digit
+    model = np.asarray([probs[pc.row] for pc in pieces], dtype=np.float64)  # (pieces, 10)
+    plain = _split(pieces, np.asarray(scores)[:, None] + np.zeros((1, n + 1)), n)
+    aligned = None
+    if count is not None and count <= n:
+        joint = model[:, None, :] * _reader_weights(seen.probabilities)[None]  # (pieces, count, 10)
+        agree = np.zeros((len(pieces), n + 1))
+        agree[:, :count] = np.log(np.maximum(joint.max(axis=2), 1e-30)) - np.log(np.maximum(
+            model.max(axis=1), 1e-30))[:, None]
+        aligned = _split(pieces, np.asarray(scores)[:, None] + agree, n)
+    # the candidate counts: the reader's (its digits aligned), one more and one fewer, the model's
+    # own best; each scored by its split plus how likely the reader finds the digits it reads
+    centre = count if count is not None else int(np.argmax(plain[0][n]))
+    options = []
+    for c in sorted({centre - 1, centre, centre + 1, int(np.argmax(plain[0][n]))}):
+        table = aligned if aligned is not None and c == count else plain
+        if c < 1 or c > n or not np.isfinite(table[0][n, c]):
+            continue
+        path = _path(table[2], pieces, n, c)
+        labels = [int(np.argmax(model[k] * (_reader_weights(seen.probabilities[i]) if table is aligned else 1.0)))
+                  for i, k in enumerate(path)]
+        split = float(sum(scores[k] for k in path))
+        ctc = ctc_log_likelihood(seen.log_probs, [d + 1 for d in labels]) if len(path) <= MAX_LINE else -np.inf
+        within = float(np.exp(table[0][n, c] - table[1][n, c]))
+        options.append((split + SEQ_CTC * ctc, c, path, table is aligned, within))
+    if not options:  # no way through (a piece without ink): the picture as one digit
+        return _finish([(whole_image, full_box, probs[0])], 1.0, whole_image, probs[0], full_box,
+                       scale, names, reject)
+    values = np.array([o[0] for o in options])
+    choice = int(np.argmax(values))
+    _, c, path, followed, within = options[choice]
+    # how sure: of the count (among the candidates) and of the split into that many digits
+    certainty = float(np.exp(values[choice] - np.logaddexp.reduce(values))) * within if np.isfinite(
+        values[choice]) else within
+    if len(path) > MAX_DIGITS:
+        certainty = 0.0  # more than a line of digits: read, but not trusted
+    chosen = []
+    for i, k in enumerate(path):
+        p = probs[pieces[k].row]
+        if followed:  # the model's and the reader's view of the digit
+            p = _with_reader(p, seen.probabilities[i])
+        chosen.append((pieces[k].image, pieces[k].box, p))
+    return _finish(chosen, certainty, whole_image, probs[0], full_box, scale, names, reject,
+                   seen if followed else None)
+
+
+def _split(pieces: list[_Piece], scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The dynamic programme over the slices: (best, total, back), each (n + 1, n + 2).
+
+    ``scores[k, c - 1]`` is piece k's score as digit number c. ``best[j, c]`` is the best split of
+    slices 0..j-1 into c digits, ``total[j, c]`` all of them summed (log scale), ``back[j, c]`` the
+    last piece of the best."""
+    best = np.full((n + 1, n + 2), -np.inf)
+    total = np.full((n + 1, n + 2), -np.inf)
+    best[0, 0] = total[0, 0] = 0.0
+    back = np.full((n + 1, n + 2), -1)
     ending: dict[int, list[int]] = {}
     for k, pc in enumerate(pieces):
         ending.setdefault(pc.stop, []).append(k)
     for j in range(1, n + 1):
         for k in ending.get(j, []):
-            v = best[pieces[k].start] + scores[k]
-            if v > best[j]:
-                best[j], back[j] = v, k
-            total[j] = np.logaddexp(total[j], total[pieces[k].start] + scores[k])
-    if not np.isfinite(best[n]):  # no way through (a piece without ink): the picture as one digit
-        return _finish([(whole_image, full_box, probs[0])], 1.0, whole_image, probs[0], full_box,
-                       scale, names, reject)
+            here = scores[k]
+            v = best[pieces[k].start, :-1] + here
+            better = v > best[j, 1:]
+            best[j, 1:][better] = v[better]
+            back[j, 1:][better] = k
+            total[j, 1:] = np.logaddexp(total[j, 1:], total[pieces[k].start, :-1] + here)
+    return best, total, back
+
+
+def _path(back: np.ndarray, pieces: list[_Piece], n: int, c: int) -> list[int]:
+    """The pieces of the best split of all n slices into c digits, left to right."""
     path = []
     j = n
     while j > 0:
-        path.append(back[j])
-        j = pieces[back[j]].start
+        k = int(back[j, c])
+        path.append(k)
+        j, c = pieces[k].start, c - 1
     path.reverse()
-    certainty = float(np.exp(best[n] - total[n]))
-    if len(path) > MAX_DIGITS:
-        certainty = 0.0  # more than a line of digits: read, but not trusted
-    chosen = [(pieces[k].image, pieces[k].box, probs[pieces[k].row]) for k in path]
-    return _finish(chosen, certainty, whole_image, probs[0], full_box, scale, names, reject)
+    return path
+
+
+def _reader_weights(q: np.ndarray) -> np.ndarray:
+    """The sequence reader's probabilities as the factor each digit's class is weighed by."""
+    return ((1.0 - SEQ_FLOOR) * np.asarray(q, dtype=np.float64) + SEQ_FLOOR / 10.0) ** SEQ_WEIGHT
+
+
+def _with_reader(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """A digit's probabilities from the model (``p``) and the sequence reader (``q``) together."""
+    joint = np.asarray(p, dtype=np.float64) * _reader_weights(q)
+    return (joint / joint.sum()).astype(np.float32)
 
 
 def _predict(predictor, images: list[np.ndarray]) -> np.ndarray:
@@ -549,12 +699,21 @@ def _digit(part: np.ndarray) -> np.ndarray | None:
         return None
 
 
-def _finish(chosen, certainty, whole_image, whole_probs, full_box, scale, names, reject):
+def _finish(chosen, certainty, whole_image, whole_probs, full_box, scale, names, reject, seen=None):
+    """The readings of the chosen pieces (and of the whole picture as one digit).
+
+    With ``seen`` (the sequence reader, its count followed), a piece of a number of several digits
+    that the detector refuses is still a digit where the sequence reader surely reads that digit
+    there: the detector judges each piece alone, and a piece cut from touching digits lacks a
+    stroke or holds a bit of its neighbour."""
     shown = [image for image, _, _ in chosen]
     scores, threshold = _digit_scores(np.stack([whole_image, *shown]))
     whole = _reading(0, whole_probs, names, whole_image, full_box, scale, scores[0], threshold, reject)
-    digits = [_reading(i, p, names, image, box, scale, scores[1 + i], threshold, reject)
-              for i, (image, box, p) in enumerate(chosen)]
+    digits = []
+    for i, (image, box, p) in enumerate(chosen):
+        vouched = (seen is not None and len(chosen) > 1
+                   and float(seen.probabilities[i][int(np.argmax(p))]) >= SEQ_VOUCH)
+        digits.append(_reading(i, p, names, image, box, scale, scores[1 + i], threshold, reject, vouched))
     return _number(digits, certainty), whole
 
 

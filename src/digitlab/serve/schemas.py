@@ -42,9 +42,14 @@ class DigitBox(BaseModel):
     index: int | None = Field(description="Class index 0-9 (null when rejected as not a digit).")
     label: str | None = Field(description="The digit read (null when rejected).")
     confidence: float = Field(description="Probability of the most likely class.")
-    probabilities: list[float] = Field(description="10 probabilities, summing to 1.")
+    probabilities: list[float] = Field(description="10 probabilities, summing to 1: the model's reading of "
+                                                   "this piece, weighed by the sequence reader's reading of "
+                                                   "the same place in the line when a number of several "
+                                                   "digits is split as that reader counts them.")
     top: list[dict[str, Any]] = Field(description="The best classes: index, label, probability.")
-    is_digit: bool = Field(description="The not-a-digit verdict for this piece.")
+    is_digit: bool = Field(description="The not-a-digit verdict for this piece: the detector's, or, in a number "
+                                       "of several digits, the sequence reader's when it surely reads that "
+                                       "digit there.")
     digit_score: float = Field(description="The score behind it, in [0, 1].")
     box: list[int] | None = Field(description="[x0, y0, x1, y1] in the picture's pixels (x1, y1 exclusive).")
     input: list[list[int]] | None = Field(None, description="The 28x28 uint8 input the model saw for it.")
