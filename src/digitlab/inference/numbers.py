@@ -23,16 +23,21 @@
    them. Between groups the cut is free.
 5. **The model chooses.** Every run of up to :data:`MAX_SPAN` consecutive slices is a possible
    digit: its ink goes through :func:`digitlab.data.pictures.digit_from_ink` (the single-digit
-   preprocessing) and the model, all in one batch. A dynamic programme over the slices picks the
-   split maximising the sum of ``log p(best class)`` plus priors: a digit is rarely much wider
-   than tall or much smaller than its neighbours; a piece the not-a-digit detector refuses (two
-   halves of digits, a fragment) costs more the lower it scores; each cut through ink and each
-   join across a gap costs a little.
-6. **Confidence.** The same scores summed over every possible split (forward algorithm) give the
-   probability of the chosen split (among the splits into as many digits as the sequence reader
-   sees, times how sure that reader is, when its count is followed); the number's confidence is
-   that times the product of its digits' probabilities. An uncertain split gives a low confidence
-   even when every digit is clear.
+   preprocessing) and the model, all in one batch. A dynamic programme over the slices finds, for
+   every count of digits, the split maximising the sum of ``log p(best class)`` plus priors: a
+   digit is rarely much wider than tall or much smaller than its neighbours; a piece the
+   not-a-digit detector refuses (two halves of digits, a fragment) costs more the lower it scores;
+   each cut through ink and each join across a gap costs a little. For the reader's count, a piece
+   that is the c-th digit is also scored by how well the model's reading of it agrees with the
+   reader's c-th digit. The candidates (the reader's count, one more, one fewer, and the model's
+   own best count) are then compared by their split's score plus ``log P(their digits)`` under the
+   reader (CTC). When the reader's count wins, each digit's probabilities are the model's times the
+   reader's for that place (renormalised), and a piece the detector refuses is still a digit where
+   the reader reads it surely (:data:`SEQ_VOUCH`).
+6. **Confidence.** How sure the split is: the chosen candidate's share among the candidates times
+   the probability of the chosen split among all splits into as many digits (forward algorithm);
+   the number's confidence is that times the product of its digits' probabilities. An uncertain
+   split gives a low confidence even when every digit is clear.
 
 A picture holding one digit is read exactly as :func:`~digitlab.data.pictures.load_digit` reads it
 (the whole ink map goes through ``digit_from_ink``). Nothing here imports torch.
@@ -70,7 +75,7 @@ SEQ_SURE = 0.5         # the sequence reader's count is followed when it is at l
 SEQ_VOUCH = 0.9        # a piece of a split that follows its count is a digit where it reads it this surely
 SEQ_ONSET = 0.1        # a digit's ink begins this far (x line height) right of where the reader emits it
 SEQ_INSIDE = 0.25      # ... and this far right of it lies inside the digit, however narrow
-SEQ_WEIGHT = 1.0       # each digit's class: the model's probabilities times the reader's to this power
+SEQ_WEIGHT = 2.0       # each digit's class: the model's probabilities times the reader's to this power
 SEQ_FLOOR = 0.05       # the reader's probabilities are mixed with this much of a uniform guess
 SEQ_CTC = 1.0          # a candidate split's score adds this times log P(its digits) under the reader
 MAX_LINE = 24          # splits into more pieces than this are not scored by the reader
@@ -614,10 +619,10 @@ def read_ink(ink: np.ndarray, scale: float, predictor, *, single: bool = False,
         if c < 1 or c > n or not np.isfinite(table[0][n, c]):
             continue
         path = _path(table[2], pieces, n, c)
-        labels = [int(np.argmax(model[k] * (_reader_weights(seen.probabilities[i]) if table is aligned else 1.0)))
-                  for i, k in enumerate(path)]
+        read = [int(np.argmax(model[k] * (_reader_weights(seen.probabilities[i]) if table is aligned else 1.0)))
+                for i, k in enumerate(path)]
         split = float(sum(scores[k] for k in path))
-        ctc = ctc_log_likelihood(seen.log_probs, [d + 1 for d in labels]) if len(path) <= MAX_LINE else -np.inf
+        ctc = ctc_log_likelihood(seen.log_probs, [d + 1 for d in read]) if len(path) <= MAX_LINE else -np.inf
         within = float(np.exp(table[0][n, c] - table[1][n, c]))
         options.append((split + SEQ_CTC * ctc, c, path, table is aligned, within))
     if not options:  # no way through (a piece without ink): the picture as one digit
