@@ -235,8 +235,7 @@ def timing(predictor, x_test, y_test, seed: int, rounds: int = 40) -> tuple[list
 def nothing_sets(n: int, seed: int) -> dict[str, list[bytes]]:
     """Pictures without a digit, never trained on: Fashion-MNIST *test*, letters in the held-out fonts
     and drawn as strokes (the letters written like digits left out), scribbles, shapes and noise."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import detector_data as D
+    import detector_data as D  # beside this script (imports matplotlib, so only when asked)
 
     from digitlab.data.datasets import load_data
 

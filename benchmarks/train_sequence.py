@@ -184,33 +184,31 @@ def build(count: int, seed: int, workers: int, nothing: bool = False) -> tuple[l
     return images, texts
 
 
-class _Net:
-    """The torch twin of digitlab.inference.sequence.column_logits."""
+def make_net(c=(12, 24, 32, 32), hidden=96):
+    """The torch twin of digitlab.inference.sequence.column_logits: (N, 1, 32, W) -> (N, W // 2, 11)."""
+    import torch.nn as nn
 
-    def __new__(cls, c=(12, 24, 32, 32), hidden=96):
-        import torch.nn as nn
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            chans = [1, *c]
+            self.convs = nn.ModuleList(nn.Conv2d(chans[i], chans[i + 1], 3, padding=1) for i in range(4))
+            self.pools = [(2, 2), (2, 1), (2, 1), (2, 1)]
+            k = 9
+            self.t1 = nn.Conv1d(2 * c[3], hidden, k, padding=k // 2)
+            self.t2 = nn.Conv1d(hidden, hidden, k, padding=k // 2)
+            self.out = nn.Linear(hidden, 11)
 
-        class Net(nn.Module):
-            def __init__(self):
-                super().__init__()
-                chans = [1, *c]
-                self.convs = nn.ModuleList(nn.Conv2d(chans[i], chans[i + 1], 3, padding=1) for i in range(4))
-                self.pools = [(2, 2), (2, 1), (2, 1), (2, 1)]
-                k = 9
-                self.t1 = nn.Conv1d(2 * c[3], hidden, k, padding=k // 2)
-                self.t2 = nn.Conv1d(hidden, hidden, k, padding=k // 2)
-                self.out = nn.Linear(hidden, 11)
+        def forward(self, x):
+            f = nn.functional
+            for conv, p in zip(self.convs, self.pools, strict=True):
+                x = f.max_pool2d(f.relu(conv(x)), p)
+            n, ch, h, t = x.shape
+            x = x.permute(0, 2, 1, 3).reshape(n, h * ch, t)  # features (row, channel), as the NumPy reader
+            x = f.relu(self.t2(f.relu(self.t1(x))))
+            return self.out(x.transpose(1, 2))
 
-            def forward(self, x):  # (N, 1, 32, W) -> (N, W // 2, 11)
-                f = nn.functional
-                for conv, p in zip(self.convs, self.pools, strict=True):
-                    x = f.max_pool2d(f.relu(conv(x)), p)
-                n, ch, h, t = x.shape
-                x = x.permute(0, 2, 1, 3).reshape(n, h * ch, t)  # features (row, channel)
-                x = f.relu(self.t2(f.relu(self.t1(x))))
-                return self.out(x.transpose(1, 2))
-
-        return Net()
+    return Net()
 
 
 def numpy_weights(net) -> dict[str, np.ndarray]:
@@ -230,8 +228,7 @@ def numpy_weights(net) -> dict[str, np.ndarray]:
 
 
 def _numpy_features_match(net, w: dict[str, np.ndarray], images: list[np.ndarray]) -> float:
-    """Largest difference between the torch and the NumPy forward passes (the row-major feature
-    order of the NumPy reader is (row, channel), the torch twin's as well)."""
+    """Largest difference between the torch and the NumPy forward passes on ``images``."""
     import torch
 
     from digitlab.inference.sequence import column_logits
@@ -247,13 +244,9 @@ def _numpy_features_match(net, w: dict[str, np.ndarray], images: list[np.ndarray
 
 
 def _decode(logits: np.ndarray) -> str:
-    best = logits.argmax(axis=1)
-    out, prev = [], 0
-    for c in best:
-        if c != 0 and c != prev:
-            out.append(str(c - 1))
-        prev = c
-    return "".join(out)
+    from digitlab.inference.sequence import best_path
+
+    return "".join(str(c - 1) for c in best_path(logits)[0])
 
 
 def train(images, texts, seed: int, steps: int, batch: int, threads: int):
@@ -266,7 +259,7 @@ def train(images, texts, seed: int, steps: int, batch: int, threads: int):
     val = rng.random(n) < 0.1
     tr = np.flatnonzero(~val)
     widths = np.array([a.shape[1] for a in images])
-    net = _Net()
+    net = make_net()
     opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps, pct_start=0.15)
     ctc = torch.nn.CTCLoss(blank=0, zero_infinity=True)

@@ -602,7 +602,7 @@ def read_ink(ink: np.ndarray, scale: float, predictor, *, single: bool = False,
     # with the reader's count followed, a piece that is digit number c is also scored by how well
     # the model's reading of it agrees with the reader's c-th digit
     model = np.asarray([probs[pc.row] for pc in pieces], dtype=np.float64)  # (pieces, 10)
-    plain = _split(pieces, np.asarray(scores)[:, None] + np.zeros((1, n + 1)), n)
+    plain = _split(pieces, np.repeat(np.asarray(scores)[:, None], n + 1, axis=1), n)
     aligned = None
     if count is not None and count <= n:
         joint = model[:, None, :] * _reader_weights(seen.probabilities)[None]  # (pieces, count, 10)
@@ -612,9 +612,10 @@ def read_ink(ink: np.ndarray, scale: float, predictor, *, single: bool = False,
         aligned = _split(pieces, np.asarray(scores)[:, None] + agree, n)
     # the candidate counts: the reader's (its digits aligned), one more and one fewer, the model's
     # own best; each scored by its split plus how likely the reader finds the digits it reads
-    centre = count if count is not None else int(np.argmax(plain[0][n]))
+    own = int(np.argmax(plain[0][n]))
+    centre = own if count is None else count
     options = []
-    for c in sorted({centre - 1, centre, centre + 1, int(np.argmax(plain[0][n]))}):
+    for c in sorted({centre - 1, centre, centre + 1, own}):
         table = aligned if aligned is not None and c == count else plain
         if c < 1 or c > n or not np.isfinite(table[0][n, c]):
             continue

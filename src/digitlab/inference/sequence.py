@@ -13,7 +13,7 @@ weights) is stored as float16 in ``sequence.safetensors`` beside this module. It
 ``benchmarks/train_sequence.py`` on numbers of 1 to 8 digits made from MNIST *train* digits, printed
 and drawn digits, handed in as pictures, and on pictures without a digit (Fashion-MNIST *train*,
 letters, scribbles), which it learns to read as nothing; never on MNIST test digits, which the
-number benchmark uses. Only NumPy is needed; a line of four digits takes about a millisecond.
+number benchmark uses. Only NumPy is needed; a line of four digits takes about 2 ms.
 """
 
 from __future__ import annotations
@@ -143,21 +143,27 @@ def ctc_log_likelihood(logp: np.ndarray, labels: list[int]) -> float:
     return float(np.logaddexp(alpha[-1], alpha[-2]) if s > 1 else alpha[-1])
 
 
-def read_line(ink: np.ndarray) -> LineReading:
-    """A line's ink (float [0, 1], ink bright, cropped to its ink) -> what the sequence reader reads."""
-    x, scale, x0 = line_input(ink)
-    logp = _log_softmax(column_logits(x))
-    best = logp.argmax(axis=1)
+def best_path(scores: np.ndarray) -> tuple[list[int], list[list[int]]]:
+    """``(T, 11)`` scores per column -> (the outputs read, no blanks; the columns that emitted each):
+    the most likely output of every column, repeats merged, "no digit" dropped."""
     labels: list[int] = []
     runs: list[list[int]] = []
     prev = BLANK
-    for t, c in enumerate(best):
+    for t, c in enumerate(np.asarray(scores).argmax(axis=1)):
         if c != BLANK and c != prev:
             labels.append(int(c))
             runs.append([t])
         elif c != BLANK:
             runs[-1].append(t)
         prev = c
+    return labels, runs
+
+
+def read_line(ink: np.ndarray) -> LineReading:
+    """A line's ink (float [0, 1], ink bright, cropped to its ink) -> what the sequence reader reads."""
+    x, scale, x0 = line_input(ink)
+    logp = _log_softmax(column_logits(x))
+    labels, runs = best_path(logp)
     confidence = math.exp(ctc_log_likelihood(logp, labels)) if labels else float(np.exp(logp[:, BLANK].sum()))
 
     def ink_x(col: float) -> float:  # an output column's centre -> ink x
