@@ -210,26 +210,37 @@ def _digit_hits(read: str | None, truth: str) -> int:
     return max(0, n - int(d[m, n]))
 
 
-def timing(predictor, x_test, y_test, seed: int, rounds: int = 40) -> tuple[list[float], list[float]]:
+def timing(predictor, x_test, y_test, seed: int, rounds: int = 40) -> dict[str, list[float]]:
+    """Seconds per picture, by way of reading, over ``rounds`` pictures each, taken in turn (so that
+    the machine's load affects all alike), after a few unmeasured reads."""
     from digitlab.data.pictures import load_digit
     from digitlab.inference.numbers import read_number
+    from digitlab.inference.predictor import read_digit
 
     rng = np.random.default_rng(seed)
-    fours, ones = [], []
+    pictures: dict[str, list[bytes]] = {"one": [], "separated": [], "touching": []}
     for _ in range(rounds):
-        ink, _ = make_number("separated", rng, x_test, y_test, length=4)
-        fours.append(render(ink, rng)[0])
-        ink, _ = make_number("separated", rng, x_test, y_test, length=1)
-        ones.append(render(ink, rng)[0])
-    t_one, t_four = [], []
-    for one, four in zip(ones, fours, strict=True):  # alternating, so load affects both alike
-        t = time.perf_counter()
-        predictor.predict_proba(load_digit(one)[None])
-        t_one.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        read_number(four, predictor)
-        t_four.append(time.perf_counter() - t)
-    return t_one, t_four
+        for name, kind, length in (("one", "separated", 1), ("separated", "separated", 4),
+                                   ("touching", "touching", 4)):
+            ink, _ = make_number(kind, rng, x_test, y_test, length=length)
+            pictures[name].append(render(ink, rng)[0])
+    ways = {
+        "one digit: load_digit + model": lambda i: predictor.predict_proba(load_digit(pictures["one"][i])[None]),
+        "one digit: read_digit (+ not-a-digit detector)": lambda i: read_digit(predictor, pictures["one"][i]),
+        "one digit: read_number": lambda i: read_number(pictures["one"][i], predictor),
+        "4 separated digits: read_number": lambda i: read_number(pictures["separated"][i], predictor),
+        "4 touching digits: read_number": lambda i: read_number(pictures["touching"][i], predictor),
+    }
+    for i in range(3):
+        for way in ways.values():
+            way(i)
+    spent: dict[str, list[float]] = {name: [] for name in ways}
+    for i in range(rounds):
+        for name, way in ways.items():
+            t = time.perf_counter()
+            way(i)
+            spent[name].append(time.perf_counter() - t)
+    return spent
 
 
 def nothing_sets(n: int, seed: int) -> dict[str, list[bytes]]:
@@ -317,13 +328,12 @@ def main(argv: list[str] | None = None) -> int:
                     none += 1
             print(f"{name:<15}{len(pictures):>9}{100 * none / len(pictures):>10.1f}%")
     if args.timing:
-        t_one, t_four = timing(predictor, x_test, y_test, args.seed)
-        one, four = float(np.median(t_one)), float(np.median(t_four))
-        print(f"\none digit (load_digit + model): median {1000 * one:.1f} ms "
-              f"[{1000 * np.percentile(t_one, 10):.1f}-{1000 * np.percentile(t_one, 90):.1f}]")
-        print(f"4-digit number (read_number): median {1000 * four:.1f} ms "
-              f"[{1000 * np.percentile(t_four, 10):.1f}-{1000 * np.percentile(t_four, 90):.1f}]")
-        print(f"ratio: {four / one:.2f}x")
+        spent = timing(predictor, x_test, y_test, args.seed)
+        base = float(np.median(spent["one digit: read_digit (+ not-a-digit detector)"]))
+        print(f"\n{'reading':<50}{'median ms':>10}{'p10-p90 ms':>14}{'x read_digit':>14}")
+        for name, t in spent.items():
+            spread = f"{1000 * np.percentile(t, 10):.1f}-{1000 * np.percentile(t, 90):.1f}"
+            print(f"{name:<50}{1000 * np.median(t):>10.1f}{spread:>14}{np.median(t) / base:>13.2f}x")
     return 0
 
 

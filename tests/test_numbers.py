@@ -113,7 +113,22 @@ def test_touching_numbers_of_several_digits_split(mnist, best):
     read = [read_number(data, best) for data, _ in cases]
     counted = sum(len(r.digits) == len(t) for r, (_, t) in zip(read, cases, strict=True))
     exact = sum(r.text == t for r, (_, t) in zip(read, cases, strict=True))
-    assert counted >= 18 and exact >= 15, [(r.text, t) for r, (_, t) in zip(read, cases, strict=True)]
+    # several of these the sequence reader reads with a confidence below SEQ_SURE (a long number's
+    # is a product of many); its count is followed all the same
+    assert counted >= 19 and exact >= 18, [(r.text, t) for r, (_, t) in zip(read, cases, strict=True)]
+
+
+def test_a_whole_group_leans_on_the_model_a_cut_piece_on_the_reader():
+    """The model reads a digit standing on its own better than the sequence reader; a piece cut out
+    of touching digits (a stroke short, a bit of the neighbour) is where the reader's view counts."""
+    from digitlab.inference.numbers import _with_reader
+
+    model = np.array([0, 0, 0, 0, 0.85, 0, 0, 0, 0, 0.15], np.float32)   # a 4, fairly surely
+    reader = np.array([0, 0, 0, 0, 0.2, 0, 0, 0, 0, 0.8], np.float32)    # the reader sees a 9
+    whole, cut = _with_reader(model, reader, whole=True), _with_reader(model, reader, whole=False)
+    assert int(whole.argmax()) == 4 and int(cut.argmax()) == 9
+    assert whole.sum() == pytest.approx(1.0) and cut.sum() == pytest.approx(1.0)
+    assert whole[4] < model[4]  # the reader still counts, a little
 
 
 def test_pictures_without_a_digit_read_as_no_number(fashion_data_dir, best):

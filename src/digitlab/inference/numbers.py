@@ -9,12 +9,13 @@
    belong to one group: a 4 or 5 written in two strokes, a 7 with a crossbar, a speck above a 1.
    Specks too small to be a digit join the group they lie over or next to, or are dropped.
 3. **How many digits, and where.** The sequence reader (:mod:`digitlab.inference.sequence`) reads
-   the line's ink as a whole and says how many digits it holds and where each one lies. When it
-   is sure (at least :data:`SEQ_SURE`): one digit, or none (clothing, letters, scribbles: it was
-   trained to read them as nothing), is read as :func:`load_digit` reads it; one digit
-   in every group makes the groups the digits; otherwise the split below must have that many
-   digits, a cut is tried where the reader sees one digit end and the next begin inside a group,
-   and a group where it sees no digit may join its neighbours.
+   the line's ink as a whole and says how many digits it holds and where each one lies. A line it
+   surely (at least :data:`SEQ_SURE`) reads as one digit, or as none (clothing, letters,
+   scribbles: it was trained to read them as nothing), is read as :func:`load_digit` reads it.
+   For a line of several digits its count comes first, however unsure it is of the digits
+   themselves: one digit in every group makes the groups the digits; otherwise a cut is tried
+   where the reader sees one digit end and the next begin inside a group, a group where it sees
+   no digit may join its neighbours, and the split below is made for its count first.
 4. **Candidate cuts.** A group wide enough to hold two digits gets candidate cuts: minima of its
    ink profile along slightly slanted lines (where few strokes are crossed), valleys of its upper
    and lower contours (where two round digits touch), and even positions at the expected digit
@@ -32,8 +33,10 @@
    reader's c-th digit. The candidates (the reader's count, one more, one fewer, and the model's
    own best count) are then compared by their split's score plus ``log P(their digits)`` under the
    reader (CTC). When the reader's count wins, each digit's probabilities are the model's times the
-   reader's for that place (renormalised), and a piece the detector refuses is still a digit where
-   the reader reads it surely (:data:`SEQ_VOUCH`).
+   reader's for that place (renormalised; a cut piece, which may lack a stroke or hold a bit of
+   its neighbour, leans on the reader more than a group as it stands, which the model reads
+   better), and a piece the detector refuses is still a digit where the reader reads it surely
+   (:data:`SEQ_VOUCH`).
 6. **Confidence.** How sure the split is: the chosen candidate's share among the candidates times
    the probability of the chosen split among all splits into as many digits (forward algorithm);
    the number's confidence is that times the product of its digits' probabilities. An uncertain
@@ -71,11 +74,12 @@ WORK_HEIGHT = 48       # the ink profile is measured with the line this many pix
 SLOPES = (-0.3, -0.15, 0.0, 0.15, 0.3)  # cut lines: x shift per pixel down
 CURVE_BAND = 2.0       # a cut may bend this many pixels (at WORK_HEIGHT) off its straight line
 HINT_REACH = 0.15      # a hinted cut moves at most this much (x group height) to the least ink
-SEQ_SURE = 0.5         # the sequence reader's count is followed when it is at least this sure
+SEQ_SURE = 0.5         # a line the sequence reader reads as one digit or none this surely is read whole
 SEQ_VOUCH = 0.9        # a piece of a split that follows its count is a digit where it reads it this surely
 SEQ_ONSET = 0.1        # a digit's ink begins this far (x line height) right of where the reader emits it
 SEQ_INSIDE = 0.25      # ... and this far right of it lies inside the digit, however narrow
-SEQ_WEIGHT = 2.0       # each digit's class: the model's probabilities times the reader's to this power
+SEQ_WEIGHT = 2.0       # a cut piece's class: the model's probabilities times the reader's to this power
+SEQ_WEIGHT_WHOLE = 0.5 # ... to this power for a group as it stands (no cut through it, no join)
 SEQ_FLOOR = 0.05       # the reader's probabilities are mixed with this much of a uniform guess
 SEQ_CTC = 1.0          # a candidate split's score adds this times log P(its digits) under the reader
 MAX_LINE = 24          # splits into more pieces than this are not scored by the reader
@@ -386,6 +390,7 @@ class _Piece:
     box: tuple[int, int, int, int]  # in ink-map pixels, x1/y1 exclusive
     prior: float
     row: int  # its row in the batch given to the model
+    whole: bool = False  # one group as it stands: no cut through its ink, no join
 
 
 def _piece_ink(ink: np.ndarray, labels: np.ndarray, groups: list[_Group], left: _Cut | None,
@@ -488,13 +493,15 @@ def read_ink(ink: np.ndarray, scale: float, predictor, *, single: bool = False,
     full_box = (min(g.x0 for g in groups), min(g.y0 for g in groups), max(g.x1 for g in groups),
                 max(g.y1 for g in groups))
     seen = read_line(_line_crop(ink, labels, groups))
-    count = len(seen.text) if seen.confidence >= SEQ_SURE and 0 < len(seen.text) <= MAX_DIGITS else None
-    if count == 1 or (not seen.text and seen.confidence >= SEQ_SURE):
+    if len(seen.text) <= 1 and seen.confidence >= SEQ_SURE:
         # one digit, or no digit at all: the picture is read as load_digit reads it (and the
         # detector judges it whole, so a trouser leg or a letter N is not read as a row of 1s)
         probs = _predict(predictor, [whole_image])
         return _finish([(whole_image, full_box, probs[0])], seen.confidence, whole_image, probs[0],
                        full_box, scale, names, reject)
+    # a line of several digits: the reader's count comes first, however unsure the reader is of
+    # the digits themselves (a long number's confidence is a product of many)
+    count = len(seen.text) if 1 < len(seen.text) <= MAX_DIGITS else None
     # where each digit begins and where it lies (the reader emits a digit near its left edge)
     starts = [full_box[0] + a + SEQ_ONSET * line for a in seen.at]
     centres = [full_box[0] + a + SEQ_INSIDE * line for a in seen.at]
@@ -516,11 +523,11 @@ def read_ink(ink: np.ndarray, scale: float, predictor, *, single: bool = False,
         slices.append((gi, None))
         made = _piece_ink(ink, labels, [g], None, None)
         if len(groups) == 1:  # the group is the picture: read it as load_digit does
-            pieces.append(_Piece(gi, gi + 1, whole_image, full_box, _prior(full_box, line), 0))
+            pieces.append(_Piece(gi, gi + 1, whole_image, full_box, _prior(full_box, line), 0, True))
             continue
         image = _digit(made[0]) if made else None
         if image is not None:
-            pieces.append(_Piece(gi, gi + 1, image, made[1], _prior(made[1], line), len(images)))
+            pieces.append(_Piece(gi, gi + 1, image, made[1], _prior(made[1], line), len(images), True))
             images.append(image)
     probs = _predict(predictor, images)
     sure = {pc.start: float(probs[pc.row].max()) for pc in pieces}
@@ -533,7 +540,7 @@ def read_ink(ink: np.ndarray, scale: float, predictor, *, single: bool = False,
     one_each = [sum(g.x0 <= c < g.x1 for c in centres) == 1 for g in groups]
     if count == len(groups) == len(pieces) and all(one_each):
         # the sequence reader sees one digit in each group: the groups as they stand are the digits
-        chosen = [(pc.image, pc.box, _with_reader(probs[pc.row], seen.probabilities[i]))
+        chosen = [(pc.image, pc.box, _with_reader(probs[pc.row], seen.probabilities[i], True))
                   for i, pc in enumerate(pieces)]
         return _finish(chosen, seen.confidence, whole_image, probs[0], full_box, scale, names, reject, seen)
 
@@ -580,7 +587,8 @@ def read_ink(ink: np.ndarray, scale: float, predictor, *, single: bool = False,
             image = _digit(part)
             if image is None:
                 continue
-            pieces.append(_Piece(i, j, image, box, _prior(box, line) - join_cost, len(images)))
+            as_is = slices[i][1] is None and slices[i][0] == slices[j - 1][0] and (j == n or slices[j][1] is None)
+            pieces.append(_Piece(i, j, image, box, _prior(box, line) - join_cost, len(images), as_is))
             images.append(image)
     if len(groups) - 1 == len(joinable) and n <= MAX_SPAN + 1:
         joined = _join_cost(groups, 0, len(groups) - 1, line)
@@ -605,7 +613,9 @@ def read_ink(ink: np.ndarray, scale: float, predictor, *, single: bool = False,
     plain = _split(pieces, np.repeat(np.asarray(scores)[:, None], n + 1, axis=1), n)
     aligned = None
     if count is not None and count <= n:
-        joint = model[:, None, :] * _reader_weights(seen.probabilities)[None]  # (pieces, count, 10)
+        as_is = np.array([pc.whole for pc in pieces])[:, None, None]
+        joint = model[:, None, :] * np.where(as_is, _reader_weights(seen.probabilities, True)[None],
+                                             _reader_weights(seen.probabilities)[None])  # (pieces, count, 10)
         agree = np.zeros((len(pieces), n + 1))
         agree[:, :count] = np.log(np.maximum(joint.max(axis=2), 1e-30)) - np.log(np.maximum(
             model.max(axis=1), 1e-30))[:, None]
@@ -620,7 +630,8 @@ def read_ink(ink: np.ndarray, scale: float, predictor, *, single: bool = False,
         if c < 1 or c > n or not np.isfinite(table[0][n, c]):
             continue
         path = _path(table[2], pieces, n, c)
-        read = [int(np.argmax(model[k] * (_reader_weights(seen.probabilities[i]) if table is aligned else 1.0)))
+        read = [int(np.argmax(model[k] * (_reader_weights(seen.probabilities[i], pieces[k].whole)
+                                          if table is aligned else 1.0)))
                 for i, k in enumerate(path)]
         split = float(sum(scores[k] for k in path))
         ctc = ctc_log_likelihood(seen.log_probs, [d + 1 for d in read]) if len(path) <= MAX_LINE else -np.inf
@@ -641,7 +652,7 @@ def read_ink(ink: np.ndarray, scale: float, predictor, *, single: bool = False,
     for i, k in enumerate(path):
         p = probs[pieces[k].row]
         if followed:  # the model's and the reader's view of the digit
-            p = _with_reader(p, seen.probabilities[i])
+            p = _with_reader(p, seen.probabilities[i], pieces[k].whole)
         chosen.append((pieces[k].image, pieces[k].box, p))
     return _finish(chosen, certainty, whole_image, probs[0], full_box, scale, names, reject,
                    seen if followed else None)
@@ -683,14 +694,15 @@ def _path(back: np.ndarray, pieces: list[_Piece], n: int, c: int) -> list[int]:
     return path
 
 
-def _reader_weights(q: np.ndarray) -> np.ndarray:
+def _reader_weights(q: np.ndarray, whole: bool = False) -> np.ndarray:
     """The sequence reader's probabilities as the factor each digit's class is weighed by."""
-    return ((1.0 - SEQ_FLOOR) * np.asarray(q, dtype=np.float64) + SEQ_FLOOR / 10.0) ** SEQ_WEIGHT
+    power = SEQ_WEIGHT_WHOLE if whole else SEQ_WEIGHT
+    return ((1.0 - SEQ_FLOOR) * np.asarray(q, dtype=np.float64) + SEQ_FLOOR / 10.0) ** power
 
 
-def _with_reader(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+def _with_reader(p: np.ndarray, q: np.ndarray, whole: bool = False) -> np.ndarray:
     """A digit's probabilities from the model (``p``) and the sequence reader (``q``) together."""
-    joint = np.asarray(p, dtype=np.float64) * _reader_weights(q)
+    joint = np.asarray(p, dtype=np.float64) * _reader_weights(q, whole)
     return (joint / joint.sum()).astype(np.float32)
 
 
