@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench_numbers as bench  # noqa: E402
 
 from digitlab.data.pictures import digit_from_ink, ink_image, load_digit  # noqa: E402
-from digitlab.inference.numbers import read_number  # noqa: E402
+from digitlab.inference.numbers import _with_reader, read_number  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -121,8 +121,6 @@ def test_touching_numbers_of_several_digits_split(mnist, best):
 def test_a_whole_group_leans_on_the_model_a_cut_piece_on_the_reader():
     """The model reads a digit standing on its own better than the sequence reader; a piece cut out
     of touching digits (a stroke short, a bit of the neighbour) is where the reader's view counts."""
-    from digitlab.inference.numbers import _with_reader
-
     model = np.array([0, 0, 0, 0, 0.85, 0, 0, 0, 0, 0.15], np.float32)   # a 4, fairly surely
     reader = np.array([0, 0, 0, 0, 0.2, 0, 0, 0, 0, 0.8], np.float32)    # the reader sees a 9
     whole, cut = _with_reader(model, reader, whole=True), _with_reader(model, reader, whole=False)
