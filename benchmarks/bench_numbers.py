@@ -11,7 +11,10 @@ grain, uneven light) or on a screen (light ink on a dark background). Kinds:
 - ``gaps``: uneven gaps, from 1 px to more than a digit's width;
 - ``touching``: every neighbour touches the next, or overlaps it by up to 2 px;
 - ``sizes``: digit heights from 0.7x to 1.3x, a drifting baseline and a slant;
-- ``strokes``: 4s, 5s and 7s drawn in two separate strokes (with a pen, between MNIST digits).
+- ``strokes``: 4s, 5s and 7s drawn in two separate strokes (with a pen, between MNIST digits);
+- ``ruled``: separated digits written on a line: an underline 1-4 px below them, or the line of a
+  form or a notebook that their feet touch or cross by up to 2 px (1-2 px thick, 60-100% as dark
+  as the ink, a little longer than the number).
 
 ``--timing`` compares reading a 4-digit number with reading one digit (``load_digit`` + the model),
 medians over alternating runs. ``--nothing N`` reads N pictures that hold no digit per set
@@ -30,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-KINDS = ("separated", "gaps", "touching", "sizes", "strokes")
+KINDS = ("separated", "gaps", "touching", "sizes", "strokes", "ruled")
 
 
 def crop_digit(image: np.ndarray) -> np.ndarray:
@@ -180,12 +183,21 @@ def make_number(kind: str, rng: np.random.Generator, x_test: np.ndarray, y_test:
         low = min(offsets)
         offsets = [o - low for o in offsets]
         gaps = list(rng.uniform(2.5, 8, n - 1))
-    elif kind == "strokes":
+    elif kind in ("strokes", "ruled"):
         gaps = list(rng.uniform(3, 10, n - 1))
     else:
         raise ValueError(f"unknown kind {kind!r}")
     parts = [np.clip(p, 0, 1) for p in parts]
-    return compose(parts, gaps, offsets), "".join(map(str, digits))
+    ink = compose(parts, gaps, offsets)
+    if kind == "ruled":
+        ink = np.pad(ink, ((0, 8), (6, 6)))
+        rows = np.flatnonzero(ink.max(axis=1) > 0.3)
+        cols = np.flatnonzero(ink.max(axis=0) > 0.3)
+        row = int(rows[-1]) + int(rng.choice([-2, -1, 0, 1, 2, 3, 4]))  # through the feet .. below them
+        thick = int(rng.integers(1, 3))
+        x0, x1 = max(0, int(cols[0]) - int(rng.integers(2, 7))), int(cols[-1]) + int(rng.integers(2, 7))
+        ink[row : row + thick, x0:x1] = np.maximum(ink[row : row + thick, x0:x1], rng.uniform(0.6, 1.0))
+    return ink, "".join(map(str, digits))
 
 
 def make_set(kind: str, count: int, seed: int, x_test, y_test) -> list[tuple[bytes, str, str]]:

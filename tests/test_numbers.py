@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench_numbers as bench  # noqa: E402
 
 from digitlab.data.pictures import digit_from_ink, ink_image, load_digit  # noqa: E402
-from digitlab.inference.numbers import _with_reader, read_number  # noqa: E402
+from digitlab.inference.numbers import _with_reader, read_number, without_rules  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +127,33 @@ def test_a_whole_group_leans_on_the_model_a_cut_piece_on_the_reader():
     assert int(whole.argmax()) == 4 and int(cut.argmax()) == 9
     assert whole.sum() == pytest.approx(1.0) and cut.sum() == pytest.approx(1.0)
     assert whole[4] < model[4]  # the reader still counts, a little
+
+
+@pytest.mark.parametrize("text", ["42", "2026", "318"])
+@pytest.mark.parametrize("where", ["under", "touching", "form"])
+def test_a_ruled_line_is_not_part_of_the_number(clear_digits, best, text, where):
+    """An underline below the digits or touching them, or the line of a form through their feet.
+    (A line through their upper half is left as it is: it may be the joined tops of touching digits.)"""
+    ink = np.pad(number_of(clear_digits, text, gap=6), 10)
+    h, w = ink.shape
+    row = {"under": h - 7, "touching": h - 11, "form": h - 13}[where]
+    ink[row : row + 2, 3 : w - 3] = np.maximum(ink[row : row + 2, 3 : w - 3], 1.0)
+    reading = read_number(paper(ink), best)
+    assert reading.text == text
+    assert len(reading.digits) == len(text)
+
+
+def test_strokes_of_digits_are_not_taken_for_ruled_lines(mnist):
+    """Touching digits whose horizontal strokes join (two 7s, a 5's flag on its neighbour) and
+    digits on their own keep all their ink."""
+    (_, _), (x, y) = mnist
+    rng = np.random.default_rng(4)
+    for kind in ("touching", "separated", "sizes"):
+        for _ in range(10):
+            ink, _ = bench.make_number(kind, rng, x, y)
+            assert without_rules(ink_image(bench.render(ink, rng)[0])[0]) is None
+    sevens = [bench.crop_digit(x[i]) for i in np.flatnonzero(y == 7)[:4]]
+    assert without_rules(np.pad(bench.compose(sevens, [-2, -2, -2], [0] * 4), 6)) is None
 
 
 def test_pictures_without_a_digit_read_as_no_number(fashion_data_dir, best):

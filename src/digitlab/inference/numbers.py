@@ -3,7 +3,9 @@
 :func:`read_number` turns a picture into a :class:`~digitlab.inference.reading.NumberReading`:
 
 1. **Ink.** :func:`digitlab.data.pictures.ink_image` gives the picture's ink map (polarity,
-   lighting, alpha and EXIF handled), the same first step as a single digit.
+   lighting, alpha and EXIF handled), the same first step as a single digit. Ruled lines (an
+   underline, the line of a form, notebook lines: :func:`without_rules`) are taken out of it, so
+   that they do not join the digits into one.
 2. **Strokes into groups.** Connected blobs of ink (at the map's low threshold, so a stroke broken
    by a faint gap stays one blob) that overlap horizontally by at least half of the narrower one
    belong to one group: a 4 or 5 written in two strokes, a 7 with a crossbar, a speck above a 1.
@@ -52,6 +54,7 @@ import math
 import os
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from PIL import Image
 from scipy import ndimage
@@ -83,6 +86,15 @@ SEQ_WEIGHT_WHOLE = 0.5 # ... to this power for a group as it stands (no cut thro
 SEQ_FLOOR = 0.05       # the reader's probabilities are mixed with this much of a uniform guess
 SEQ_CTC = 1.0          # a candidate split's score adds this times log P(its digits) under the reader
 MAX_LINE = 24          # splits into more pieces than this are not scored by the reader
+
+RULE_LEVEL = 0.3       # ink at least this strong may belong to a ruled line
+RULE_ASPECT = 8.0      # a ruled line is at least this many times longer than thick,
+RULE_SOLID = 0.95      # ... has ink in this share of its columns at least,
+RULE_BEND = 0.12       # ... keeps its middle within this share of its thickness (std) of a straight line,
+RULE_LENGTH = 1.5      # ... is longer than this many times the height of the digits (no digit's stroke is),
+RULE_SPAN = 0.95       # ... and than this share of the digits' width,
+RULE_THICK = 0.2       # ... and at most this thick (x the digits' height)
+RULE_LEAN = 2          # a stroke crossing a ruled line may move this many pixels sideways across it
 
 # the split's priors (log scale)
 WIDE_FROM, WIDE_COST = 0.95, 20.0     # width / height above this costs WIDE_COST * excess^2
@@ -466,13 +478,100 @@ def line_ink(ink: np.ndarray) -> np.ndarray | None:
     return _line_crop(ink, labels, groups) if groups else None
 
 
+def without_rules(ink: np.ndarray) -> np.ndarray | None:
+    """An ink map -> the same without its ruled lines (an underline, the line of a form or a
+    notebook that the digits stand on or cross), or None when it has none.
+
+    A ruled line is a horizontal run of ink much longer than thick (:data:`RULE_ASPECT`), solid
+    (:data:`RULE_SOLID`) and straight (:data:`RULE_BEND`: the joined feet of touching digits
+    curve), longer than the digits are high (:data:`RULE_LENGTH`: no stroke of a digit is) and
+    about as long as they are wide (:data:`RULE_SPAN`), thin beside them (:data:`RULE_THICK`), and
+    in their lower half, below them or wholly above them (the joined tops of touching 7s or 5s lie
+    in their upper half). Where a digit's stroke crosses it, the stroke is kept whole."""
+    ink = np.asarray(ink, dtype=np.float32)
+    m = (ink >= RULE_LEVEL).astype(np.uint8)
+    h, w = m.shape
+    if w < 16 or not m.any():
+        return None
+    run = np.ones((1, max(5, w // 16)), np.uint8)
+    # long horizontal runs of ink, a break of less than a run's length bridged
+    runs = cv2.morphologyEx(cv2.morphologyEx(m, cv2.MORPH_OPEN, run), cv2.MORPH_CLOSE, run)
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(runs, connectivity=8)
+    bands = []  # (x0, x1, y0, y1) of each long run's core: the rows it fills over half its length
+    for k in range(1, n):
+        x, y, bw, bh = (int(v) for v in stats[k, :4])
+        filled = np.flatnonzero((lab[y : y + bh, x : x + bw] == k).sum(axis=1) >= 0.5 * bw)
+        if not len(filled) or bw < RULE_ASPECT * (filled[-1] - filled[0] + 1):
+            continue
+        y0, y1 = y + int(filled[0]), y + int(filled[-1]) + 1
+        near = m[max(0, y0 - 1) : y1 + 1, x : x + bw].astype(np.float32)
+        if near.any(axis=0).mean() < RULE_SOLID:  # strokes side by side, not a line
+            continue
+        # a line is straight: the middle of its ink, column by column, keeps to a straight line
+        weight = near.sum(axis=0)
+        at = np.flatnonzero(weight)
+        mid = (near[:, at] * np.arange(len(near))[:, None]).sum(axis=0) / weight[at]
+        bend = float(np.std(mid - np.polyval(np.polyfit(at, mid, 1), at)))
+        if bend <= RULE_BEND * (y1 - y0):
+            bands.append((x, x + bw, y0, y1))
+    if not bands:
+        return None
+    # how high and wide the digits are: the ink outside those cores
+    rest = m.astype(bool)
+    for x0, x1, y0, y1 in bands:
+        rest[y0:y1, x0:x1] = False
+    if not rest.any():
+        return None  # nothing but lines
+    rows, cols = np.nonzero(rest)
+    height = float(np.percentile(rows, 99.5) - np.percentile(rows, 0.5) + 1)
+    width = float(np.percentile(cols, 99.5) - np.percentile(cols, 0.5) + 1)
+    middle = float(np.median(rows))
+    # the digits' tops may join into a long run; a line they are written on lies at their feet or
+    # below them (or wholly above them: the line before)
+    rules = [b for b in bands if b[1] - b[0] >= max(RULE_LENGTH * height, RULE_SPAN * width)
+             and b[3] - b[2] <= RULE_THICK * height and (b[2] > middle or b[3] <= rows.min())]
+    if not rules:
+        return None
+    out = ink.copy()
+    for x, x1, top, bottom in rules:
+        bw = x1 - x
+        y0, y1 = max(0, top - 1), min(h, bottom + 1)  # the line and its soft edges
+        above = ink[y0 - 1] if y0 > 0 else np.zeros(w, np.float32)
+        below = ink[y1] if y1 < h else np.zeros(w, np.float32)
+        cols = slice(max(0, x - 2), min(w, x + bw + 2))  # and its soft ends
+        band = out[y0:y1, cols]
+        # a stroke that goes on above and below the line (a pixel or two aside: it may lean)
+        # crosses it: bridge it with the fainter side
+        reach = np.ones(2 * RULE_LEAN + 1, np.uint8)
+        crossing = np.minimum(cv2.dilate(above[None], reach[None])[0], cv2.dilate(below[None], reach[None])[0])[cols]
+        keep = crossing >= RULE_LEVEL
+        band[:, ~keep] = 0.0
+        band[:, keep] = np.minimum(band[:, keep], crossing[keep][None, :])
+    return out
+
+
 def read_ink(ink: np.ndarray, scale: float, predictor, *, single: bool = False,
              reject: bool = True) -> tuple[NumberReading, DigitReading]:
     """An ink map (from :func:`~digitlab.data.pictures.ink_image`) -> (the number, the whole picture as one digit).
 
     The second reading is what :func:`~digitlab.data.pictures.load_digit` plus the model give; it is
-    the number's only digit when the picture holds one digit (or with ``single``).
+    the number's only digit when the picture holds one digit (or with ``single``). Ruled lines
+    (:func:`without_rules`) are taken out before the number is read.
     """
+    if not single:
+        clean = without_rules(ink)
+        if clean is not None:
+            try:
+                number, _ = _read_ink(clean, scale, predictor, reject=reject)
+            except ImageError:  # nothing but lines: read as it is
+                pass
+            else:
+                return number, _read_ink(ink, scale, predictor, single=True, reject=reject)[1]
+    return _read_ink(ink, scale, predictor, single=single, reject=reject)
+
+
+def _read_ink(ink: np.ndarray, scale: float, predictor, *, single: bool = False,
+              reject: bool = True) -> tuple[NumberReading, DigitReading]:
     names = [str(n) for n in predictor.labels]
     if names != [str(i) for i in range(10)]:
         single = True  # not a digit model (Fashion-MNIST...): there is no number to read
