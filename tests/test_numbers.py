@@ -143,6 +143,19 @@ def test_a_ruled_line_is_not_part_of_the_number(clear_digits, best, text, where)
     assert len(reading.digits) == len(text)
 
 
+def test_one_underlined_digit_is_read_as_the_picture_is(clear_digits, best):
+    """A line under one digit (or a 2's long flat foot taken for one) leaves it as load_digit reads it."""
+    for d in (2, 7):
+        ink = np.pad(clear_digits[d][0], ((10, 10), (20, 20)))
+        h, w = ink.shape
+        ink[h - 7 : h - 5, 2 : w - 2] = 1.0
+        data = paper(ink)
+        assert without_rules(ink_image(data)[0]) is not None  # the line is found ...
+        reading = read_number(data, best)  # ... and the digit read with it, as one
+        assert len(reading.digits) == 1
+        np.testing.assert_array_equal(reading.digits[0].image, load_digit(data))
+
+
 def test_strokes_of_digits_are_not_taken_for_ruled_lines(mnist):
     """Touching digits whose horizontal strokes join (two 7s, a 5's flag on its neighbour) and
     digits on their own keep all their ink."""

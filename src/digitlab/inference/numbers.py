@@ -564,8 +564,10 @@ def read_ink(ink: np.ndarray, scale: float, predictor, *, single: bool = False,
             try:
                 number, _ = _read_ink(clean, scale, predictor, reject=reject)
             except ImageError:  # nothing but lines: read as it is
-                pass
-            else:
+                number = None
+            # a line joins the digits of a number into one; one digit with its line (an underlined
+            # 7, or a 2 with a long flat foot taken for one) is read as it is
+            if number is not None and len(number.digits) > 1:
                 return number, _read_ink(ink, scale, predictor, single=True, reject=reject)[1]
     return _read_ink(ink, scale, predictor, single=single, reject=reject)
 
