@@ -533,17 +533,16 @@ def without_rules(ink: np.ndarray) -> np.ndarray | None:
     if not rules:
         return None
     out = ink.copy()
-    for x, x1, top, bottom in rules:
-        bw = x1 - x
+    reach = np.ones((1, 2 * RULE_LEAN + 1), np.uint8)
+    for x0, x1, top, bottom in rules:
         y0, y1 = max(0, top - 1), min(h, bottom + 1)  # the line and its soft edges
         above = ink[y0 - 1] if y0 > 0 else np.zeros(w, np.float32)
         below = ink[y1] if y1 < h else np.zeros(w, np.float32)
-        cols = slice(max(0, x - 2), min(w, x + bw + 2))  # and its soft ends
+        cols = slice(max(0, x0 - 2), min(w, x1 + 2))  # and its soft ends
         band = out[y0:y1, cols]
         # a stroke that goes on above and below the line (a pixel or two aside: it may lean)
         # crosses it: bridge it with the fainter side
-        reach = np.ones(2 * RULE_LEAN + 1, np.uint8)
-        crossing = np.minimum(cv2.dilate(above[None], reach[None])[0], cv2.dilate(below[None], reach[None])[0])[cols]
+        crossing = np.minimum(cv2.dilate(above[None], reach)[0], cv2.dilate(below[None], reach)[0])[cols]
         keep = crossing >= RULE_LEVEL
         band[:, ~keep] = 0.0
         band[:, keep] = np.minimum(band[:, keep], crossing[keep][None, :])
