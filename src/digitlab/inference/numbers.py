@@ -78,7 +78,7 @@ SLOPES = (-0.3, -0.15, 0.0, 0.15, 0.3)  # cut lines: x shift per pixel down
 CURVE_BAND = 2.0       # a cut may bend this many pixels (at WORK_HEIGHT) off its straight line
 HINT_REACH = 0.15      # a hinted cut moves at most this much (x group height) to the least ink
 SEQ_SURE = 0.5         # a line the sequence reader reads as one digit or none this surely is read whole
-SEQ_VOUCH = 0.9        # a piece of a split that follows its count is a digit where it reads it this surely
+SEQ_VOUCH = 0.8        # a piece of a split that follows its count is a digit where it reads it this surely
 SEQ_ONSET = 0.1        # a digit's ink begins this far (x line height) right of where the reader emits it
 SEQ_INSIDE = 0.25      # ... and this far right of it lies inside the digit, however narrow
 SEQ_WEIGHT = 2.0       # a cut piece's class: the model's probabilities times the reader's to this power
@@ -93,7 +93,8 @@ RULE_SOLID = 0.95      # ... has ink in this share of its columns at least,
 RULE_BEND = 0.12       # ... keeps its middle within this share of its thickness (std) of a straight line,
 RULE_LENGTH = 1.5      # ... is longer than this many times the height of the digits (no digit's stroke is),
 RULE_SPAN = 0.95       # ... and than this share of the digits' width,
-RULE_THICK = 0.2       # ... and at most this thick (x the digits' height)
+RULE_THICK = 0.2       # ... is at most this thick (x the digits' height)
+RULE_FEET = 0.25       # ... and begins in the lowest this share of the digits' height (or below or above them)
 RULE_LEAN = 2          # a stroke crossing a ruled line may move this many pixels sideways across it
 
 # the split's priors (log scale)
@@ -486,8 +487,9 @@ def without_rules(ink: np.ndarray) -> np.ndarray | None:
     (:data:`RULE_SOLID`) and straight (:data:`RULE_BEND`: the joined feet of touching digits
     curve), longer than the digits are high (:data:`RULE_LENGTH`: no stroke of a digit is) and
     about as long as they are wide (:data:`RULE_SPAN`), thin beside them (:data:`RULE_THICK`), and
-    in their lower half, below them or wholly above them (the joined tops of touching 7s or 5s lie
-    in their upper half). Where a digit's stroke crosses it, the stroke is kept whole."""
+    at their feet (:data:`RULE_FEET`), below them or wholly above them (the joined tops of touching
+    7s, or the bars of touching 4s, lie higher). Where a digit's stroke crosses it, the stroke is
+    kept whole."""
     ink = np.asarray(ink, dtype=np.float32)
     m = (ink >= RULE_LEVEL).astype(np.uint8)
     h, w = m.shape
@@ -525,11 +527,11 @@ def without_rules(ink: np.ndarray) -> np.ndarray | None:
     rows, cols = np.nonzero(rest)
     height = float(np.percentile(rows, 99.5) - np.percentile(rows, 0.5) + 1)
     width = float(np.percentile(cols, 99.5) - np.percentile(cols, 0.5) + 1)
-    middle = float(np.median(rows))
-    # the digits' tops may join into a long run; a line they are written on lies at their feet or
-    # below them (or wholly above them: the line before)
+    feet = float(np.percentile(rows, 0.5)) + (1.0 - RULE_FEET) * height
+    # the digits' tops, or the bars of touching 4s, may join into a long run; a line they are
+    # written on lies at their feet or below them (or wholly above them: the line before)
     rules = [b for b in bands if b[1] - b[0] >= max(RULE_LENGTH * height, RULE_SPAN * width)
-             and b[3] - b[2] <= RULE_THICK * height and (b[2] > middle or b[3] <= rows.min())]
+             and b[3] - b[2] <= RULE_THICK * height and (b[2] >= feet or b[3] <= rows.min())]
     if not rules:
         return None
     out = ink.copy()
