@@ -559,6 +559,8 @@ def read_ink(ink: np.ndarray, scale: float, predictor, *, single: bool = False,
     the number's only digit when the picture holds one digit (or with ``single``). Ruled lines
     (:func:`without_rules`) are taken out before the number is read.
     """
+    if [str(n) for n in predictor.labels] != [str(i) for i in range(10)]:
+        single = True  # not a digit model (Fashion-MNIST...): there is no number to read
     if not single:
         clean = without_rules(ink)
         if clean is not None:
@@ -576,8 +578,6 @@ def read_ink(ink: np.ndarray, scale: float, predictor, *, single: bool = False,
 def _read_ink(ink: np.ndarray, scale: float, predictor, *, single: bool = False,
               reject: bool = True) -> tuple[NumberReading, DigitReading]:
     names = [str(n) for n in predictor.labels]
-    if names != [str(i) for i in range(10)]:
-        single = True  # not a digit model (Fashion-MNIST...): there is no number to read
     ink = np.asarray(ink, dtype=np.float32)
     whole_image = digit_from_ink(ink)  # raises ImageError when blank, as load_digit does
     full_box = _ink_box(ink)
