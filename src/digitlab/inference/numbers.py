@@ -552,12 +552,13 @@ def without_rules(ink: np.ndarray) -> np.ndarray | None:
 
 
 def read_ink(ink: np.ndarray, scale: float, predictor, *, single: bool = False,
-             reject: bool = True) -> tuple[NumberReading, DigitReading]:
+             reject: bool = True, whole: bool = True) -> tuple[NumberReading, DigitReading | None]:
     """An ink map (from :func:`~digitlab.data.pictures.ink_image`) -> (the number, the whole picture as one digit).
 
     The second reading is what :func:`~digitlab.data.pictures.load_digit` plus the model give; it is
-    the number's only digit when the picture holds one digit (or with ``single``). Ruled lines
-    (:func:`without_rules`) are taken out before the number is read.
+    the number's only digit when the picture holds one digit (or with ``single``). With
+    ``whole=False`` a picture of several digits is not also read as one digit, and the second
+    reading is None. Ruled lines (:func:`without_rules`) are taken out before the number is read.
     """
     if [str(n) for n in predictor.labels] != [str(i) for i in range(10)]:
         single = True  # not a digit model (Fashion-MNIST...): there is no number to read
@@ -565,27 +566,32 @@ def read_ink(ink: np.ndarray, scale: float, predictor, *, single: bool = False,
         clean = without_rules(ink)
         if clean is not None:
             try:
-                number, _ = _read_ink(clean, scale, predictor, reject=reject)
+                number, _ = _read_ink(clean, scale, predictor, reject=reject, whole=False)
             except ImageError:  # nothing but lines: read as it is
                 number = None
             # a line joins the digits of a number into one; one digit with its line (an underlined
             # 7, or a 2 with a long flat foot taken for one) is read as it is
             if number is not None and len(number.digits) > 1:
-                return number, _read_ink(ink, scale, predictor, single=True, reject=reject)[1]
-    return _read_ink(ink, scale, predictor, single=single, reject=reject)
+                return number, (_read_ink(ink, scale, predictor, single=True, reject=reject)[1]
+                                if whole else None)
+    return _read_ink(ink, scale, predictor, single=single, reject=reject, whole=whole)
 
 
 def _read_ink(ink: np.ndarray, scale: float, predictor, *, single: bool = False,
-              reject: bool = True) -> tuple[NumberReading, DigitReading]:
+              reject: bool = True, whole: bool = True) -> tuple[NumberReading, DigitReading | None]:
     names = [str(n) for n in predictor.labels]
     ink = np.asarray(ink, dtype=np.float32)
-    whole_image = digit_from_ink(ink)  # raises ImageError when blank, as load_digit does
+    whole_image = None  # the picture as one digit: made when it is read or asked for
+    if whole or single or ink.shape == (28, 28):
+        whole_image = digit_from_ink(ink)  # raises ImageError when blank, as load_digit does
+        if ink.shape == whole_image.shape and np.array_equal(np.round(ink * 255.0), whole_image):
+            single = True  # already a 28x28 model input (an MNIST digit, a saved input): one digit
     full_box = _ink_box(ink)
-    if ink.shape == whole_image.shape and np.array_equal(np.round(ink * 255.0), whole_image):
-        single = True  # already a 28x28 model input (an MNIST digit, a saved input): one digit
     groups: list[_Group] = []
     if not single:
         labels, groups = _blobs(ink)
+    if not groups or len(groups) == 1:
+        whole_image = digit_from_ink(ink) if whole_image is None else whole_image
     if not groups:
         probs = _predict(predictor, [whole_image])
         chosen = [(whole_image, full_box, probs[0])]
@@ -598,6 +604,7 @@ def _read_ink(ink: np.ndarray, scale: float, predictor, *, single: bool = False,
     if len(seen.text) <= 1 and seen.confidence >= SEQ_SURE:
         # one digit, or no digit at all: the picture is read as load_digit reads it (and the
         # detector judges it whole, so a trouser leg or a letter N is not read as a row of 1s)
+        whole_image = digit_from_ink(ink) if whole_image is None else whole_image
         probs = _predict(predictor, [whole_image])
         return _finish([(whole_image, full_box, probs[0])], seen.confidence, whole_image, probs[0],
                        full_box, scale, names, reject)
@@ -617,7 +624,8 @@ def _read_ink(ink: np.ndarray, scale: float, predictor, *, single: bool = False,
     empty = {gi for gi, g in enumerate(groups) if not any(g.x0 <= c < g.x1 for c in centres)}
     # round 1: every group as it stands (and the whole picture, the single-digit reading)
     pieces: list[_Piece] = []
-    images = [whole_image]
+    images = [] if whole_image is None else [whole_image]  # the whole picture first, when made
+    whole_row = 0 if images else None
     slices: list[tuple[int, _Cut | None]] = []
     first_slice = []
     for gi, g in enumerate(groups):
@@ -625,7 +633,7 @@ def _read_ink(ink: np.ndarray, scale: float, predictor, *, single: bool = False,
         slices.append((gi, None))
         made = _piece_ink(ink, labels, [g], None, None)
         if len(groups) == 1:  # the group is the picture: read it as load_digit does
-            pieces.append(_Piece(gi, gi + 1, whole_image, full_box, _prior(full_box, line), 0, True))
+            pieces.append(_Piece(gi, gi + 1, whole_image, full_box, _prior(full_box, line), whole_row, True))
             continue
         image = _digit(made[0]) if made else None
         if image is not None:
@@ -644,7 +652,8 @@ def _read_ink(ink: np.ndarray, scale: float, predictor, *, single: bool = False,
         # the sequence reader sees one digit in each group: the groups as they stand are the digits
         chosen = [(pc.image, pc.box, _with_reader(probs[pc.row], seen.probabilities[i], True))
                   for i, pc in enumerate(pieces)]
-        return _finish(chosen, seen.confidence, whole_image, probs[0], full_box, scale, names, reject, seen)
+        return _finish(chosen, seen.confidence, whole_image, _row(probs, whole_row, whole), full_box, scale,
+                       names, reject, seen)
 
     # round 2: cuts inside the groups that may hold several digits, joins of the unsure neighbours
     def small(g: _Group) -> bool:
@@ -695,7 +704,11 @@ def _read_ink(ink: np.ndarray, scale: float, predictor, *, single: bool = False,
     if len(groups) - 1 == len(joinable) and n <= MAX_SPAN + 1:
         joined = _join_cost(groups, 0, len(groups) - 1, line)
         if joined is not None:
-            pieces.append(_Piece(0, n, whole_image, full_box, _prior(full_box, line) - joined, 0))
+            if whole_row is None:  # the whole picture as one digit is a piece too
+                whole_image = digit_from_ink(ink)
+                whole_row = len(images)
+                images.append(whole_image)
+            pieces.append(_Piece(0, n, whole_image, full_box, _prior(full_box, line) - joined, whole_row))
     if len(images) > len(probs):
         probs = np.concatenate([probs, _predict(predictor, images[len(probs):])])
 
@@ -740,8 +753,12 @@ def _read_ink(ink: np.ndarray, scale: float, predictor, *, single: bool = False,
         within = float(np.exp(table[0][n, c] - table[1][n, c]))
         options.append((split + SEQ_CTC * ctc, c, path, table is aligned, within))
     if not options:  # no way through (a piece without ink): the picture as one digit
-        return _finish([(whole_image, full_box, probs[0])], 1.0, whole_image, probs[0], full_box,
-                       scale, names, reject)
+        if whole_row is None:
+            whole_image = digit_from_ink(ink)
+            whole_row = len(probs)
+            probs = np.concatenate([probs, _predict(predictor, [whole_image])])
+        return _finish([(whole_image, full_box, probs[whole_row])], 1.0, whole_image, probs[whole_row],
+                       full_box, scale, names, reject)
     values = np.array([o[0] for o in options])
     choice = int(np.argmax(values))
     _, c, path, followed, within = options[choice]
@@ -756,8 +773,8 @@ def _read_ink(ink: np.ndarray, scale: float, predictor, *, single: bool = False,
         if followed:  # the model's and the reader's view of the digit
             p = _with_reader(p, seen.probabilities[i], pieces[k].whole)
         chosen.append((pieces[k].image, pieces[k].box, p))
-    return _finish(chosen, certainty, whole_image, probs[0], full_box, scale, names, reject,
-                   seen if followed else None)
+    return _finish(chosen, certainty, whole_image, _row(probs, whole_row, whole), full_box, scale, names,
+                   reject, seen if followed else None)
 
 
 def _split(pieces: list[_Piece], scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -808,6 +825,11 @@ def _with_reader(p: np.ndarray, q: np.ndarray, whole: bool = False) -> np.ndarra
     return (joint / joint.sum()).astype(np.float32)
 
 
+def _row(probs: np.ndarray, row: int | None, wanted: bool = True) -> np.ndarray | None:
+    """The whole picture's probabilities (row ``row`` of the batch), when it was read and is wanted."""
+    return None if row is None or not wanted else probs[row]
+
+
 def _predict(predictor, images: list[np.ndarray]) -> np.ndarray:
     return np.asarray(predictor.predict_proba(np.stack(images)), dtype=np.float32)
 
@@ -827,13 +849,18 @@ def _finish(chosen, certainty, whole_image, whole_probs, full_box, scale, names,
     there: the detector judges each piece alone, and a piece cut from touching digits lacks a
     stroke or holds a bit of its neighbour."""
     shown = [image for image, _, _ in chosen]
-    scores, threshold = _digit_scores(np.stack([whole_image, *shown]))
-    whole = _reading(0, whole_probs, names, whole_image, full_box, scale, scores[0], threshold, reject)
+    if whole_probs is None:  # the whole picture is not read as one digit
+        scores, threshold = _digit_scores(np.stack(shown))
+        whole = None
+    else:
+        scores, threshold = _digit_scores(np.stack([whole_image, *shown]))
+        whole = _reading(0, whole_probs, names, whole_image, full_box, scale, scores[0], threshold, reject)
+        scores = scores[1:]
     digits = []
     for i, (image, box, p) in enumerate(chosen):
         vouched = (seen is not None and len(chosen) > 1
                    and float(seen.probabilities[i][int(np.argmax(p))]) >= SEQ_VOUCH)
-        digits.append(_reading(i, p, names, image, box, scale, scores[1 + i], threshold, reject, vouched))
+        digits.append(_reading(i, p, names, image, box, scale, scores[i], threshold, reject, vouched))
     return _number(digits, certainty), whole
 
 
@@ -880,5 +907,5 @@ def read_number(source: str | os.PathLike | bytes | np.ndarray, predictor, *, si
     :class:`~digitlab.errors.ImageError` for what is not a picture, too large, or blank.
     """
     ink, scale = ink_image(source, MAX_PIXELS if max_pixels is None else max_pixels)
-    number, _ = read_ink(ink, scale, predictor, single=single, reject=reject)
+    number, _ = read_ink(ink, scale, predictor, single=single, reject=reject, whole=False)
     return number

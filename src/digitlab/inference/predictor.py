@@ -239,7 +239,7 @@ def _read_number_files(predictor, results: list[FilePrediction], save_inputs: st
     for r in results:
         try:
             ink, scale = ink_image(r.path)
-            number, _ = read_ink(ink, scale, predictor, reject=reject)
+            number, _ = read_ink(ink, scale, predictor, reject=reject, whole=False)
         except DigitlabError as e:
             r.error = str(e)
             continue

@@ -78,26 +78,45 @@ def _conv3(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(H, W, C) -> (H, W, K): 3x3 convolution, zero padding 1, ReLU; ``w`` is (9 * C, K) in (ky, kx, c) order."""
     h, wd, c = x.shape
     p = np.pad(x, ((1, 1), (1, 1), (0, 0)))
-    cols = np.concatenate([p[ky : ky + h, kx : kx + wd] for ky in range(3) for kx in range(3)], axis=2)
-    y = cols.reshape(h * wd, 9 * c) @ w
-    y += b
+    if c < 4:  # few channels: one product of the 9 shifted copies side by side
+        cols = np.concatenate([p[ky : ky + h, kx : kx + wd] for ky in range(3) for kx in range(3)], axis=2)
+        y = cols.reshape(h * wd, 9 * c) @ w
+        y += b
+        np.maximum(y, 0.0, out=y)
+        return y.reshape(h, wd, -1)
+    # more channels: 9 products summed (no copy of the input 9 times over; about twice as fast)
+    wk = w.reshape(9, c, -1)
+    y = np.empty((h, wd, wk.shape[2]), np.float32)
+    y[:] = b
+    for i in range(9):
+        ky, kx = divmod(i, 3)
+        y += p[ky : ky + h, kx : kx + wd] @ wk[i]
     np.maximum(y, 0.0, out=y)
-    return y.reshape(h, wd, -1)
+    return y
 
 
 def _pool(x: np.ndarray, ph: int, pw: int) -> np.ndarray:
+    """(H, W, C) -> (H // ph, W // pw, C): the maximum of each ph x pw block."""
     h, w, c = x.shape
     h2, w2 = h // ph, w // pw
-    return x[: h2 * ph, : w2 * pw].reshape(h2, ph, w2, pw, c).max(axis=(1, 3))
+    out = x[0 : h2 * ph : ph, 0 : w2 * pw : pw].copy()
+    for dy in range(ph):
+        for dx in range(pw):
+            if dy or dx:
+                np.maximum(out, x[dy : h2 * ph : ph, dx : w2 * pw : pw], out=out)
+    return out
 
 
 def _conv1(x: np.ndarray, w: np.ndarray, b: np.ndarray, relu: bool = True) -> np.ndarray:
     """(T, C) -> (T, K): 1-D convolution along the line, zero padding; ``w`` is (k * C, K) in (k, c) order."""
-    k = w.shape[0] // x.shape[1]
+    t, c = x.shape
+    k = w.shape[0] // c
     p = np.pad(x, ((k // 2, k // 2), (0, 0)))
-    cols = np.lib.stride_tricks.sliding_window_view(p, k, axis=0)  # (T, C, k)
-    y = cols.transpose(0, 2, 1).reshape(len(x), -1) @ w
-    y += b
+    wk = w.reshape(k, c, -1)
+    y = np.empty((t, wk.shape[2]), np.float32)
+    y[:] = b
+    for i in range(k):
+        y += p[i : i + t] @ wk[i]
     if relu:
         np.maximum(y, 0.0, out=y)
     return y
