@@ -163,41 +163,54 @@ class _Cut:
         return xs < self.path[np.clip(ys - self.y0, 0, len(self.path) - 1)]
 
 
-def _least_ink_path(small: np.ndarray, c: float, slope: float, yc: float, band: float,
-                    stroke: float) -> np.ndarray:
-    """The x (per row) of the top-to-bottom path through the least ink of ``small``, moving at most
-    one pixel sideways a row and staying within ``band`` pixels of the line x = c + slope * (y - yc)."""
+def _least_ink_paths(small: np.ndarray, lines: list[tuple[float, float]], yc: float, band: float,
+                     stroke: float) -> list[np.ndarray]:
+    """For each straight line x = c + slope * (y - yc) of ``lines`` ((c, slope) pairs), the x (per
+    row) of the top-to-bottom path through the least ink of ``small`` that moves at most one pixel
+    sideways a row and stays within ``band`` pixels of it (the line itself where there is none).
+
+    All the lines' paths are found in one dynamic programme over the rows, each in the band around
+    its line (the columns beyond a band's edge cost infinitely much)."""
     h, w = small.shape
-    centre = c + slope * (np.arange(h) - yc)
-    lo = max(0, int(math.floor(centre.min() - band)) - 1)
-    hi = min(w, int(math.ceil(centre.max() + band)) + 2)
-    if hi - lo < 2:
-        return centre
-    small, centre = small[:, lo:hi], centre - lo  # only the band is searched
-    w = hi - lo
-    xs = np.arange(w)
-    outside = np.abs(xs[None, :] - centre[:, None]) > band
+    rows = np.arange(h)
+    out: list[np.ndarray] = []
+    todo = []  # (index, the line's x per row, first column of its band, one past the last)
+    for i, (c, slope) in enumerate(lines):
+        centre = c + slope * (rows - yc)
+        out.append(centre)
+        lo = max(0, int(math.floor(centre.min() - band)) - 1)
+        hi = min(w, int(math.ceil(centre.max() + band)) + 2)
+        if hi - lo >= 2:
+            todo.append((i, centre, lo, hi))
+    if not todo:
+        return out
+    k, width = len(todo), max(hi - lo for _, _, lo, hi in todo)
+    xs = np.arange(width)
     # ink crossed, a little for leaving the straight line, nothing allowed outside the band
-    cost = small / stroke + 0.02 * np.abs(xs[None, :] - centre[:, None]) / max(1.0, band)
-    cost = np.where(outside, np.inf, cost).astype(np.float64)
-    acc = cost[0].copy()
-    step = np.zeros((h, w), np.int8)
+    cost = np.full((k, h, width), np.inf)
+    for j, (_, centre, lo, hi) in enumerate(todo):
+        off = np.abs(xs[None, : hi - lo] - (centre - lo)[:, None])
+        cost[j, :, : hi - lo] = np.where(off > band, np.inf, small[:, lo:hi] / stroke + 0.02 * off / max(1.0, band))
+    acc = cost[:, 0].copy()
+    step = np.zeros((h, k, width), np.int8)
     side = 0.03  # a sideways step costs a little, so the path stays straight where it can
+    edge = np.full((k, 1), np.inf)
     for y in range(1, h):
-        left = np.concatenate([[np.inf], acc[:-1]]) + side
-        right = np.concatenate([acc[1:], [np.inf]]) + side
-        choice = np.stack([left, acc, right])
-        k = np.argmin(choice, axis=0)
-        step[y] = k - 1
-        acc = choice[k, xs] + cost[y]
-    x = int(np.argmin(acc))
-    if not np.isfinite(acc[x]):
-        return centre + lo
-    path = np.empty(h, np.float64)
+        choice = np.stack([np.concatenate([edge, acc[:, :-1]], axis=1) + side, acc,
+                           np.concatenate([acc[:, 1:], edge], axis=1) + side])
+        best = np.argmin(choice, axis=0)
+        step[y] = best - 1
+        acc = np.take_along_axis(choice, best[None], 0)[0] + cost[:, y]
+    x = np.argmin(acc, axis=1)
+    found = np.isfinite(acc[np.arange(k), x])
+    path = np.empty((k, h), np.float64)
     for y in range(h - 1, -1, -1):
-        path[y] = x
-        x += int(step[y, x])
-    return path + lo
+        path[:, y] = x
+        x = np.clip(x + step[y, np.arange(k), x], 0, width - 1)  # (a path not found is dropped)
+    for j, (i, _, lo, _) in enumerate(todo):
+        if found[j]:
+            out[i] = path[j] + lo
+    return out
 
 
 def _overlap(a: _Group, b: _Group) -> float:
@@ -382,9 +395,10 @@ def _cuts(ink: np.ndarray, labels: np.ndarray, g: _Group, line: float,
             break
     cuts = []
     rows_here = np.minimum(h - 1, ((np.arange(g.height) + 0.5) * f).astype(int))
-    for c in sorted(chosen):
+    chosen.sort()
+    paths = _least_ink_paths(small, [(c, float(best_slope[c])) for c in chosen], yc, CURVE_BAND, stroke)
+    for c, path in zip(chosen, paths, strict=True):
         s = float(best_slope[c])
-        path = _least_ink_path(small, c, s, yc, CURVE_BAND, stroke)
         crossed = float(small[rows, path.astype(int)].sum()) / stroke
         cuts.append(_Cut(x=g.x0 + (c + 0.5) / f, slope=s, yc=g.y0 + (yc + 0.5) / f,
                          cost=CUT_COST + STROKE_COST * max(0.0, found[c], crossed),
@@ -413,7 +427,7 @@ def _piece_ink(ink: np.ndarray, labels: np.ndarray, groups: list[_Group], left: 
     crop = ink[y0:y1, x0:x1]
     keep = np.isin(labels[y0:y1, x0:x1], [lab for g in groups for lab in g.labels])
     if left is not None or right is not None:
-        ys, xs = np.mgrid[y0:y1, x0:x1]
+        ys, xs = np.arange(y0, y1)[:, None], np.arange(x0, x1)[None, :]  # (broadcast to the crop)
         if left is not None and left.cost > 0:
             keep &= ~left.left_of(ys, xs)
         if right is not None and right.cost > 0:
