@@ -358,6 +358,13 @@ def _extreme(a: np.ndarray) -> float:
     if flat.size > 60_000:  # every other row and column: plenty for a stroke's brightest pixels
         flat = a[::2, ::2].ravel()
     k = min(flat.size, max(9, flat.size // 5000))
+    if flat.size >= 64 * k:
+        # the k largest are among the values at least as large as the k-th largest of every 8th one
+        # (whenever there are k such values): a selection among a few instead of all, 8x faster
+        sub = flat[::8]
+        top = flat[flat >= np.partition(sub, sub.size - k)[sub.size - k]]
+        if top.size >= k:
+            flat = top
     return float(np.partition(flat, flat.size - k)[-k:].mean())
 
 
