@@ -64,6 +64,17 @@ def test_numbers_of_known_digits_read_exactly(clear_digits, best, text):
     assert 0.0 < reading.confidence <= 1.0
 
 
+def test_the_whole_picture_is_read_as_one_digit_only_when_asked(clear_digits, best):
+    from digitlab.inference.numbers import read_ink
+
+    ink, scale = ink_image(paper(number_of(clear_digits, "2026", gap=6)))
+    number, whole = read_ink(ink, scale, best)
+    alone, none = read_ink(ink, scale, best, whole=False)
+    assert number.text == alone.text == "2026" and none is None
+    assert [d.box for d in alone.digits] == [d.box for d in number.digits]
+    assert np.array_equal(whole.image, load_digit(paper(number_of(clear_digits, "2026", gap=6))))
+
+
 def test_a_number_from_an_array_and_a_pil_image(clear_digits, best):
     data = paper(number_of(clear_digits, "508", gap=5))
     picture = Image.open(io.BytesIO(data))
@@ -359,3 +370,24 @@ def test_page_number_mode_reads_42(best_url):
         assert page.locator("#pad").is_visible()
         context.close()
     assert problems == []
+
+
+def test_the_frozen_model_reads_as_the_model_does(mnist, best):
+    import torch
+
+    from digitlab.inference.torch_predictor import inference_module
+
+    (_, _), (x, _) = mnist
+    assert best._fast is not None
+    with torch.no_grad():
+        eager = torch.softmax(best.model(torch.from_numpy(x[:300].astype(np.float32) / 255.0)), 1).numpy()
+    got = best.predict_proba(x[:300])
+    assert got.shape == (300, 10)
+    np.testing.assert_allclose(got, eager, atol=1e-5)
+    assert np.array_equal(got.argmax(axis=1), eager.argmax(axis=1))
+
+    class Untraceable(torch.nn.Module):  # tracing it fails: served as it is
+        def forward(self, t):
+            raise RuntimeError("no tracing here")
+
+    assert inference_module(Untraceable()) is None

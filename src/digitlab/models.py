@@ -284,6 +284,13 @@ def predict_arrays(model: nn.Module, x, batch_size: int = 2000) -> np.ndarray:
     xt = as_tensor(x, torch.float32).to(next(model.parameters()).device)
     if xt.ndim == 2:
         xt = xt[None]
-    out = [torch.softmax(model(xt[i : i + batch_size]).float(), 1) for i in range(0, len(xt), batch_size)]
+    out = softmax_batches(model, xt, batch_size)
     model.train(was)
-    return torch.cat(out).cpu().numpy() if out else np.zeros((0, 10), np.float32)
+    return out
+
+
+def softmax_batches(forward: Callable[[torch.Tensor], torch.Tensor], xt: torch.Tensor, batch_size: int,
+                    classes: int = 10) -> np.ndarray:
+    """(N, classes) float32 probabilities: ``forward``'s logits, ``batch_size`` images at a time."""
+    out = [torch.softmax(forward(xt[i : i + batch_size]).float(), 1) for i in range(0, len(xt), batch_size)]
+    return torch.cat(out).cpu().numpy() if out else np.zeros((0, classes), np.float32)

@@ -12,7 +12,7 @@ from torch import nn
 
 from digitlab.data.preprocess import image_batch
 from digitlab.errors import RunError
-from digitlab.models import architecture, count_params, load_model, predict_arrays
+from digitlab.models import architecture, count_params, load_model, predict_arrays, softmax_batches
 from digitlab.runs import read_metrics, run_labels
 
 
@@ -39,11 +39,9 @@ class TorchPredictor:
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         if self._fast is None:
             return predict_arrays(self.model, image_batch(images), self.batch_size)
-        x = torch.from_numpy(image_batch(images))
         with torch.inference_mode():
-            out = [torch.softmax(self._fast(x[i : i + self.batch_size]).float(), 1)
-                   for i in range(0, len(x), self.batch_size)]
-        return torch.cat(out).numpy() if out else np.zeros((0, len(self.labels)), np.float32)
+            return softmax_batches(self._fast, torch.from_numpy(image_batch(images)), self.batch_size,
+                                   len(self.labels))
 
     @torch.inference_mode()
     def activations(self, images: np.ndarray) -> dict[str, np.ndarray]:
