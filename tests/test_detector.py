@@ -72,6 +72,38 @@ def test_detector_needs_no_torch():
     assert out.stdout.strip() == "False"
 
 
+def _blas_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+
+def test_the_small_products_run_on_one_blas_thread(monkeypatch):
+    # NumPy's BLAS threads, left spinning after each small product, took the cores from the model
+    from threadpoolctl import threadpool_limits
+
+    from digitlab.inference import detector, sequence
+
+    seen = {}
+
+    def watched(name, f):
+        def call(*args, **kwargs):
+            seen[name] = _blas_threads()
+            return f(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(detector, "logits", watched("detector", detector.logits))
+    monkeypatch.setattr(sequence, "column_logits", watched("sequence", sequence.column_logits))
+    ink = np.zeros((30, 60), np.float32)
+    ink[5:25, 10:14] = ink[5:25, 40:44] = 1.0
+    with threadpool_limits(limits=2, user_api="blas"):
+        assert set(_blas_threads()) == {2}
+        digit_scores(np.zeros((3, 28, 28), np.uint8))
+        sequence.read_line(ink)
+        assert set(_blas_threads()) == {2}  # the rest of the process as it was
+    assert {name: set(threads) for name, threads in seen.items()} == {"detector": {1}, "sequence": {1}}
+
+
 def test_readings_reject_and_keep():
     p = np.full((2, 10), 0.02, np.float32)
     p[:, 3] = 0.82

@@ -30,6 +30,7 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import load_file
 
+from digitlab.inference.blas import one_thread
 from digitlab.inference.reading import DigitReading, top_classes
 
 WEIGHTS = Path(__file__).with_name("detector.safetensors")
@@ -90,7 +91,8 @@ def digit_scores(images: np.ndarray) -> np.ndarray:
     n = len(x)
     h = x.reshape(n, 784).astype(np.float32)
     ink = h.max(axis=1) if n else np.zeros(0, np.float32)
-    z = logits(h, *_layers())
+    with one_thread():
+        z = logits(h, *_layers())
     score = 1.0 / (1.0 + np.exp(-np.clip(z, -30.0, 30.0)))
     score[ink < MIN_INK] = 0.0
     return score.astype(np.float32)

@@ -27,6 +27,8 @@ import numpy as np
 from PIL import Image
 from safetensors.numpy import load_file
 
+from digitlab.inference.blas import one_thread
+
 WEIGHTS = Path(__file__).with_name("sequence.safetensors")
 
 HEIGHT = 32       #: the line is read this many pixels high
@@ -181,7 +183,8 @@ def best_path(scores: np.ndarray) -> tuple[list[int], list[list[int]]]:
 def read_line(ink: np.ndarray) -> LineReading:
     """A line's ink (float [0, 1], ink bright, cropped to its ink) -> what the sequence reader reads."""
     x, scale, x0 = line_input(ink)
-    logp = _log_softmax(column_logits(x))
+    with one_thread():
+        logp = _log_softmax(column_logits(x))
     labels, runs = best_path(logp)
     confidence = math.exp(ctc_log_likelihood(logp, labels)) if labels else float(np.exp(logp[:, BLANK].sum()))
 
