@@ -230,8 +230,8 @@ def test_a_request_the_client_gave_up_on_is_not_computed():
     from digitlab.serve import create_app
 
     app = create_app(BEST)
-    served = app.state.model
-    real_predict = served.predict
+    predictor = app.state.model.predictor
+    real_predict = predictor.predict_proba
     calls = []
     released = threading.Event()
 
@@ -241,7 +241,7 @@ def test_a_request_the_client_gave_up_on_is_not_computed():
             released.wait(0.6)  # holds the event loop, as a long answer does
         return real_predict(*args, **kwargs)
 
-    served.predict = slow_predict
+    predictor.predict_proba = slow_predict  # the model, called once for a picture of one digit
     png = io.BytesIO()
     Image.fromarray(np.asarray(_seven(), np.uint8)).save(png, "PNG")
     body = png.getvalue()

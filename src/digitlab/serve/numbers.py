@@ -9,6 +9,7 @@ status its error type carries (``http_status``, see :mod:`digitlab.serve.errors`
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import anyio
@@ -18,21 +19,39 @@ from starlette.exceptions import HTTPException
 from digitlab.data.pictures import ink_image
 from digitlab.errors import DigitlabError
 from digitlab.inference.numbers import read_ink
+from digitlab.inference.reading import DigitReading
 from digitlab.serve.errors import upload_message
 
 INLINE_DECODE_BYTES = 64_000  # smaller pictures are read on the event loop, larger ones in a thread
 
 
-def read_picture(model, data: bytes, single: bool, reject: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
-    """Picture bytes -> (the picture as one 28x28 input, exactly load_digit's; the number fields)."""
+class _Timed:
+    """A predictor that adds up the time spent in it (the answer's ``model_ms``)."""
+
+    def __init__(self, predictor):
+        self.predictor, self.labels, self.ms = predictor, predictor.labels, 0.0
+
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        t0 = time.perf_counter()
+        try:
+            return self.predictor.predict_proba(images)
+        finally:
+            self.ms += (time.perf_counter() - t0) * 1000.0
+
+
+def read_picture(model, data: bytes, single: bool, reject: bool = True
+                 ) -> tuple[np.ndarray, dict[str, Any], DigitReading, float]:
+    """Picture bytes -> (the picture as one 28x28 input, exactly load_digit's; the number fields;
+    that input's reading: its probabilities and digit score; milliseconds spent in the model)."""
     if not data:
         raise HTTPException(422, "the body is empty; send a picture of a digit")
+    timed = _Timed(model.predictor)
     try:
         ink, scale = ink_image(data, model.max_pixels)
-        number, whole = read_ink(ink, scale, model.predictor, single=single, reject=reject)
+        number, whole = read_ink(ink, scale, timed, single=single, reject=reject)
     except DigitlabError as e:
         raise HTTPException(e.http_status, upload_message(e)) from None
-    return np.asarray(whole.image, dtype=np.uint8), fields(number)
+    return np.asarray(whole.image, dtype=np.uint8), fields(number), whole, timed.ms
 
 
 async def read_picture_async(model, data: bytes, single: bool, reject: bool = True):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 import numpy as np
 from PIL import Image
 from pydantic import ValidationError
@@ -25,6 +26,7 @@ from starlette.requests import Request
 
 from digitlab.data.pictures import load_digit, to_mnist
 from digitlab.errors import ImageError
+from digitlab.inference.reading import DigitReading
 from digitlab.serve.errors import validation_message
 from digitlab.serve.numbers import read_picture_async
 from digitlab.serve.schemas import PixelsRequest
@@ -112,6 +114,8 @@ class Input:
     x: np.ndarray
     shown: np.ndarray
     number: dict[str, Any] | None = None
+    whole: DigitReading | None = None  # a picture's reading as one digit, made while reading the number
+    model_ms: float = 0.0  # ... and the time it spent in the model
 
 
 async def read_input(request: Request, model: ServedModel, *, numbers: bool = True, single: bool = False,
@@ -136,13 +140,15 @@ async def read_input(request: Request, model: ServedModel, *, numbers: bool = Tr
     if not numbers:
         x = await picture_to_input_async(data, model.max_pixels)
         return Input(x, x)
-    x, number = await read_picture_async(model, data, single, reject)
-    return Input(x, x, number)
+    x, number, whole, ms = await read_picture_async(model, data, single, reject)
+    return Input(x, x, number, whole, ms)
 
 
 async def stop_if_gone(request: Request) -> None:
     """Raise 499 when the client has closed the request (the page gave up on it for a newer drawing),
-    so no work is spent on an answer nobody reads."""
+    so no work is spent on an answer nobody reads. The loop first runs once, so a close that has
+    already reached the socket is seen."""
+    await anyio.lowlevel.checkpoint()
     if await request.is_disconnected():
         raise HTTPException(499, "the client closed the request")
 

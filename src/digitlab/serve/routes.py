@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import Response
@@ -72,7 +71,10 @@ def router(model: ServedModel, *, max_upload_bytes: int, max_batch: int) -> APIR
         single = parsing.flag(request, "single")
         got = await parsing.read_input(request, model, single=single, reject=reject)
         await parsing.stop_if_gone(request)
-        result = model.predict(got.x, got.shown, activations, act_format, layers, reject)
+        if got.whole is not None and not activations:  # the model has read this input already
+            result = model.result(got.whole.probabilities, got.shown, got.model_ms, got.whole.digit_score, reject)
+        else:
+            result = model.predict(got.x, got.shown, activations, act_format, layers, reject)
         result.update(got.number or single_fields(result))
         return json_response(dumps(result))
 
@@ -141,28 +143,23 @@ def router(model: ServedModel, *, max_upload_bytes: int, max_batch: int) -> APIR
 
 def batch(model: ServedModel, uploads: list[tuple[str | None, bytes]], reject: bool = True,
           single: bool = False) -> dict[str, Any]:
-    """Every usable picture predicted (and digit-scored) in one model call; the others with their own
-    status and reason. Each picture is read as one digit or a number, as /api/predict reads it."""
+    """Every usable picture read as /api/predict reads it (one digit or a number); the others with
+    their own status and reason."""
     items: list[dict[str, Any]] = []
-    good: list[tuple[int, np.ndarray]] = []
-    numbers: dict[int, dict[str, Any]] = {}
+    good = 0
     for i, (filename, data) in enumerate(uploads):
         try:
-            x, numbers[i] = read_picture(model, data, single, reject)
+            x, number, whole, ms = read_picture(model, data, single, reject)
         except HTTPException as e:
             status, error = e.status_code, str(e.detail)
         except DigitlabError as e:
             status, error = e.http_status, upload_message(e)
         else:
+            prediction = model.result(whole.probabilities, x, ms, whole.digit_score, reject) | number
             items.append({"index": i, "filename": filename, "ok": True, "status": 200, "error": None,
-                          "prediction": None})
-            good.append((i, x))
+                          "prediction": prediction})
+            good += 1
             continue
         items.append({"index": i, "filename": filename, "ok": False, "status": status, "error": error,
                       "prediction": None})
-    if good:
-        proba, ms = model.predict_many([x for _, x in good])
-        scores = model.scores([x for _, x in good])
-        for (i, x), p, score in zip(good, proba, scores, strict=True):
-            items[i]["prediction"] = model.result(p, x, ms / len(good), float(score), reject) | numbers[i]
-    return {"count": len(items), "ok": len(good), "results": items}
+    return {"count": len(items), "ok": good, "results": items}
