@@ -133,3 +133,23 @@ def test_digit_from_ink_of_a_crop_and_blank():
     assert 0 < out[out > 0].min() < 255  # grey edges kept
     with pytest.raises(ImageError, match="blank"):
         digit_from_ink(np.zeros((30, 30), np.float32))
+
+
+@pytest.mark.parametrize("kind", ["plain background", "few levels", "random", "tiny"])
+def test_the_levels_are_exact_nearest_rank_statistics(kind):
+    # the ink and texture levels come from a sorted selection, on backgrounds of many equal values too
+    from digitlab.data import pictures
+
+    rng = np.random.default_rng(3)
+    n = {"tiny": 40}.get(kind, 20_000)
+    a = rng.random(n, dtype=np.float32)
+    if kind == "plain background":
+        a[rng.random(n) < 0.9] = 0.0
+    elif kind == "few levels":
+        a = np.round(a * 6) / 6
+    for q in (0.0, 0.5, 0.95, 0.99, 1.0):
+        k = min(n - 1, max(0, round(q * (n - 1))))
+        assert pictures._quantile(a, q) == float(np.partition(a, k)[k])
+    k = min(n, max(9, n // 5000))
+    assert pictures._extreme(a) == pytest.approx(float(np.sort(a)[-k:].mean()), rel=1e-6)
+    assert list(pictures._largest(a, 7)) == sorted(a)[-7:]
