@@ -682,3 +682,25 @@ print(json.dumps({{"info": info, "pred": r, "torch": "torch" in sys.modules}}))
     torch_answer = load_predictor(mlp_run).predict_proba(bar)[0]
     np.testing.assert_allclose(got["pred"]["probabilities"], torch_answer, atol=1e-5)
     assert [len(v) for v in got["pred"]["activations"].values()] == [128, 64]
+
+
+@pytest.mark.parametrize("query", ["", "single=1"])
+def test_an_answer_with_activations_is_the_answer_without_them(client, query):
+    # one reading of the picture serves both: the same digit, digit score and number (the
+    # probabilities of the traced forward pass equal the frozen model's to float precision)
+    from digitlab.inference.detector import digit_scores
+
+    data = seven()
+    plain = client.post(f"/api/predict?{query}", content=data, headers={"Content-Type": "image/png"}).json()
+    traced = client.post(f"/api/predict?activations=1&{query}", content=data,
+                         headers={"Content-Type": "image/png"}).json()
+    assert plain["activations"] is None and traced["activations"]
+    for key in plain:
+        if key in ("confidence", "probabilities"):
+            assert traced[key] == pytest.approx(plain[key], abs=1e-6), key
+        elif key == "top3":
+            assert [t["label"] for t in traced[key]] == [t["label"] for t in plain[key]]
+        elif key not in ("activations", "model_ms"):
+            assert traced[key] == plain[key], key
+    shown = np.asarray(plain["input"], np.uint8)[None]
+    assert plain["digit_score"] == round(float(digit_scores(shown)[0]), 6)

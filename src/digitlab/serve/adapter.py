@@ -36,8 +36,9 @@ class ServedModel:
         predictor.predict_proba(probe)  # warm up (first call allocates)
 
     def predict(self, x: np.ndarray, shown: np.ndarray, with_activations: bool, act_format: str = "json",
-                layers: list[str] | None = None, reject: bool = True) -> dict[str, Any]:
-        """One input's answer; with activations, of ``layers`` (None: all) as ``act_format`` ('json'/'u8')."""
+                layers: list[str] | None = None, reject: bool = True, score: float | None = None) -> dict[str, Any]:
+        """One input's answer; with activations, of ``layers`` (None: all) as ``act_format`` ('json'/'u8').
+        ``score``: the shown image's digit score where it is known already (else it is computed)."""
         t0 = time.perf_counter()
         if with_activations:  # the answer and its activations from the same forward pass
             proba, acts = trace(self.predictor, x[None])
@@ -45,7 +46,9 @@ class ServedModel:
             proba, acts = self.predictor.predict_proba(x[None]), {}
         proba = np.asarray(proba, dtype=np.float32)[0]
         ms = (time.perf_counter() - t0) * 1000.0
-        result = self.result(proba, shown, ms, float(digit_scores(shown)[0]), reject)
+        if score is None:
+            score = float(digit_scores(shown)[0])
+        result = self.result(proba, shown, ms, score, reject)
         if with_activations:
             if layers is not None:
                 acts = {k: acts[k] for k in layers}

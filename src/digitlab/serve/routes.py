@@ -74,7 +74,8 @@ def router(model: ServedModel, *, max_upload_bytes: int, max_batch: int) -> APIR
         if got.whole is not None and not activations:  # the model has read this input already
             result = model.result(got.whole.probabilities, got.shown, got.model_ms, got.whole.digit_score, reject)
         else:
-            result = model.predict(got.x, got.shown, activations, act_format, layers, reject)
+            result = model.predict(got.x, got.shown, activations, act_format, layers, reject,
+                                   None if got.whole is None else got.whole.digit_score)
         result.update(got.number or single_fields(result))
         return json_response(dumps(result))
 
