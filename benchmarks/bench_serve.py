@@ -11,8 +11,11 @@ budget is spent. Prints requests/s and p50/p95/p99 latency per run and input kin
     python benchmarks/bench_serve.py runs/mlp --workers 2 --input png --input json --input canvas
 
 Inputs: ``png`` = 100 real MNIST test digits as 28x28 PNG files, sent in turn (synthetic digits
-without DIGITLAB_DATA_DIR); ``canvas`` = 140x140 PNGs like the drawing page sends; ``json`` =
-28x28 JSON pixels (no picture decoding: the server and model alone).
+without DIGITLAB_DATA_DIR); ``canvas`` = 140x140 PNGs like the drawing page sends, posted as a plain
+upload (read as a number); ``page`` = the same drawings posted the way the page's drawing pad posts
+them (``?single=1``, with the dense layers' activations the page shows, as bytes); ``json`` =
+28x28 JSON pixels (no picture decoding: the server and model alone); ``realworld`` = the pictures
+of ``tests/realworld``.
 """
 
 from __future__ import annotations
@@ -80,7 +83,7 @@ def make_bodies(kind: str) -> tuple[list[bytes], str]:
         return [_png(d) for d in digits], "image/png"
     if kind == "json":
         return [json.dumps({"pixels": d.tolist()}).encode() for d in digits], "application/json"
-    if kind == "canvas":
+    if kind in ("canvas", "page"):
         from PIL import Image
 
         big = [np.asarray(Image.fromarray(d).resize((140, 140), Image.Resampling.BILINEAR)) for d in digits[:20]]
@@ -89,7 +92,20 @@ def make_bodies(kind: str) -> tuple[list[bytes], str]:
         folder = ROOT / "tests" / "realworld" / "images"
         files = sorted(folder.iterdir())
         return [f.read_bytes() for f in files], "application/octet-stream"
-    raise SystemExit(f"unknown input kind {kind!r}; use png, canvas, json or realworld")
+    raise SystemExit(f"unknown input kind {kind!r}; use png, canvas, page, json or realworld")
+
+
+def page_path(port: int) -> str:
+    """The URL the page's drawing pad posts a drawing to: one digit, with the activations it shows
+    beside the answer for every dense layer (feature maps only on a click, left out here)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", "/api/model")
+    layers = [layer["name"] for layer in json.loads(conn.getresponse().read())["activation_layers"]
+              if len(layer["shape"]) != 3]
+    conn.close()
+    if not layers:
+        return "/api/predict?single=1"
+    return f"/api/predict?activations=1&act_format=u8&layers={','.join(layers)}&single=1"
 
 
 # -- a quick run when none is given ------------------------------------------------------------
@@ -186,7 +202,7 @@ class Server:
 # -- the load -----------------------------------------------------------------------------------
 
 
-def load(port: int, bodies: list[bytes], content_type: str, clients: int, max_requests: int,
+def load(port: int, path: str, bodies: list[bytes], content_type: str, clients: int, max_requests: int,
          max_seconds: float) -> dict:
     latencies: list[list[float]] = [[] for _ in range(clients)]
     errors = [0] * clients
@@ -211,7 +227,7 @@ def load(port: int, bodies: list[bytes], content_type: str, clients: int, max_re
             i += clients
             t0 = time.perf_counter()
             try:
-                conn.request("POST", "/api/predict", body=body, headers=headers)
+                conn.request("POST", path, body=body, headers=headers)
                 resp = conn.getresponse()
                 resp.read()
                 ok = resp.status == 200
@@ -246,10 +262,10 @@ def load(port: int, bodies: list[bytes], content_type: str, clients: int, max_re
     }
 
 
-def warm_up(port: int, bodies: list[bytes], content_type: str, n: int = 50) -> None:
+def warm_up(port: int, path: str, bodies: list[bytes], content_type: str, n: int = 50) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     for i in range(n):
-        conn.request("POST", "/api/predict", body=bodies[i % len(bodies)], headers={"Content-Type": content_type})
+        conn.request("POST", path, body=bodies[i % len(bodies)], headers={"Content-Type": content_type})
         resp = conn.getresponse()
         body = resp.read()
         if resp.status != 200:
@@ -298,7 +314,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--requests", type=int, default=3000, help="at most this many requests per measurement")
     ap.add_argument("--seconds", type=float, default=20.0, help="at most this long per measurement")
     ap.add_argument("--workers", type=int, default=1, help="server worker processes")
-    ap.add_argument("--input", action="append", choices=["png", "canvas", "json", "realworld"],
+    ap.add_argument("--input", action="append", choices=["png", "canvas", "page", "json", "realworld"],
                     help="what to send (repeatable; default png)")
     ap.add_argument("--json", action="store_true", help="print the results as JSON lines")
     args = ap.parse_args(argv)
@@ -322,9 +338,10 @@ def main(argv: list[str] | None = None) -> None:
             try:
                 for kind in kinds:
                     bodies, ctype = make_bodies(kind)
-                    warm_up(server.port, bodies, ctype)
+                    path = page_path(server.port) if kind == "page" else "/api/predict"
+                    warm_up(server.port, path, bodies, ctype)
                     cpu0 = process_cpu_seconds(server.proc.pid)
-                    r = load(server.port, bodies, ctype, args.clients, args.requests, args.seconds)
+                    r = load(server.port, path, bodies, ctype, args.clients, args.requests, args.seconds)
                     n = max(r["requests"], 1)
                     r["server_cpu_ms"] = (process_cpu_seconds(server.proc.pid) - cpu0) * 1000.0 / n
                     r["client_cpu_ms"] = r.pop("client_cpu_s") * 1000.0 / n
