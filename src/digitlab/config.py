@@ -225,7 +225,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # width, gamma for real pictures), one-cycle AdamW, all 60,000 images.
     "best": {
         "model": "cnn_bn", "val_split": 0.0,
-        "fit": {"epochs": 12, "batch_size": 128, "optimizer": "adamw", "lr": 3e-3, "weight_decay": 5e-4,
+        "fit": {"epochs": 20, "batch_size": 128, "optimizer": "adamw", "lr": 3e-3, "weight_decay": 5e-4,
                 "schedule": "onecycle", "augment": True, "degrade": True, "label_smoothing": 0.05},
     },
 }
