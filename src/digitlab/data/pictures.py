@@ -59,6 +59,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from digitlab.data.arrays import of_labels, zero_pad
 from digitlab.errors import ImageError, ImageTooLargeError, NotAnImageError
 
 cv2.setNumThreads(1)  # pictures are small: threads cost more than they save (servers run their own workers)
@@ -421,7 +422,7 @@ def _thickest_stroke(mask: np.ndarray) -> float:
     edge = edge[edge > 0]
     inner = m.astype(bool)
     if edge.size:
-        inner &= ~np.isin(labels, edge)
+        inner &= ~of_labels(labels, edge)
     if inner.sum() < 10:
         inner = m.astype(bool)
     if not inner.any():
@@ -605,7 +606,7 @@ def digit_from_ink(ink: np.ndarray) -> np.ndarray:
 
 def _stroke_width(ink: np.ndarray) -> float:
     """Mean stroke width in pixels, 2 * area / perimeter of the ink at the 50% level."""
-    m = np.pad(ink > 0.5, 1)
+    m = zero_pad(ink > 0.5, (1, 1))
     area = int(m.sum())
     perimeter = int((m[1:] != m[:-1]).sum() + (m[:, 1:] != m[:, :-1]).sum())
     return 2.0 * area / perimeter if perimeter else 0.0

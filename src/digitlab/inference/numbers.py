@@ -59,6 +59,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from digitlab.data.arrays import of_labels, zero_pad
 from digitlab.data.pictures import MAX_PIXELS, digit_from_ink, ink_image
 from digitlab.errors import ImageError
 from digitlab.inference.detector import THRESHOLD, digit_scores
@@ -295,7 +296,7 @@ def _line_height(groups: list[_Group]) -> float:
 
 def _group_ink(ink: np.ndarray, labels: np.ndarray, g: _Group) -> np.ndarray:
     crop = ink[g.y0 : g.y1, g.x0 : g.x1]
-    return np.where(np.isin(labels[g.y0 : g.y1, g.x0 : g.x1], g.labels), crop, np.float32(0.0))
+    return np.where(of_labels(labels[g.y0 : g.y1, g.x0 : g.x1], g.labels), crop, np.float32(0.0))
 
 
 def _valleys(values: np.ndarray) -> list[int]:
@@ -334,7 +335,7 @@ def _cuts(ink: np.ndarray, labels: np.ndarray, g: _Group, line: float,
     yc = (h - 1) / 2.0
     rows = np.arange(h)
     pad = math.ceil(max(abs(s) for s in SLOPES) * h) + 1
-    padded = np.pad(small, ((0, 0), (pad, pad)))
+    padded = zero_pad(small, ((0, 0), (pad, pad)))
     best = np.full(w, np.inf, np.float32)
     best_slope = np.zeros(w, np.float32)
     for s in SLOPES:
@@ -425,7 +426,7 @@ def _piece_ink(ink: np.ndarray, labels: np.ndarray, groups: list[_Group], left: 
     x0, y0 = min(g.x0 for g in groups), min(g.y0 for g in groups)
     x1, y1 = max(g.x1 for g in groups), max(g.y1 for g in groups)
     crop = ink[y0:y1, x0:x1]
-    keep = np.isin(labels[y0:y1, x0:x1], [lab for g in groups for lab in g.labels])
+    keep = of_labels(labels[y0:y1, x0:x1], [lab for g in groups for lab in g.labels])
     if left is not None or right is not None:
         ys, xs = np.arange(y0, y1)[:, None], np.arange(x0, x1)[None, :]  # (broadcast to the crop)
         if left is not None and left.cost > 0:
@@ -437,7 +438,7 @@ def _piece_ink(ink: np.ndarray, labels: np.ndarray, groups: list[_Group], left: 
     if not len(rows):
         return None
     piece = piece[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    return np.pad(piece, 2), (x0 + int(cols[0]), y0 + int(rows[0]), x0 + int(cols[-1]) + 1,
+    return zero_pad(piece, (2, 2)), (x0 + int(cols[0]), y0 + int(rows[0]), x0 + int(cols[-1]) + 1,
                               y0 + int(rows[-1]) + 1)
 
 
@@ -477,7 +478,7 @@ def _line_crop(ink: np.ndarray, labels: np.ndarray, groups: list[_Group]) -> np.
     """The ink of the line's groups (specks and marks beside the line left out), cropped to them."""
     x0, y0 = min(g.x0 for g in groups), min(g.y0 for g in groups)
     x1, y1 = max(g.x1 for g in groups), max(g.y1 for g in groups)
-    keep = np.isin(labels[y0:y1, x0:x1], [lab for g in groups for lab in g.labels])
+    keep = of_labels(labels[y0:y1, x0:x1], [lab for g in groups for lab in g.labels])
     return np.where(keep, ink[y0:y1, x0:x1], np.float32(0.0))
 
 

@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 from safetensors.numpy import load_file
 
+from digitlab.data.arrays import zero_pad
 from digitlab.inference.blas import one_thread
 
 WEIGHTS = Path(__file__).with_name("sequence.safetensors")
@@ -79,7 +80,7 @@ def _weights() -> dict[str, np.ndarray]:
 def _conv3(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(H, W, C) -> (H, W, K): 3x3 convolution, zero padding 1, ReLU; ``w`` is (9 * C, K) in (ky, kx, c) order."""
     h, wd, c = x.shape
-    p = np.pad(x, ((1, 1), (1, 1), (0, 0)))
+    p = zero_pad(x, (1, 1))
     if c < 4:  # few channels: one product of the 9 shifted copies side by side
         cols = np.concatenate([p[ky : ky + h, kx : kx + wd] for ky in range(3) for kx in range(3)], axis=2)
         y = cols.reshape(h * wd, 9 * c) @ w
@@ -113,7 +114,7 @@ def _conv1(x: np.ndarray, w: np.ndarray, b: np.ndarray, relu: bool = True) -> np
     """(T, C) -> (T, K): 1-D convolution along the line, zero padding; ``w`` is (k * C, K) in (k, c) order."""
     t, c = x.shape
     k = w.shape[0] // c
-    p = np.pad(x, ((k // 2, k // 2), (0, 0)))
+    p = zero_pad(x, (k // 2,))
     wk = w.reshape(k, c, -1)
     y = np.empty((t, wk.shape[2]), np.float32)
     y[:] = b

@@ -1,0 +1,26 @@
+"""Small array helpers for the picture and number readers' inner loops."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def zero_pad(a: np.ndarray, widths: Sequence[int | tuple[int, int]]) -> np.ndarray:
+    """``a`` with zeros around its leading axes: ``widths[i]`` is ``n`` or ``(before, after)`` for
+    axis i; axes past ``widths`` are left as they are. The same array as :func:`numpy.pad` with
+    zeros, built directly (a few microseconds, where ``np.pad`` takes 15-25 on small arrays)."""
+    pairs = [(w, w) if isinstance(w, int) else w for w in widths]
+    shape = tuple(n + b + e for n, (b, e) in zip(a.shape, pairs, strict=False)) + a.shape[len(pairs):]
+    out = np.zeros(shape, a.dtype)
+    out[tuple(slice(b, b + n) for n, (b, _) in zip(a.shape, pairs, strict=False))] = a
+    return out
+
+
+def of_labels(labels: np.ndarray, wanted: Sequence[int]) -> np.ndarray:
+    """Where ``labels`` (non-negative integers) is one of ``wanted``: ``np.isin`` by a lookup table,
+    several times faster on the few labels of a crop."""
+    table = np.zeros(int(labels.max()) + 1 if labels.size else 1, bool)
+    table[[w for w in wanted if 0 <= w < table.size]] = True
+    return table[labels]
