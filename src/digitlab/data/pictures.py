@@ -53,6 +53,7 @@ import io
 import math
 import os
 import warnings
+from functools import lru_cache
 from pathlib import Path
 
 import cv2
@@ -313,19 +314,7 @@ def _border_surface(smooth: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
     about it (robust sigma) and the quadratic's coefficients.
     """
     h, w = smooth.shape
-    b = max(1, round(0.1 * min(h, w)))
-    # about 32 samples along each side and 4 across the ring: a few hundred points
-    step_r, step_c, step_b = max(1, h // 32), max(1, w // 32), max(1, b // 4)
-    ys = np.linspace(-1.0, 1.0, h, dtype=np.float32)
-    xs = np.linspace(-1.0, 1.0, w, dtype=np.float32)
-    across = np.arange(0, b, step_b)
-    r_all, c_all = np.arange(0, h, step_r), np.arange(0, w, step_c)
-    edge_r = np.concatenate([across, h - 1 - across])
-    edge_c = np.concatenate([across, w - 1 - across])
-    rows = np.concatenate([np.repeat(edge_r, c_all.size), np.tile(r_all, edge_c.size)])
-    cols = np.concatenate([np.tile(c_all, edge_r.size), np.repeat(edge_c, r_all.size)])
-    y, x = ys[rows].astype(np.float64), xs[cols].astype(np.float64)
-    design = np.stack([np.ones_like(x), x, y, x * x, x * y, y * y], axis=1)
+    rows, cols, design = _ring(h, w)
     values = smooth[rows, cols].astype(np.float64)
     keep = np.ones(values.size, bool)
     coef = np.zeros(6)
@@ -345,11 +334,39 @@ def _border_surface(smooth: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
     return _surface(coef, (h, w)), sigma, coef
 
 
+@lru_cache(maxsize=64)
+def _ring(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The sample points of an (H, W) picture's outer ring and the quadratic's terms at them (the
+    same for every picture of that size: kept, so pictures of one size share them)."""
+    b = max(1, round(0.1 * min(h, w)))
+    # about 32 samples along each side and 4 across the ring: a few hundred points
+    step_r, step_c, step_b = max(1, h // 32), max(1, w // 32), max(1, b // 4)
+    across = np.arange(0, b, step_b)
+    r_all, c_all = np.arange(0, h, step_r), np.arange(0, w, step_c)
+    edge_r = np.concatenate([across, h - 1 - across])
+    edge_c = np.concatenate([across, w - 1 - across])
+    rows = np.concatenate([np.repeat(edge_r, c_all.size), np.tile(r_all, edge_c.size)])
+    cols = np.concatenate([np.tile(c_all, edge_r.size), np.repeat(edge_c, r_all.size)])
+    y, x = _axis(h)[rows].astype(np.float64), _axis(w)[cols].astype(np.float64)
+    design = np.stack([np.ones_like(x), x, y, x * x, x * y, y * y], axis=1)
+    for a in (rows, cols, design):
+        a.setflags(write=False)
+    return rows, cols, design
+
+
+@lru_cache(maxsize=64)
+def _axis(n: int) -> np.ndarray:
+    """n points spanning [-1, 1], float32 (read-only, shared)."""
+    a = np.linspace(-1.0, 1.0, n, dtype=np.float32)
+    a.setflags(write=False)
+    return a
+
+
 def _surface(coef: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """The quadratic of :func:`_border_surface` on an (H, W) grid spanning [-1, 1] both ways."""
     c0, c1, c2, c3, c4, c5 = (np.float32(v) for v in coef)
-    y2 = np.linspace(-1.0, 1.0, shape[0], dtype=np.float32)[:, None]
-    x2 = np.linspace(-1.0, 1.0, shape[1], dtype=np.float32)[None, :]
+    y2 = _axis(shape[0])[:, None]
+    x2 = _axis(shape[1])[None, :]
     return (c0 + c2 * y2 + c5 * y2 * y2) + x2 * (c1 + c3 * x2 + c4 * y2)
 
 
