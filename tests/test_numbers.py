@@ -391,3 +391,27 @@ def test_the_frozen_model_reads_as_the_model_does(mnist, best):
             raise RuntimeError("no tracing here")
 
     assert inference_module(Untraceable()) is None
+
+
+def test_an_mnist_style_picture_is_read_as_the_input_it_already_is(mnist, best):
+    # a 28x28 MNIST digit (or a saved --save-inputs image) goes to the model unchanged, read as a
+    # number, by the API and by load_digit alike
+    from fastapi.testclient import TestClient
+
+    from digitlab.serve import create_app
+
+    (_, _), (x, y) = mnist
+    client = TestClient(create_app(BEST))
+    for digit, label in zip(x[:12], y[:12], strict=True):
+        png = io.BytesIO()
+        Image.fromarray(digit).save(png, "PNG")
+        data = png.getvalue()
+        ink, scale = ink_image(data)
+        assert scale == 1.0 and np.array_equal(np.round(ink * 255), digit)
+        assert np.array_equal(load_digit(data), digit)
+        number = read_number(data, best)
+        assert len(number.digits) == 1 and np.array_equal(number.digits[0].image, digit)
+        assert number.text == str(label)
+        answer = client.post("/api/predict", content=data, headers={"Content-Type": "image/png"}).json()
+        assert np.array_equal(np.asarray(answer["input"], np.uint8), digit)
+        assert answer["number"] == str(label) and len(answer["digits"]) == 1

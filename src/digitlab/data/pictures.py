@@ -533,7 +533,8 @@ def ink_image(source: str | os.PathLike | bytes | Image.Image | np.ndarray,
     Polarity, lighting, paper texture, alpha and EXIF orientation are dealt with; ink-map pixel
     (x, y) is source pixel (x / s, y / s): s > 1 for an enlarged thumbnail, s < 1 for a big picture.
     Raises :class:`~digitlab.errors.ImageError` for a picture without ink (blank, one colour, faint
-    noise) or one too small to hold a digit.
+    noise) or one too small to hold a digit. A picture that already is an MNIST-style input (see
+    :func:`model_input`) is its own ink map, with s = 1.
     """
     if isinstance(source, Image.Image | np.ndarray):
         return _ink_of(source)
@@ -551,6 +552,10 @@ def _grey_of(image: Image.Image | np.ndarray) -> tuple[np.ndarray, np.ndarray | 
 
 def _ink_of(image: Image.Image | np.ndarray) -> tuple[np.ndarray, float]:
     grey, alpha = _grey_of(image)
+    if alpha is None and grey.shape == (SIZE, SIZE):
+        g = _as_float(grey)
+        if _already_mnist(g):
+            return g, 1.0  # its own ink map: white ink on black, as the model takes it
     grey, alpha, scale = _work_size(grey, alpha)
     return _ink_map(_composite(grey, alpha), scale), scale
 
@@ -705,13 +710,19 @@ def to_mnist(image: Image.Image | np.ndarray) -> np.ndarray:
     picture holds no ink (blank, one colour, faint noise only) or is too small. A picture that is
     already an MNIST-style input goes to the model unchanged.
     """
-    grey, alpha = _grey_of(image)
-    if alpha is None and grey.shape == (SIZE, SIZE):
-        g = _as_float(grey)
-        if _already_mnist(g):
-            return np.round(g * 255.0).astype(np.uint8)
-    grey, alpha, scale = _work_size(grey, alpha)
-    return digit_from_ink(_ink_map(_composite(grey, alpha), scale))
+    ink, _ = _ink_of(image)
+    ready = model_input(ink)
+    return digit_from_ink(ink) if ready is None else ready
+
+
+def model_input(ink: np.ndarray) -> np.ndarray | None:
+    """An ink map that already is an MNIST-style model input (28x28, white ink on a black border,
+    the ink's longer side 19-21 px, its centre of mass within a pixel of (14, 14): an MNIST digit, a
+    saved ``--save-inputs`` image) as that input, (28, 28) uint8, unchanged; else None."""
+    ink = np.asarray(ink)
+    if ink.shape != (SIZE, SIZE) or not _already_mnist(ink.astype(np.float32, copy=False)):
+        return None
+    return np.round(ink * 255.0).astype(np.uint8)
 
 
 def _named(e: ImageError, source) -> ImageError:

@@ -60,7 +60,7 @@ from PIL import Image
 from scipy import ndimage
 
 from digitlab.data.arrays import of_labels, zero_pad
-from digitlab.data.pictures import MAX_PIXELS, digit_from_ink, ink_image
+from digitlab.data.pictures import MAX_PIXELS, digit_from_ink, ink_image, model_input
 from digitlab.errors import ImageError
 from digitlab.inference.detector import THRESHOLD, digit_scores
 from digitlab.inference.reading import DigitReading, NumberReading
@@ -596,11 +596,11 @@ def _read_ink(ink: np.ndarray, scale: float, predictor, *, single: bool = False,
               reject: bool = True, whole: bool = True) -> tuple[NumberReading, DigitReading | None]:
     names = [str(n) for n in predictor.labels]
     ink = np.asarray(ink, dtype=np.float32)
-    whole_image = None  # the picture as one digit: made when it is read or asked for
-    if whole or single or ink.shape == (28, 28):
+    whole_image = model_input(ink)  # the picture as one digit: made when it is read or asked for
+    if whole_image is not None:
+        single = True  # already a 28x28 model input (an MNIST digit, a saved input): one digit, unchanged
+    elif whole or single:
         whole_image = digit_from_ink(ink)  # raises ImageError when blank, as load_digit does
-        if ink.shape == whole_image.shape and np.array_equal(np.round(ink * 255.0), whole_image):
-            single = True  # already a 28x28 model input (an MNIST digit, a saved input): one digit
     full_box = _ink_box(ink)
     groups: list[_Group] = []
     if not single:
