@@ -20,6 +20,7 @@ from digitlab.errors import DigitlabError
 from digitlab.inference.detector import THRESHOLD as DIGIT_THRESHOLD
 from digitlab.inference.detector import digit_scores
 from digitlab.inference.predictor import Predictor, trace
+from digitlab.inference.reading import DigitReading
 
 
 class ServedModel:
@@ -56,14 +57,11 @@ class ServedModel:
             result["activations"] = {k: encode(np.asarray(v)[0]) for k, v in acts.items()}
         return result
 
-    def predict_many(self, xs: list[np.ndarray]) -> tuple[np.ndarray, float]:
-        t0 = time.perf_counter()
-        proba = np.asarray(self.predictor.predict_proba(np.stack(xs)), dtype=np.float32)
-        return proba, (time.perf_counter() - t0) * 1000.0
-
-    def scores(self, shown: list[np.ndarray]) -> np.ndarray:
-        """The digit scores of several shown images, in one call."""
-        return digit_scores(np.stack(shown))
+    def answer(self, reading: DigitReading, ms: float, reject: bool = True) -> dict[str, Any]:
+        """The answer's dictionary for a reading already made (its input, probabilities and digit
+        score), ``ms`` the time it spent in the model."""
+        return self.result(reading.probabilities, np.asarray(reading.image, dtype=np.uint8), ms,
+                           reading.digit_score, reject)
 
     def result(self, proba: np.ndarray, shown: np.ndarray, ms: float, score: float = 1.0,
                reject: bool = True) -> dict[str, Any]:

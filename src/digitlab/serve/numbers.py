@@ -40,9 +40,9 @@ class _Timed:
 
 
 def read_picture(model, data: bytes, single: bool, reject: bool = True
-                 ) -> tuple[np.ndarray, dict[str, Any], DigitReading, float]:
-    """Picture bytes -> (the picture as one 28x28 input, exactly load_digit's; the number fields;
-    that input's reading: its probabilities and digit score; milliseconds spent in the model)."""
+                 ) -> tuple[dict[str, Any], DigitReading, float]:
+    """Picture bytes -> (the number fields; the picture's reading as one digit: its 28x28 input,
+    exactly load_digit's, probabilities and digit score; milliseconds spent in the model)."""
     if not data:
         raise HTTPException(422, "the body is empty; send a picture of a digit")
     timed = _Timed(model.predictor)
@@ -51,7 +51,7 @@ def read_picture(model, data: bytes, single: bool, reject: bool = True
         number, whole = read_ink(ink, scale, timed, single=single, reject=reject)
     except DigitlabError as e:
         raise HTTPException(e.http_status, upload_message(e)) from None
-    return np.asarray(whole.image, dtype=np.uint8), fields(number), whole, timed.ms
+    return fields(number), whole, timed.ms
 
 
 async def read_picture_async(model, data: bytes, single: bool, reject: bool = True):

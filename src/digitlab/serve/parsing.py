@@ -26,12 +26,12 @@ from starlette.requests import Request
 
 from digitlab.data.pictures import load_digit, to_mnist
 from digitlab.errors import ImageError
-from digitlab.inference.reading import DigitReading
 from digitlab.serve.errors import validation_message
 from digitlab.serve.numbers import read_picture_async
 from digitlab.serve.schemas import PixelsRequest
 
 if TYPE_CHECKING:
+    from digitlab.inference.reading import DigitReading
     from digitlab.serve.adapter import ServedModel
 
 INLINE_DECODE_BYTES = 64_000  # smaller pictures are decoded on the event loop, larger ones in a thread
@@ -140,7 +140,8 @@ async def read_input(request: Request, model: ServedModel, *, numbers: bool = Tr
     if not numbers:
         x = await picture_to_input_async(data, model.max_pixels)
         return Input(x, x)
-    x, number, whole, ms = await read_picture_async(model, data, single, reject)
+    number, whole, ms = await read_picture_async(model, data, single, reject)
+    x = np.asarray(whole.image, dtype=np.uint8)
     return Input(x, x, number, whole, ms)
 
 

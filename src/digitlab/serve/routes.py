@@ -72,7 +72,7 @@ def router(model: ServedModel, *, max_upload_bytes: int, max_batch: int) -> APIR
         got = await parsing.read_input(request, model, single=single, reject=reject)
         await parsing.stop_if_gone(request)
         if got.whole is not None and not activations:  # the model has read this input already
-            result = model.result(got.whole.probabilities, got.shown, got.model_ms, got.whole.digit_score, reject)
+            result = model.answer(got.whole, got.model_ms, reject)
         else:
             result = model.predict(got.x, got.shown, activations, act_format, layers, reject,
                                    None if got.whole is None else got.whole.digit_score)
@@ -150,13 +150,13 @@ def batch(model: ServedModel, uploads: list[tuple[str | None, bytes]], reject: b
     good = 0
     for i, (filename, data) in enumerate(uploads):
         try:
-            x, number, whole, ms = read_picture(model, data, single, reject)
+            number, whole, ms = read_picture(model, data, single, reject)
         except HTTPException as e:
             status, error = e.status_code, str(e.detail)
         except DigitlabError as e:
             status, error = e.http_status, upload_message(e)
         else:
-            prediction = model.result(whole.probabilities, x, ms, whole.digit_score, reject) | number
+            prediction = model.answer(whole, ms, reject) | number
             items.append({"index": i, "filename": filename, "ok": True, "status": 200, "error": None,
                           "prediction": prediction})
             good += 1
