@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 REQUIRE_DATA = os.environ.get("DIGITLAB_REQUIRE_DATA") == "1"
+BEST = Path(__file__).resolve().parent.parent / "models" / "mnist-best"  # the shipped model
 
 
 def data_root() -> Path | None:
@@ -53,6 +54,14 @@ def mnist(data_dir):
     from digitlab.data.datasets import load_data
 
     return load_data("mnist", data_dir=data_dir)
+
+
+@pytest.fixture(scope="session")
+def best():
+    """The shipped model (``models/mnist-best``), loaded once per session."""
+    from digitlab.inference.predictor import load_predictor
+
+    return load_predictor(BEST)
 
 
 def make_run(path: Path, model: str = "mlp", steps: int = 300, seed: int = 0, data=None, batch: int = 64,

@@ -24,13 +24,6 @@ from digitlab.inference.numbers import _with_reader, read_number, without_rules 
 
 
 @pytest.fixture(scope="module")
-def best():
-    from digitlab.inference.predictor import load_predictor
-
-    return load_predictor(BEST)
-
-
-@pytest.fixture(scope="module")
 def clear_digits(mnist, best):
     """MNIST test digits the shipped model reads surely on their own: {digit: [cropped ink, ...]}."""
     (_, _), (x, y) = mnist

@@ -10,14 +10,7 @@ import numpy as np
 import pytest
 from test_realworld import accuracy_by_kind, realworld_set
 
-from digitlab.inference.predictor import load_predictor
-
 BEST = Path(__file__).resolve().parent.parent / "models" / "mnist-best"
-
-
-@pytest.fixture(scope="module")
-def best():
-    return load_predictor(BEST)
 
 
 def test_shipped_run_folder_is_complete(best):

@@ -18,7 +18,10 @@ reaches a model (the CLI, the server, the page, the Python API) goes through :fu
 3. **Polarity.** A quadratic surface in x and y, fitted robustly to the picture's outer ring
    (nearly always background), predicts the paper or screen under the digit; whether the strongest
    departures from it are darker or lighter decides the polarity. The result is always white ink
-   on black.
+   on black. A picture whose ring strays far from any one surface, or whose surface is far from the
+   picture's own median, is fitted again from the ring's points near that median (mostly paper):
+   the ring may hold a box's line. A picture cropped at a printed box (a thin line of one polarity
+   just inside three or four of its edges) is first given a margin of its own paper.
 4. **Background.** A grey-scale morphological opening with a window wider than the thickest
    stroke (at least a quarter of the picture) estimates the background everywhere, so shadows,
    gradient lighting and vignetting cancel out. For dark ink on paper, contrast is measured
@@ -27,7 +30,8 @@ reaches a model (the CLI, the server, the page, the Python API) goes through :fu
    biggest blob, so a dark speck does not set the scale) and the paper texture's (a high percentile
    away from the ink). The ink map is a linear ramp between them, so an anti-aliased, blurred or faint
    stroke keeps its grey levels and stays in one piece; only where even the lightly smoothed contrast
-   stays under the texture's level is it zero.
+   stays under the texture's level is it zero. Printed boxes round the digits (a form's box, a comb
+   of boxes) are then taken out (:mod:`digitlab.data.frames`).
 
 :func:`digit_from_ink`, one digit's ink -> MNIST:
 
@@ -61,6 +65,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from digitlab.data.arrays import of_labels, zero_pad
+from digitlab.data.frames import without_frames
 from digitlab.errors import ImageError, ImageTooLargeError, NotAnImageError
 
 cv2.setNumThreads(1)  # pictures are small: threads cost more than they save (servers run their own workers)
@@ -89,6 +94,11 @@ LOW, HIGH = 0.06, 0.85  # the ink map's ramp, as fractions of the ink's contrast
 HIGH_SMALL = 0.6  # ... for an enlarged thumbnail, whose strokes are thinner than its pixels
 STRONG, DARK = 0.5, 0.8  # ink-map levels of a stroke's core, and of the pen's own darkness
 EVEN = 0.02  # a picture whose border strays less than this from a smooth surface is evenly lit
+UNSURE = 0.05  # ... and one whose border strays more than this may have ink along its edge
+EDGE_DEPTH, EDGE_CONTRAST, EDGE_SOLID = 0.04, 0.15, 0.9  # a box's line along an edge: within this
+# share of the side, this much darker (or lighter) than the paper inside it, along this share of the side
+BOX_MARGIN = 0.08  # ... and then a margin of paper this wide (x the longer side) is added
+OFF = 0.15  # a border surface this far from the picture's median at its centre may be ink, not paper
 NEAR = 0.3  # paper texture is measured away from where the contrast reaches this
 JOIN = 0.4  # ink-map level that is part of a stroke however far from its core
 BOX_LEVEL = 0.1  # the digit's box: where its ink reaches this level
@@ -316,7 +326,25 @@ def _border_surface(smooth: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
     h, w = smooth.shape
     rows, cols, design = _ring(h, w)
     values = smooth[rows, cols].astype(np.float64)
-    keep = np.ones(values.size, bool)
+    coef, sigma, _ = _robust_fit(values, design, np.ones(values.size, bool))
+    middle = _quantile(smooth[::2, ::2].ravel(), 0.5)  # the picture's own median: mostly paper
+    off = abs(float(coef[0]) - middle) > OFF  # the surface's level at the centre is not the paper's
+    if sigma > UNSURE or off:
+        # the ring strays far from any one surface, or the surface found is not the paper: much
+        # of the ring may be ink (a box's line just inside the edge of a picture cropped round the
+        # box). Start again from the ring's values near the picture's median, and keep that fit
+        # where it is the closer one, or the paper's, for enough of the ring
+        near = np.abs(values - middle) < UNSURE
+        if near.sum() >= 12:
+            again, spread, held = _robust_fit(values, design, near)
+            if held.sum() >= (0.3 if off else 0.5) * values.size and (off or spread < sigma):
+                coef, sigma = again, spread
+    return _surface(coef, (h, w)), sigma, coef
+
+
+def _robust_fit(values: np.ndarray, design: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+    """The quadratic fitted to the ring's values, refitted on the points near it: (coefficients,
+    robust sigma, the points kept), starting from the points in ``keep``."""
     coef = np.zeros(6)
     sigma = 0.0
     ridge = 1e-9 * np.eye(6)
@@ -331,7 +359,7 @@ def _border_surface(smooth: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
         if new.sum() < 12 or np.array_equal(new, keep):
             break
         keep = new
-    return _surface(coef, (h, w)), sigma, coef
+    return coef, sigma, keep
 
 
 @lru_cache(maxsize=64)
@@ -462,7 +490,47 @@ def _blank(why: str) -> ImageError:
 
 
 def _ink_map(grey: np.ndarray, enlarged: float = 1.0) -> np.ndarray:
-    """Grey picture (float32 [0, 1]) -> ink map float32 [0, 1]: 1 = the pen's own darkness, 0 = paper."""
+    """Grey picture (float32 [0, 1]) -> ink map float32 [0, 1]: 1 = the pen's own darkness, 0 = paper.
+
+    A picture cropped at a printed box, its lines along the picture's edges, is given a margin of
+    its paper first (and the ink map cropped back): the border is then paper, as it is elsewhere.
+    """
+    paper = _edge_box(grey)
+    if paper is None:
+        return _ink_map_of(grey, enlarged)
+    pad = max(4, round(BOX_MARGIN * max(grey.shape)))
+    wider = cv2.copyMakeBorder(grey, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=paper)
+    return np.ascontiguousarray(_ink_map_of(wider, enlarged)[pad:-pad, pad:-pad])
+
+
+def _edge_box(grey: np.ndarray) -> float | None:
+    """The paper's level of a picture cropped at a box (a thin line of one polarity along three
+    sides or four, just inside the edge, the paper just inside it), or None."""
+    h, w = grey.shape
+    side = min(h, w)
+    depth = max(2, round(EDGE_DEPTH * side))  # the line lies this close to the edge
+    inner = max(depth + 2, round(2.5 * EDGE_DEPTH * side))  # ... and paper this far in
+    if side < 3 * inner:
+        return None
+    cut_r, cut_c = h // 10, w // 10
+    strips = (grey[:inner, cut_c : w - cut_c], grey[h - inner :, cut_c : w - cut_c][::-1],
+              grey[cut_r : h - cut_r, :inner].T, grey[cut_r : h - cut_r, w - inner :].T[::-1])
+    votes = [0, 0]  # sides with a dark line, with a light one
+    for i, strip in enumerate(strips):
+        edge, within = strip[:depth], strip[depth:inner]
+        # the paper just inside: the lightest (or darkest) of those rows, past any ink there
+        if np.mean(within.max(axis=0) - edge.min(axis=0) > EDGE_CONTRAST) >= EDGE_SOLID:
+            votes[0] += 1
+        elif np.mean(edge.max(axis=0) - within.min(axis=0) > EDGE_CONTRAST) >= EDGE_SOLID:
+            votes[1] += 1
+        if max(votes) + 3 - i < 3:  # too few sides left to make three
+            return None
+    if max(votes) < 3:
+        return None
+    return float(np.median(grey[inner : h - inner, inner : w - inner]))
+
+
+def _ink_map_of(grey: np.ndarray, enlarged: float) -> np.ndarray:
     h, w = grey.shape
     if float(grey.max() - grey.min()) < 0.02:
         raise _blank("a single uniform colour")
@@ -522,7 +590,7 @@ def _ink_map(grey: np.ndarray, enlarged: float = 1.0) -> np.ndarray:
     hi = (HIGH if enlarged < 2.0 else HIGH_SMALL) * peak
     ink = np.clip((raw - lo) * np.float32(1.0 / (hi - lo)), 0.0, 1.0).astype(np.float32, copy=False)
     ink[resid <= lo] = 0.0  # paper texture and noise: where even the smoothed contrast stays under it
-    return ink
+    return without_frames(ink)
 
 
 def ink_image(source: str | os.PathLike | bytes | Image.Image | np.ndarray,
@@ -530,7 +598,8 @@ def ink_image(source: str | os.PathLike | bytes | Image.Image | np.ndarray,
     """A picture -> (its ink map, float32 (H, W) in [0, 1], 1 = ink; the scale factor s).
 
     ``source`` is a path, the file's bytes, a PIL image or a numpy array (see :func:`to_mnist`).
-    Polarity, lighting, paper texture, alpha and EXIF orientation are dealt with; ink-map pixel
+    Polarity, lighting, paper texture, alpha and EXIF orientation are dealt with, and printed
+    boxes round the digits taken out (:mod:`digitlab.data.frames`); ink-map pixel
     (x, y) is source pixel (x / s, y / s): s > 1 for an enlarged thumbnail, s < 1 for a big picture.
     Raises :class:`~digitlab.errors.ImageError` for a picture without ink (blank, one colour, faint
     noise) or one too small to hold a digit. A picture that already is an MNIST-style input (see
