@@ -15,6 +15,9 @@ grain, uneven light) or on a screen (light ink on a dark background). Kinds:
 - ``ruled``: separated digits written on a line: an underline 1-4 px below them, or the line of a
   form or a notebook that their feet touch or cross by up to 2 px (1-2 px thick, 60-100% as dark
   as the ink, a little longer than the number).
+- ``boxes``: one digit in each cell of a form's comb of printed boxes (lines 0.5-2 px thick, grey or
+  black; now and then only the dividers' feet are printed, or a digit touches its box), the picture
+  cropped at the comb or with paper round it, sometimes turned by up to 2.5 degrees.
 
 ``--timing`` compares reading a 4-digit number with reading one digit (``load_digit`` + the model),
 medians over alternating runs. ``--nothing N`` reads N pictures that hold no digit per set
@@ -33,7 +36,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-KINDS = ("separated", "gaps", "touching", "sizes", "strokes", "ruled")
+KINDS = ("separated", "gaps", "touching", "sizes", "strokes", "ruled", "boxes")
 
 
 def crop_digit(image: np.ndarray) -> np.ndarray:
@@ -122,11 +125,13 @@ def compose(parts: list[np.ndarray], gaps: list[float], offsets: list[int]) -> n
     return canvas[:, max(0, cols[0] - 6) : cols[-1] + 7]
 
 
-def render(ink: np.ndarray, rng: np.random.Generator) -> tuple[bytes, str]:
-    """An ink map -> encoded picture bytes (scaled, maybe blurred, on paper or a screen), and how."""
+def render(ink: np.ndarray, rng: np.random.Generator, margin: bool = True) -> tuple[bytes, str]:
+    """An ink map -> encoded picture bytes (scaled, maybe blurred, on paper or a screen), and how.
+    Without ``margin`` the picture is cropped at the ink's edge (a comb cropped at its lines)."""
     f = rng.uniform(1.5, 4.0)
     a = np.clip(_resize(ink, f), 0, 1)
-    a = np.pad(a, ((round(8 * f), round(8 * f)), (round(10 * f), round(10 * f))))
+    if margin:
+        a = np.pad(a, ((round(8 * f), round(8 * f)), (round(10 * f), round(10 * f))))
     blur = rng.random() < 0.5
     if blur:
         from scipy import ndimage
@@ -185,6 +190,8 @@ def make_number(kind: str, rng: np.random.Generator, x_test: np.ndarray, y_test:
         gaps = list(rng.uniform(2.5, 8, n - 1))
     elif kind in ("strokes", "ruled"):
         gaps = list(rng.uniform(3, 10, n - 1))
+    elif kind == "boxes":
+        return comb([np.clip(p, 0, 1) for p in parts], rng), "".join(map(str, digits))
     else:
         raise ValueError(f"unknown kind {kind!r}")
     parts = [np.clip(p, 0, 1) for p in parts]
@@ -200,12 +207,40 @@ def make_number(kind: str, rng: np.random.Generator, x_test: np.ndarray, y_test:
     return ink, "".join(map(str, digits))
 
 
+def comb(parts: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """Digit inks written one to a cell of a comb of printed boxes (MNIST scale, float [0, 1])."""
+    from scipy import ndimage
+
+    thick = int(rng.integers(1, 3))
+    level = rng.uniform(0.45, 1.0)
+    cell_h = max(p.shape[0] for p in parts) + int(rng.integers(3, 12)) + 2 * thick
+    cell_w = max(max(p.shape[1] for p in parts) + 2 * thick + 2, round(cell_h * rng.uniform(0.7, 1.0)))
+    n = len(parts)
+    a = np.zeros((cell_h, n * cell_w + thick), np.float32)
+    a[:thick], a[-thick:] = level, level
+    feet = rng.random() < 0.25  # only the dividers' feet printed, rising from the bottom line
+    for i in range(n + 1):
+        x = i * cell_w
+        a[round(0.7 * cell_h) if feet and 0 < i < n else 0 :, x : x + thick] = level
+    for i, p in enumerate(parts):
+        ph, pw = min(p.shape[0], cell_h - 2 * thick), min(p.shape[1], cell_w - thick - 1)
+        p = p[:ph, :pw]
+        touch = rng.random() < 0.1
+        top = thick if touch else int(rng.integers(thick + 1, max(thick + 2, cell_h - ph - thick)))
+        left = i * cell_w + int(rng.integers(thick + 1, max(thick + 2, cell_w - pw)))
+        top, left = min(top, cell_h - ph), min(left, (i + 1) * cell_w - pw)
+        a[top : top + ph, left : left + pw] = np.maximum(a[top : top + ph, left : left + pw], p)
+    if rng.random() < 0.4:
+        a = np.clip(ndimage.rotate(np.pad(a, 4), rng.uniform(-2.5, 2.5), reshape=False, order=1), 0, 1)
+    return a
+
+
 def make_set(kind: str, count: int, seed: int, x_test, y_test) -> list[tuple[bytes, str, str]]:
     rng = np.random.default_rng([seed, KINDS.index(kind)])
     out = []
     for _ in range(count):
         ink, text = make_number(kind, rng, x_test, y_test)
-        data, how = render(ink, rng)
+        data, how = render(ink, rng, margin=kind != "boxes" or rng.random() < 0.6)
         out.append((data, text, how))
     return out
 
