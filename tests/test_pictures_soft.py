@@ -138,7 +138,7 @@ def test_digit_from_ink_of_a_crop_and_blank():
 @pytest.mark.parametrize("kind", ["plain background", "few levels", "random", "tiny"])
 def test_the_levels_are_exact_nearest_rank_statistics(kind):
     # the ink and texture levels come from a sorted selection, on backgrounds of many equal values too
-    from digitlab.data import pictures
+    from digitlab.data import arrays, pictures
 
     rng = np.random.default_rng(3)
     n = {"tiny": 40}.get(kind, 20_000)
@@ -149,7 +149,7 @@ def test_the_levels_are_exact_nearest_rank_statistics(kind):
         a = np.round(a * 6) / 6
     for q in (0.0, 0.5, 0.95, 0.99, 1.0):
         k = min(n - 1, max(0, round(q * (n - 1))))
-        assert pictures._quantile(a, q) == float(np.partition(a, k)[k])
+        assert arrays.quantile(a, q) == float(np.partition(a, k)[k])
     k = min(n, max(9, n // 5000))
     assert pictures._extreme(a) == pytest.approx(float(np.sort(a)[-k:].mean()), rel=1e-6)
-    assert list(pictures._largest(a, 7)) == sorted(a)[-7:]
+    assert list(arrays.largest(a, 7)) == sorted(a)[-7:]

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from digitlab.data.arrays import quantile
+
 LEVEL = 0.15     # ink at least this strong may belong to a frame's line (a box printed in grey)
 RUN = 0.06       # a line is found as a run at least this long (x the picture's longer side), 8 px or more,
 LONG = 0.12      # ... and is this long at least (x the same; 16 px or more), or half as long when broken
@@ -98,10 +100,6 @@ def _lines(mask: np.ndarray, run: int, least: int) -> list[_Line]:
     # a frame's line has a partner: the opposite line, over the same columns (in its own piece,
     # or in this one when the piece is tall enough to hold both)
     x0s, x1s = stats[order, 0], stats[order, 0] + widths[order]
-    # every piece widened at once (as much as the widest needs): a piece whose rows fill too few
-    # of its columns even so is no line, and is passed over before it is looked at alone
-    reach = max(2, math.ceil(TILT * int(widths[order[0]])))
-    widened = cv2.dilate(opened[y0 : y0 + hh, x0 : x0 + ww], np.ones((2 * reach + 1, 1), np.uint8))
     for i, k in enumerate(order):
         x, y, bw, bh = (int(v) for v in stats[k, :4])
         if bh < 8:
@@ -109,14 +107,10 @@ def _lines(mask: np.ndarray, run: int, least: int) -> list[_Line]:
             shared[i] = 0
             if not (shared >= PARTNER * np.minimum(widths[order], bw)).any():
                 continue
-        near = widened[max(0, y - y0 - reach) : y - y0 + bh + reach, x - x0 : x - x0 + bw]
-        if int(np.count_nonzero(near, axis=1).max()) < SOLID * bw:
-            continue
         mine = (labels[y - y0 : y - y0 + bh, x - x0 : x - x0 + bw] == k).astype(np.uint8)
         t = max(2, math.ceil(TILT * bw))
-        wide = cv2.copyMakeBorder(mine, t, t, 0, 0, cv2.BORDER_CONSTANT, value=0)
-        if bh > 1:
-            wide = cv2.dilate(wide, np.ones((2 * t + 1, 1), np.uint8))
+        wide = cv2.dilate(cv2.copyMakeBorder(mine, t, t, 0, 0, cv2.BORDER_CONSTANT, value=0),
+                          np.ones((2 * t + 1, 1), np.uint8))
         full = np.flatnonzero(wide.sum(axis=1) >= SOLID * bw)  # rows of the widened piece
         if not full.size:
             continue
@@ -132,11 +126,11 @@ def _lines(mask: np.ndarray, run: int, least: int) -> list[_Line]:
                 continue
             # the line's own thickness and middle: in the columns where it is alone (a stroke
             # touching it thickens a few), trimmed of the few thickest
-            thick = _kth(count[cols], 0.3)
+            thick = quantile(count[cols], 0.3)
             alone = cols[count[cols] <= max(thick + 1, ALONE[1] * thick)]
             if alone.size < ALONE[0] * bw or bw < 5 * thick:
                 continue
-            pure = alone[np.abs(count[alone] - _kth(count[alone], 0.5)) <= 1]
+            pure = alone[np.abs(count[alone] - quantile(count[alone], 0.5)) <= 1]
             if pure.size >= ALONE[0] * bw:  # the course from the columns of the line's own thickness
                 alone = pure
             rows = np.arange(top, bottom, dtype=np.float64)
@@ -150,17 +144,11 @@ def _lines(mask: np.ndarray, run: int, least: int) -> list[_Line]:
                 slope, base = _fit(at, mid)
             if float(np.std(mid - (base + slope * at))) > BEND[0] + BEND[1] * thick:
                 continue
-            thick = _kth(count[alone], 0.5)
+            thick = quantile(count[alone], 0.5)
             found.append(_Line(x, x + bw, y + base, y + base + slope * (bw - 1), thick))
         if len(found) > 2 * MAX_LINES:
             break  # squared paper or a table (see frame_mask): enough to tell
     return [ln for ln in _joined(found) if ln.length >= least]
-
-
-def _kth(a: np.ndarray, q: float) -> float:
-    """The q-quantile of a small 1-d array (the nearest rank)."""
-    k = round(q * (a.size - 1))
-    return float(np.partition(a, k)[k])
 
 
 def _fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -330,7 +318,6 @@ def _feet(mask: np.ndarray, top: _Line, bottom: _Line, left: _Line, right: _Line
     """The feet of a comb's dividers: short upright lines rising from the bottom line where equal
     cells put them (as many cells as fit, each at least :data:`NARROW` as wide as the comb is
     tall), or none."""
-    h, w = mask.shape
     height = bottom.at - top.at
     thick = min(left.thick, right.thick)
     x0, x1 = float(left.mid(bottom.at)), float(right.mid(bottom.at))
@@ -378,12 +365,12 @@ def _band(out: np.ndarray, line: _Line, thick: float, transpose: bool) -> None:
     target = out.T if transpose else out
     n_across, n_along = target.shape
     along = np.arange(max(0, line.a0 - 1), min(n_along, line.a1 + 1))
-    mid = np.asarray(line.mid(along))
+    if not along.size:
+        return
+    mid = line.mid(along)
     half = 0.5 * thick + MARGIN
     lo = np.clip(np.floor(mid - half + 0.5), 0, n_across).astype(np.int32)
     hi = np.clip(np.floor(mid + half + 0.5) + 1, 0, n_across).astype(np.int32)
-    if not along.size:
-        return
     r0, r1 = int(lo.min()), int(hi.max())
     across = np.arange(r0, r1, dtype=np.int32)[:, None]
     target[r0:r1, along[0] : along[-1] + 1] |= (across >= lo) & (across < hi)

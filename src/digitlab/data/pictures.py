@@ -64,7 +64,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from digitlab.data.arrays import of_labels, zero_pad
+from digitlab.data.arrays import largest, of_labels, quantile, zero_pad
 from digitlab.data.frames import without_frames
 from digitlab.errors import ImageError, ImageTooLargeError, NotAnImageError
 
@@ -327,7 +327,7 @@ def _border_surface(smooth: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
     rows, cols, design = _ring(h, w)
     values = smooth[rows, cols].astype(np.float64)
     coef, sigma, _ = _robust_fit(values, design, np.ones(values.size, bool))
-    middle = _quantile(smooth[::2, ::2].ravel(), 0.5)  # the picture's own median: mostly paper
+    middle = quantile(smooth[::2, ::2].ravel(), 0.5)  # the picture's own median: mostly paper
     off = abs(float(coef[0]) - middle) > OFF  # the surface's level at the centre is not the paper's
     if sigma > UNSURE or off:
         # the ring strays far from any one surface, or the surface found is not the paper: much
@@ -354,7 +354,7 @@ def _robust_fit(values: np.ndarray, design: np.ndarray, keep: np.ndarray) -> tup
         _, coef = cv2.solve(np.dot(a.T, a) + ridge, np.dot(values[keep], a), flags=cv2.DECOMP_CHOLESKY)
         coef = coef[:, 0]
         dev = np.abs(values - design @ coef)
-        sigma = 1.4826 * _quantile(dev[keep], 0.5)
+        sigma = 1.4826 * quantile(dev[keep], 0.5)
         new = dev < max(2.5 * sigma, 0.03)
         if new.sum() < 12 or np.array_equal(new, keep):
             break
@@ -404,23 +404,7 @@ def _extreme(a: np.ndarray) -> float:
     if flat.size > 60_000:  # every other row and column: plenty for a stroke's brightest pixels
         flat = a[::2, ::2].ravel()
     k = min(flat.size, max(9, flat.size // 5000))
-    return float(_largest(flat, k).mean())
-
-
-def _largest(flat: np.ndarray, k: int) -> np.ndarray:
-    """The k largest values of a 1-d array, in ascending order.
-
-    A sort, not a partition: NumPy's partition slows down many times over on the many equal values
-    of a plain background, its sort does not. For a large array and a small k, the k largest are
-    among the values at least as large as the k-th largest of every 8th one (whenever there are k
-    such values): those few are sorted instead of all.
-    """
-    if flat.size >= 64 * k:
-        sub = np.sort(flat[::8])
-        top = flat[flat >= sub[sub.size - k]]
-        if top.size >= k:
-            flat = top
-    return np.sort(flat)[flat.size - k :]
+    return float(largest(flat, k).mean())
 
 
 def _local_background(v: np.ndarray, window: float = 0.25) -> np.ndarray:
@@ -474,15 +458,7 @@ def _thickest_stroke(mask: np.ndarray) -> float:
         return 0.0
     padded = cv2.copyMakeBorder(inner.astype(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
     dist = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_5)[1:-1, 1:-1][inner]
-    return _quantile(dist, 0.99) * d
-
-
-def _quantile(a: np.ndarray, q: float) -> float:
-    """The q-quantile of a 1-d array (the nearest rank: cheaper than np.percentile)."""
-    k = min(a.size - 1, max(0, round(q * (a.size - 1))))
-    if k >= a.size // 2:  # the (n - k)-th largest
-        return float(_largest(a, a.size - k)[0])
-    return float(np.sort(a)[k])
+    return quantile(dist, 0.99) * d
 
 
 def _blank(why: str) -> ImageError:
@@ -570,7 +546,7 @@ def _ink_map_of(grey: np.ndarray, enlarged: float) -> np.ndarray:
         # ink on paper reflects a fixed fraction of the light: where the paper is in shadow the ink's
         # contrast shrinks with it, so measure contrast relative to the local paper brightness
         paper = np.maximum(-floor, 0.05)
-        scale = np.clip(_quantile(paper[::4, ::4].ravel(), 0.5) / paper, 0.5, 4.0)
+        scale = np.clip(quantile(paper[::4, ::4].ravel(), 0.5) / paper, 0.5, 4.0)
         resid, raw = resid * scale, raw * scale
         top_ink = _extreme(resid)
     if top_ink < MIN_CONTRAST:
@@ -578,12 +554,12 @@ def _ink_map_of(grey: np.ndarray, enlarged: float) -> np.ndarray:
     # the ink's level, from its biggest blob (a few dark specks must not set the scale)
     n, labels = cv2.connectedComponents((resid > 0.15 * top_ink).astype(np.uint8), connectivity=8)
     masses = np.bincount(labels.ravel(), weights=resid.ravel(), minlength=n)[1:]
-    peak = _quantile(resid[labels == int(np.argmax(masses)) + 1], 0.95)
+    peak = quantile(resid[labels == int(np.argmax(masses)) + 1], 0.95)
     # the paper texture's level (and what is left of the lighting), away from the ink
     reach = max(2, round(0.03 * max(h, w)))
     near = cv2.dilate((resid > NEAR * peak).astype(np.uint8), np.ones((2 * reach + 1, 2 * reach + 1), np.uint8))
     away = resid[::2, ::2][near[::2, ::2] == 0]
-    texture = _quantile(away, 0.99) if away.size >= 100 else 0.0
+    texture = quantile(away, 0.99) if away.size >= 100 else 0.0
     if peak < max(MIN_CONTRAST, 2.5 * texture):
         raise _blank("no ink stands out from the background")
     lo = min(max(LOW * peak, 1.2 * texture), 0.35 * peak)
