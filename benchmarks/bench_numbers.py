@@ -18,6 +18,9 @@ grain, uneven light) or on a screen (light ink on a dark background). Kinds:
 - ``boxes``: one digit in each cell of a form's comb of printed boxes (lines 0.5-2 px thick, grey or
   black; now and then only the dividers' feet are printed, or a digit touches its box), the picture
   cropped at the comb or with paper round it, sometimes turned by up to 2.5 degrees.
+- ``squared``: separated digits written on squared paper, the lines crossing them and running to
+  the picture's edges (cells 0.6-1.3 times as tall as the digits, lines 0.15-0.75 px thick, grey or
+  nearly black), sometimes turned by up to 2.5 degrees.
 
 ``--timing`` compares reading a 4-digit number with reading one digit (``load_digit`` + the model),
 medians over alternating runs. ``--nothing N`` reads N pictures that hold no digit per set
@@ -36,7 +39,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-KINDS = ("separated", "gaps", "touching", "sizes", "strokes", "ruled", "boxes")
+KINDS = ("separated", "gaps", "touching", "sizes", "strokes", "ruled", "boxes", "squared")
 
 
 def crop_digit(image: np.ndarray) -> np.ndarray:
@@ -188,7 +191,7 @@ def make_number(kind: str, rng: np.random.Generator, x_test: np.ndarray, y_test:
         low = min(offsets)
         offsets = [o - low for o in offsets]
         gaps = list(rng.uniform(2.5, 8, n - 1))
-    elif kind in ("strokes", "ruled"):
+    elif kind in ("strokes", "ruled", "squared"):
         gaps = list(rng.uniform(3, 10, n - 1))
     elif kind == "boxes":
         return comb([np.clip(p, 0, 1) for p in parts], rng), "".join(map(str, digits))
@@ -204,7 +207,23 @@ def make_number(kind: str, rng: np.random.Generator, x_test: np.ndarray, y_test:
         thick = int(rng.integers(1, 3))
         x0, x1 = max(0, int(cols[0]) - int(rng.integers(2, 7))), int(cols[-1]) + int(rng.integers(2, 7))
         ink[row : row + thick, x0:x1] = np.maximum(ink[row : row + thick, x0:x1], rng.uniform(0.6, 1.0))
+    if kind == "squared":
+        ink = squared_paper(ink, rng)
     return ink, "".join(map(str, digits))
+
+
+def squared_paper(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A number's ink on a sheet of squared paper with a margin round it: cells 0.6-1.3 times as
+    tall as a digit (20 px), lines 0.15-0.75 px thick, grey or nearly black, sometimes turned."""
+    from degraded import ruled_paper  # beside this script
+    from scipy import ndimage
+
+    ink = np.pad(ink, ((8, 8), (10, 10)))
+    lines = ruled_paper(ink.shape, 20 * rng.uniform(0.6, 1.3), rng.uniform(0.15, 0.75), rng.uniform(0.2, 0.8), rng)
+    ink = np.maximum(ink, lines)
+    if rng.random() < 0.4:
+        ink = np.clip(ndimage.rotate(ink, rng.uniform(-2.5, 2.5), reshape=False, order=1), 0, 1)
+    return ink
 
 
 def comb(parts: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
@@ -240,7 +259,8 @@ def make_set(kind: str, count: int, seed: int, x_test, y_test) -> list[tuple[byt
     out = []
     for _ in range(count):
         ink, text = make_number(kind, rng, x_test, y_test)
-        data, how = render(ink, rng, margin=kind != "boxes" or rng.random() < 0.6)
+        # a comb cropped at its lines now and then; squared paper has its margin already, lined
+        data, how = render(ink, rng, margin=(kind != "boxes" or rng.random() < 0.6) and kind != "squared")
         out.append((data, text, how))
     return out
 

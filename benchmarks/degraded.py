@@ -21,6 +21,10 @@ digits, a different one per degradation):
 - ``boxed`` (only with ``--kinds``, not in the default total): the digit written in a form's
   printed box, grey or black lines 0.5-2 px thick (MNIST scale), sometimes touching the digit,
   sometimes turned up to 2.5 degrees or blurred, with or without paper round the box.
+- ``squared``, ``lined`` (the same): the digit written on squared paper (cells 0.35-1.3 times as
+  tall as the digit) or on ruled paper (lines 0.5-1.6 times its height apart), anywhere on the sheet,
+  grey or nearly black lines 0.15-0.75 px thick (MNIST scale) crossing it or passing by, sometimes
+  turned, blurred or saved as JPEG.
 
 Where the not-a-digit detector exists (``digitlab.inference.detector``), accuracy is also given
 with rejection on: a rejected digit counts as a miss. ``--numbers`` adds a column per model where
@@ -163,6 +167,8 @@ def _make(kind: str) -> Callable[[np.ndarray, int], bytes]:
         return lambda d, i: _png(_paint(ndimage.grey_erosion(_up(d), footprint=_disk(3.5)), dark=i % 2 == 0))
     if kind == "boxed":
         return _boxed
+    if kind in ("squared", "lined"):
+        return lambda d, i: _on_ruled_paper(d, i, squared=kind == "squared")
     raise ValueError(f"unknown degradation {kind!r}")
 
 
@@ -196,6 +202,51 @@ def _boxed(digit: np.ndarray, i: int) -> bytes:
     return _png(_paint(a, dark=i % 4 != 3))
 
 
+def ruled_paper(shape: tuple[int, int], cell: float, thick: float, level: float, rng: np.random.Generator,
+                squared: bool = True) -> np.ndarray:
+    """The lines of ruled paper (``squared``: squared paper) as an ink map of ``shape``: lines every
+    ``cell`` pixels, ``thick`` pixels thick (a fraction of a pixel anti-aliased), ink ``level``,
+    starting at a random offset."""
+    h, w = shape
+
+    def cover(n: int) -> np.ndarray:  # how much of each pixel row the lines cover
+        starts = np.arange(rng.uniform(0, cell), n, cell)[:, None]
+        edges = np.arange(n, dtype=np.float64)[None, :]
+        return np.clip(np.minimum(edges + 1, starts + thick) - np.maximum(edges, starts), 0, 1).sum(axis=0)
+
+    lines = np.repeat(np.clip(cover(h), 0, 1)[:, None], w, axis=1)
+    if squared:
+        lines = np.maximum(lines, np.clip(cover(w), 0, 1)[None, :])
+    return (level * lines).astype(np.float32)
+
+
+def _on_ruled_paper(digit: np.ndarray, i: int, squared: bool) -> bytes:
+    """The digit written on squared paper (cells 0.35-1.3 times its height) or on ruled paper (lines
+    0.5-1.6 times its height apart), anywhere on the sheet, the lines crossing it or passing by:
+    lines 0.15-0.75 px thick at MNIST scale, grey or nearly black; sometimes turned up to 2.5
+    degrees, blurred or saved as JPEG; dark on light paper, or light on a dark screen for every
+    fourth."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng([SEED, i, 1 if squared else 2])
+    up = _up(digit)  # 112 px, the digit about 80 px tall
+    rows, cols = np.flatnonzero(up.max(axis=1) > 0.05), np.flatnonzero(up.max(axis=0) > 0.05)
+    ink = up[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    dh, dw = ink.shape
+    height = round(dh * rng.uniform(1.3, 2.6))
+    width = max(round(height * rng.uniform(0.8, 1.4)), dw + 8)
+    cell = dh * (rng.uniform(0.35, 1.3) if squared else rng.uniform(0.5, 1.6))
+    a = ruled_paper((height, width), cell, rng.uniform(0.6, 3.0), rng.uniform(0.2, 0.8), rng, squared)
+    top, left = int(rng.integers(0, height - dh + 1)), int(rng.integers(0, width - dw + 1))
+    a[top : top + dh, left : left + dw] = np.maximum(a[top : top + dh, left : left + dw], ink)
+    if rng.random() < 0.5:
+        a = np.clip(ndimage.rotate(a, rng.uniform(-2.5, 2.5), reshape=False, order=1), 0, 1)
+    if rng.random() < 0.5:
+        a = ndimage.gaussian_filter(a, rng.uniform(0.5, 1.5))
+    grey = _paint(a, dark=i % 4 != 3)
+    return _jpeg(grey, 70) if rng.random() < 0.25 else _png(grey)
+
+
 SIZES = (8, 10, 12, 16, 20)
 KINDS = ("mnist", "mnist-paper", *(f"{h}px" for h in SIZES), *(f"{h}px-up" for h in SIZES), "blur-1", "blur-2",
          "contrast-25", "gamma", "jpeg-30", "dark-on-light", "light-on-dark", "thick", "thin")
@@ -208,8 +259,8 @@ def mnist_test() -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-# not in the table's total: printed forms, asked for with --kinds boxed
-EXTRA_KINDS = ("boxed",)
+# not in the table's total: printed forms and ruled paper, asked for with --kinds boxed,squared,lined
+EXTRA_KINDS = ("boxed", "squared", "lined")
 
 
 def pictures(n: int, kinds: tuple[str, ...] = KINDS, x: np.ndarray | None = None,

@@ -1,5 +1,6 @@
-"""Digits written in a form's printed box, or in a comb of boxes: the lines are taken out of the ink
-map, the digit is read as it would be without them, and nothing else is ever taken for a box."""
+"""Digits written in a form's printed box, in a comb of boxes, or on ruled or squared paper: the
+printed lines are taken out of the ink map, the digit is read as it would be without them (strokes
+crossing a ruled line kept whole), and nothing else is ever taken for a box or a ruled line."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import io
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -17,7 +19,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench_numbers as numbers_bench  # noqa: E402
 import degraded as degraded_bench  # noqa: E402
 
-from digitlab.data.frames import frame_mask, without_frames  # noqa: E402
+from digitlab.data import frames  # noqa: E402
+from digitlab.data.frames import frame_mask, ruling, without_frames  # noqa: E402
 from digitlab.data.pictures import ink_image, load_digit  # noqa: E402
 
 
@@ -142,15 +145,18 @@ def test_a_box_along_the_edge_of_the_picture(mnist, best):
 
 
 @pytest.mark.realdata
-def test_numbers_in_a_comb_of_boxes_are_read(mnist, best):
-    """One digit to a cell of a comb (full dividers or only their feet): the number is read exactly."""
+@pytest.mark.parametrize(("kind", "floor"), [("boxes", 27), ("squared", 26)])
+def test_numbers_in_a_comb_of_boxes_or_on_squared_paper_are_read(mnist, best, kind, floor):
+    """One digit to a cell of a comb (full dividers or only their feet), or digits on squared paper:
+    the number is read exactly."""
     from digitlab.inference.numbers import read_number
 
     _, (x, y) = mnist
-    cases = numbers_bench.make_set("boxes", 30, 0, x, y)
+    cases = numbers_bench.make_set(kind, 30, 0, x, y)
     exact = [read_number(data, best).text == text for data, text, _ in cases]
-    # the whole benchmark (python benchmarks/bench_numbers.py models/mnist-best --kinds boxes) reads ~98%
-    assert sum(exact) >= 27, [(text, how) for (data, text, how), ok in zip(cases, exact, strict=True) if not ok]
+    # the whole benchmark (python benchmarks/bench_numbers.py models/mnist-best --kinds boxes,squared)
+    # reads ~99% and ~93%
+    assert sum(exact) >= floor, [(text, how) for (data, text, how), ok in zip(cases, exact, strict=True) if not ok]
 
 
 @pytest.mark.realdata
@@ -182,3 +188,128 @@ def test_a_comb_with_only_the_dividers_feet(mnist, best, monkeypatch):
     row = lines[rows[-1] - round(0.12 * (rows[-1] - rows[0]))]
     assert int((np.diff(row.astype(np.int8)) == 1).sum() + row[0]) == 5
 
+
+# -- ruled and squared paper -----------------------------------------------------------------------
+
+
+def grid(h: int, w: int, step: int, squared: bool = True, level: float = 0.6) -> np.ndarray:
+    """A clean ink map of ruled paper: 1-px lines every ``step`` px from row (and column) 5."""
+    a = np.zeros((h, w), np.float32)
+    a[5::step] = level
+    if squared:
+        a[:, 5::step] = level
+    return a
+
+
+def pieces(a: np.ndarray) -> int:
+    return cv2.connectedComponents((a > 0).astype(np.uint8), connectivity=8)[0] - 1
+
+
+@pytest.mark.parametrize("squared", [True, False])
+def test_the_lines_are_taken_out_and_a_stroke_crossing_them_kept_whole(squared):
+    ink = grid(150, 150, 30, squared)
+    ink[20:130, 70:78] = 1.0  # a 1's stem, 8 px wide, across three flat lines (beside upright ones)
+    out = without_frames(ink)
+    stem = np.zeros(ink.shape, bool)
+    stem[20:130, 70:78] = True
+    assert out[~stem].max() == 0.0, "nothing of the paper's lines is left"
+    assert np.array_equal(out[stem], ink[stem]), "the stem is whole, at its own level where it crosses"
+    assert pieces(out) == 1
+
+
+def test_a_grey_line_under_a_faint_crossing_keeps_the_fainter_level():
+    """Where a stroke crosses a line, the bridge is no darker than the stroke on its fainter side."""
+    ink = grid(150, 150, 30, squared=False, level=1.0)
+    ink[20:65, 70:78] = 0.5  # the stroke above the line at row 35 ...
+    ink[37:130, 70:78] = 0.8  # ... and below it
+    out = without_frames(ink)
+    assert np.allclose(out[35, 70:78], 0.5)
+    assert out[:, :60].max() == 0.0 and out[:, 90:].max() == 0.0
+
+
+def test_lines_beside_a_digit_near_the_edge_of_the_picture_go():
+    """Ruled paper, the digit against the picture's right edge: the lines run past it on one side
+    only, off the picture at both ends, thinner than the digit's strokes."""
+    ink = grid(150, 150, 30, squared=False)
+    ink[40:100, 140:150] = 1.0
+    flat, upright = ruling(ink)
+    assert len(flat) == 5 and upright == []
+    assert without_frames(ink)[:, :130].max() == 0.0
+
+
+def strokes_of_digits() -> list[np.ndarray]:
+    """Digits whose straight strokes run across the whole picture: a tightly cropped 7, 4 and
+    plus-like shapes, a 1 with its base, touching 7s whose bars join, all drawn with one pen."""
+    out = []
+    seven = np.zeros((80, 60), np.float32)
+    seven[:8] = 1.0
+    for r in range(8, 80):  # the stem, from the bar's right end down to the left
+        c = round(56 - 0.5 * (r - 8))
+        seven[r, max(0, c - 4) : c + 4] = 1.0
+    out.append(seven)
+    four = np.zeros((80, 60), np.float32)
+    four[48:56] = 1.0  # the bar, across the whole picture
+    four[:, 40:48] = 1.0  # the stem, top to bottom
+    four[:52, :8] = 1.0  # the left stroke
+    out.append(four)
+    out.append(np.pad(four, ((0, 0), (0, 30))))  # paper on the right of it
+    one = np.zeros((80, 60), np.float32)
+    one[:, 26:34] = 1.0
+    one[72:, :] = 1.0  # a base as wide as the picture
+    out.append(one)
+    sevens = np.concatenate([seven, seven, seven], axis=1)
+    out.append(np.pad(sevens, ((0, 0), (4, 4))))
+    return out
+
+
+@pytest.mark.parametrize("k", range(5))
+def test_strokes_of_digits_are_not_ruled_lines(k):
+    ink = strokes_of_digits()[k]
+    assert ruling(ink) == ([], [])
+    assert np.array_equal(without_frames(ink), ink)
+
+
+@pytest.mark.realdata
+def test_no_ordinary_picture_is_taken_for_ruled_paper(mnist):
+    """The real-world set, a sample of every degradation, boxed digits and MNIST test digits cropped
+    tightly (their strokes reach the picture's edges): nothing is ever taken for a ruled line."""
+    bench = degraded_bench
+    _, (x, y) = mnist
+    items = [*bench.realworld(), *bench.pictures(10, x=x, y=y), *bench.pictures(20, ("boxed",), x=x, y=y)]
+    for i in range(60):  # 7s, 4s, 2s, 1s, 5s and 3s, cropped at their ink
+        d = numbers_bench.crop_digit(x[int(np.flatnonzero(y == (7, 4, 2, 1, 5, 3)[i % 6])[i])])
+        items.append(("tight", png(255 * (1 - cv2.resize(d, None, fx=4, fy=4))), 0))
+    found = []
+    for kind, data, _ in items:
+        ink, _ = ink_image(data)
+        if ruling(ink) != ([], []):
+            found.append(kind)
+    assert len(items) == 400 + 10 * len(bench.KINDS) + 20 + 60
+    assert found == []
+
+
+@pytest.mark.realdata
+def test_digits_on_squared_and_ruled_paper_are_read(mnist, best, monkeypatch):
+    """MNIST test digits on squared or ruled paper (lines crossing them or passing by, grey or
+    black, turned, blurred, JPEG) are read by the shipped model; without the lines taken out, far
+    fewer are."""
+    from digitlab.inference.numbers import read_number
+    from digitlab.inference.predictor import predict_proba
+
+    _, (x, y) = mnist
+    items = list(degraded_bench.pictures(40, ("squared", "lined"), x=x, y=y))
+    assert len(items) == 80
+    labels = np.array([label for _, _, label in items])
+
+    def read() -> tuple[int, int]:
+        inputs = np.stack([load_digit(data) for _, data, _ in items])
+        one = int((predict_proba(best, inputs).argmax(axis=1) == labels).sum())
+        return one, sum(read_number(data, best).text == str(label) for _, data, label in items)
+
+    one_digit, as_numbers = read()
+    # the whole benchmark (python benchmarks/degraded.py --kinds squared,lined) reads ~99%
+    assert one_digit >= 77, one_digit
+    assert as_numbers >= 75, as_numbers
+    monkeypatch.setattr(frames, "ruling", lambda ink, printed=None: ([], []))
+    one_digit, as_numbers = read()
+    assert one_digit <= 70 and as_numbers <= 68, (one_digit, as_numbers)

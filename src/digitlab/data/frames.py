@@ -1,4 +1,5 @@
-"""Printed boxes round handwritten digits: the box of a form, or a comb of boxes, taken out of an ink map.
+"""Printed lines round handwritten digits taken out of an ink map: the box of a form, a comb of
+boxes, and the lines of ruled or squared paper.
 
 A digit written in a form's box reaches the reader with the box round it, and the box, the biggest
 and darkest thing in the picture, would be read as the digit. A frame is a rectangle of straight,
@@ -10,6 +11,11 @@ holds ink of its own (a piece at least :data:`CONTENT` as tall as its inside), s
 seven-segment 0 or 8 (whose segments do not meet) or a written 0 (whose corners are round) is never
 one. Only the lines' own band is taken out: a stroke that touches or crosses a line loses the few
 pixels under it.
+
+The lines of ruled or squared paper run across the picture and past the digits (see
+:func:`ruling`). Their band is taken out too, but where a stroke crosses a line it is bridged over
+it, at the level of its fainter side, so the digit stays in one piece. Three or more lines across
+the picture are paper, whose cells are not taken for boxes.
 """
 
 from __future__ import annotations
@@ -45,6 +51,15 @@ CORNER = 0.75    # the lines meet in ink: this share of the square where they cr
 CONTENT = 0.4    # a cell holds a piece of ink at least this tall (x the cell's inner height)
 EVEN = 2.5, 2.0  # a frame's boldest line is at most this many times its thinnest, plus this many px
 MARGIN = 1.0     # the band taken out reaches this many pixels past the line's measured half-thickness
+SPAN = 0.8       # a ruled line (ruled or squared paper) runs across this share of the picture at least,
+BEYOND = 0.25    # ... and past the rest of the ink at both ends by this share of the rest's height,
+LONGER = 1.5     # ... a flat one this many times longer than the rest is high,
+RULE_THIN = 0.2  # ... and at most this thick (x the same height)
+REST = 20        # the rest of the ink: this many pixels at least, or there is no digit to free
+THINNER = 0.6    # squared paper's lines are at most this thick (x the rest's strokes)
+LEVELLED = 0.06  # ... and its flat lines this far off level at most (a slope: about 3.4 degrees)
+EDGE = 2         # a line ending this close to the picture's edge runs off it
+LEAN = 2         # a stroke crossing a ruled line may move this many pixels sideways across it
 
 
 @dataclass(frozen=True)
@@ -102,7 +117,7 @@ def _lines(mask: np.ndarray, run: int, least: int) -> list[_Line]:
     x0s, x1s = stats[order, 0], stats[order, 0] + widths[order]
     for i, k in enumerate(order):
         x, y, bw, bh = (int(v) for v in stats[k, :4])
-        if bh < 8:
+        if bh < 8 and bw < SPAN * mask.shape[1]:  # (a line across the picture may be a ruled one)
             shared = np.minimum(x1s, x + bw) - np.maximum(x0s, x)
             shared[i] = 0
             if not (shared >= PARTNER * np.minimum(widths[order], bw)).any():
@@ -186,16 +201,33 @@ def _near(a: float, b: float, side: float, slack: float = 0.0) -> bool:
     return abs(a - b) <= MEET * side + 3 + slack
 
 
-def frame_mask(ink: np.ndarray) -> np.ndarray | None:
+class _Printed:
+    """An ink map's mask of possible print and its straight lines, each way found once (the
+    upright ones when first asked for)."""
+
+    def __init__(self, ink: np.ndarray):
+        h, w = ink.shape
+        self.mask = cv2.threshold(ink, LEVEL - 1e-6, 1, cv2.THRESH_BINARY)[1].astype(np.uint8)
+        self.run = max(8, round(RUN * max(h, w)))
+        self.least = max(16, round(LONG * max(h, w)))
+        self.flat = _lines(self.mask, self.run, self.least)
+        self._upright: list[_Line] | None = None
+
+    @property
+    def upright(self) -> list[_Line]:
+        if self._upright is None:
+            self._upright = _lines(np.ascontiguousarray(self.mask.T), self.run, self.least)
+        return self._upright
+
+
+def frame_mask(ink: np.ndarray, printed: _Printed | None = None) -> np.ndarray | None:
     """An ink map (float (H, W) in [0, 1], 1 = ink) -> a bool mask of its frames' lines, or None."""
     h, w = ink.shape
-    mask = cv2.threshold(ink, LEVEL - 1e-6, 1, cv2.THRESH_BINARY)[1].astype(np.uint8)
-    run = max(8, round(RUN * max(h, w)))
-    least = max(16, round(LONG * max(h, w)))
-    flat = _lines(mask, run, least)
+    printed = _Printed(ink) if printed is None else printed
+    mask, flat = printed.mask, printed.flat
     if not 2 <= len(flat) <= MAX_LINES:
         return None  # no frame, or the lines of squared paper or a table: not a form's boxes
-    upright = _lines(np.ascontiguousarray(mask.T), run, least)
+    upright = printed.upright
     if not 2 <= len(upright) <= MAX_LINES:
         return None
     out = np.zeros((h, w), bool)
@@ -394,11 +426,135 @@ def _holds_ink(mask: np.ndarray, lines: np.ndarray, inside: tuple[slice, slice])
     return n > 1 and int(stats[1:, cv2.CC_STAT_HEIGHT].max()) >= CONTENT * inner.shape[0]
 
 
-def without_frames(ink: np.ndarray) -> np.ndarray:
-    """The ink map with its frames' lines taken out (see the module's docstring); unchanged without frames."""
-    lines = frame_mask(ink)
-    if lines is None:
-        return ink
-    out = ink.copy()
-    out[lines] = 0.0
+def ruling(ink: np.ndarray, printed: _Printed | None = None) -> tuple[list[_Line], list[_Line]]:
+    """The lines of ruled or squared paper in an ink map: (the flat ones, the upright ones).
+
+    Candidates are the straight lines (see :func:`_lines`) that run across :data:`SPAN` of the
+    picture at least; the rest of the ink is what lies outside all of them. They are the paper's:
+
+    - a flat one that runs past the rest at both ends by :data:`BEYOND` of the rest's height and is
+      :data:`LONGER` times longer than the rest is high (the lines of ruled paper, an underline):
+      no stroke of a digit reaches past the digit it belongs to, so a long straight stroke of a
+      tightly cropped digit, or the bars of touching digits joined into one, are none;
+    - a flat one as long, thinner than the rest's strokes (:data:`THINNER`), that runs off the
+      picture at both ends (within :data:`EDGE` pixels) and past the rest at one end at least: a
+      line of ruled paper beside a digit near the picture's edge (a tightly cropped 7's bar is
+      drawn with the pen of its stem);
+    - all of them, flat and upright, when there are two or more (one flat at least), all printed
+      alike (:func:`_printed_alike`) and thinner than the rest's strokes: ruled or squared paper,
+      its lines crossing the digit or running beside it. A 4's bar and stem are two, but as thick
+      as its other strokes; so are the bars of touching 7s.
+
+    Any of them is at most :data:`RULE_THIN` of the rest's height thick.
+    """
+    h, w = ink.shape
+    printed = _Printed(ink) if printed is None else printed
+    flat = [ln for ln in printed.flat if ln.length >= SPAN * w]
+    if not flat:
+        return [], []
+    upright = [v for v in printed.upright if v.length >= SPAN * h]
+    bands = np.zeros((h, w), bool)
+    for ln in flat:
+        _band(bands, ln, ln.thick, transpose=False)
+    for v in upright:
+        _band(bands, v, v.thick, transpose=True)
+    rest = (printed.mask.astype(bool) & ~bands).astype(np.uint8)
+    rows, cols = np.nonzero(rest)
+    if rows.size < REST:
+        return [], []  # nothing but lines: no digit to free
+    # the rest's extent, a few stray pixels (a line's soft edge, a speck) left out
+    top, bottom = quantile(rows, 0.005), quantile(rows, 0.995) + 1
+    left, right = quantile(cols, 0.005), quantile(cols, 0.995) + 1
+    height = bottom - top
+    flat = [ln for ln in flat if ln.thick <= RULE_THIN * height]
+    upright = [v for v in upright if v.thick <= RULE_THIN * height]
+    if not flat:
+        return [], []
+    padded = cv2.copyMakeBorder(rest, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    inside = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_5)[1:-1, 1:-1][rows, cols]
+    stroke = 2.0 * quantile(inside, 0.9)  # about the width of the rest's strokes
+    if (len(flat) + len(upright) >= 2 and _printed_alike(flat, upright)
+            and all(ln.thick <= THINNER * stroke for ln in (*flat, *upright))):
+        return flat, upright
+    beyond = BEYOND * height
+    return [ln for ln in flat if ln.length >= LONGER * height and (
+        (ln.a0 <= left - beyond and ln.a1 >= right + beyond) or (
+        ln.thick <= THINNER * stroke and ln.a0 <= EDGE and ln.a1 >= w - EDGE
+        and (ln.a0 <= left - beyond or ln.a1 >= right + beyond)))], []
+
+
+def _printed_alike(flat: list[_Line], upright: list[_Line]) -> bool:
+    """Whether lines are printed ones of one sheet: of one thickness (:data:`EVEN`), the flat ones
+    parallel and at most :data:`LEVELLED` off level, the upright ones at right angles to them (see
+    :func:`_square`). Pieces of a bold stroke's edge taken for lines are seldom all of that."""
+    lines = (*flat, *upright)
+    thin = min(ln.thick for ln in lines)
+    if max(ln.thick for ln in lines) > EVEN[0] * thin + EVEN[1]:
+        return False
+    turn = float(np.median([ln.slope for ln in flat]))
+    if abs(turn) > LEVELLED:
+        return False
+    return (all(abs(ln.slope - turn) <= SKEW[0] + SKEW[1] / ln.length for ln in flat)
+            and all(abs(v.slope + turn) <= SKEW[0] + SKEW[1] / v.length for v in upright))
+
+
+def _without_ruling(ink: np.ndarray, flat: list[_Line], upright: list[_Line]) -> np.ndarray:
+    """The ink map with these ruled lines taken out; where a stroke crosses a line (ink on both
+    sides of it, :data:`LEAN` pixels aside at most), the stroke is bridged over it at the fainter
+    side's level."""
+    bands = np.zeros(ink.shape, bool)
+    for ln in flat:
+        _band(bands, ln, ln.thick, transpose=False)
+    for v in upright:
+        _band(bands, v, v.thick, transpose=True)
+    clean = np.where(bands, np.float32(0.0), ink)
+    out = clean.copy()
+    for lines, transpose in ((flat, False), (upright, True)):
+        for ln in lines:
+            _bridge(out, ink, clean, ln, transpose)
     return out
+
+
+def _bridge(out: np.ndarray, ink: np.ndarray, clean: np.ndarray, line: _Line, transpose: bool) -> None:
+    """Put back, in place, the ink of the strokes crossing a ruled line's band (see :func:`_band`),
+    no darker than the stroke is on its fainter side."""
+    target, before, after = (a.T if transpose else a for a in (out, ink, clean))
+    n_across, n_along = target.shape
+    along = np.arange(max(0, line.a0 - 1), min(n_along, line.a1 + 1))
+    if not along.size:
+        return
+    mid = line.mid(along)
+    half = 0.5 * line.thick + MARGIN
+    lo = np.clip(np.floor(mid - half + 0.5), 0, n_across).astype(np.int32)
+    hi = np.clip(np.floor(mid + half + 0.5) + 1, 0, n_across).astype(np.int32)
+    zero = np.float32(0.0)
+    side_a = np.where(lo > 0, after[np.maximum(lo - 1, 0), along], zero)
+    side_b = np.where(hi < n_across, after[np.minimum(hi, n_across - 1), along], zero)
+    reach = np.ones((1, 2 * LEAN + 1), np.uint8)
+    crossing = np.minimum(cv2.dilate(side_a[None], reach)[0], cv2.dilate(side_b[None], reach)[0])
+    # bridged: where the stroke goes on at both sides, in the columns it reaches at one side at least
+    crosses = (crossing >= LEVEL) & ((side_a >= LEVEL) | (side_b >= LEVEL))
+    if not crosses.any():
+        return
+    r0, r1 = int(lo.min()), int(hi.max())
+    across = np.arange(r0, r1, dtype=np.int32)[:, None]
+    inside = (across >= lo) & (across < hi) & crosses
+    cols = slice(int(along[0]), int(along[-1]) + 1)
+    block = target[r0:r1, cols]
+    block[inside] = np.maximum(block, np.minimum(before[r0:r1, cols], crossing[None, :]))[inside]
+
+
+def without_frames(ink: np.ndarray) -> np.ndarray:
+    """The ink map with its frames' lines and the lines of ruled or squared paper taken out (see
+    the module's docstring); the same array, unchanged, without them."""
+    printed = _Printed(ink)
+    # three lines or more across the picture: ruled or squared paper, whose cells are no boxes
+    paper = sum(ln.length >= SPAN * ink.shape[1] for ln in printed.flat) >= 3
+    lines = None if paper else frame_mask(ink, printed)
+    out = ink
+    if lines is not None:
+        out = ink.copy()
+        out[lines] = 0.0
+        printed = _Printed(out)  # what is left of the print: squared paper round a comb of its cells
+    flat, upright = ruling(out, printed)
+    return _without_ruling(out, flat, upright) if flat else out

@@ -31,7 +31,8 @@ reaches a model (the CLI, the server, the page, the Python API) goes through :fu
    away from the ink). The ink map is a linear ramp between them, so an anti-aliased, blurred or faint
    stroke keeps its grey levels and stays in one piece; only where even the lightly smoothed contrast
    stays under the texture's level is it zero. Printed boxes round the digits (a form's box, a comb
-   of boxes) are then taken out (:mod:`digitlab.data.frames`).
+   of boxes) and the lines of ruled or squared paper are then taken out, strokes crossing a ruled
+   line bridged over it (:mod:`digitlab.data.frames`).
 
 :func:`digit_from_ink`, one digit's ink -> MNIST:
 
@@ -575,7 +576,8 @@ def ink_image(source: str | os.PathLike | bytes | Image.Image | np.ndarray,
 
     ``source`` is a path, the file's bytes, a PIL image or a numpy array (see :func:`to_mnist`).
     Polarity, lighting, paper texture, alpha and EXIF orientation are dealt with, and printed
-    boxes round the digits taken out (:mod:`digitlab.data.frames`); ink-map pixel
+    boxes round the digits and the lines of ruled or squared paper taken out
+    (:mod:`digitlab.data.frames`); ink-map pixel
     (x, y) is source pixel (x / s, y / s): s > 1 for an enlarged thumbnail, s < 1 for a big picture.
     Raises :class:`~digitlab.errors.ImageError` for a picture without ink (blank, one colour, faint
     noise) or one too small to hold a digit. A picture that already is an MNIST-style input (see
