@@ -15,6 +15,7 @@ from conftest import cli
 from PIL import Image
 
 from digitlab.data.pictures import load_digit
+from digitlab.errors import ImageError
 from digitlab.inference.detector import THRESHOLD, digit_scores, readings
 from digitlab.inference.predictor import read_digit
 
@@ -183,6 +184,27 @@ def test_python_api(real_run, pictures):
     assert [(g.label, g.is_digit) for g in got] == [(7, True), (None, False)]
     assert got[1].name is None and got[1].probability is not None and len(got[1].top) == 3
     assert predict_files(predictor, [letter], reject=False)[0].label is not None
+
+
+@pytest.mark.realdata
+def test_read_digit_takes_every_kind_of_picture(best, mnist):
+    """A (28, 28) uint8 array is a model input as it is; floats in [0, 1], bigger arrays and PIL
+    images are pictures, read as load_digit reads them."""
+    from digitlab.inference.predictor import read_digits
+
+    (_, _), (x, y) = mnist
+    as_is = read_digits(best, list(x[:20]))
+    assert all(np.array_equal(r.image, d) for r, d in zip(as_is, x[:20], strict=True))
+    assert sum(r.label == str(t) for r, t in zip(as_is, y[:20], strict=True)) >= 19
+    for picture in (x[0] / 255.0, x[0].astype(np.float32) / 255, x[0].astype(np.int64), Image.fromarray(x[0])):
+        r = read_digit(best, picture)
+        assert (r.label, r.is_digit) == ("7", True) and np.array_equal(r.image, x[0])
+    big = np.kron(255 - x[1], np.ones((4, 4), np.uint8))  # 112 x 112, dark on light
+    r = read_digit(best, big)
+    assert r.label == str(y[1]) and np.array_equal(r.image, load_digit(Image.fromarray(big)))
+    assert read_digits(best, []) == []
+    with pytest.raises(ImageError, match="^the given array is blank"):
+        read_digit(best, np.full((28, 28), np.nan))
 
 
 # -- the CLI ------------------------------------------------------------------------------------------

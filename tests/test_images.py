@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
 import subprocess
 import sys
@@ -263,6 +264,7 @@ def _modes(mask: np.ndarray) -> dict[str, Image.Image]:
         "RGB": Image.fromarray(rgb),
         "RGBA": Image.fromarray(np.dstack([rgb, np.full_like(grey, 255)])),
         "LA": la,
+        "La": la.convert("La"),  # premultiplied alpha
         "P": pal,
         "1": Image.fromarray(grey < 128).convert("1"),
         "I;16": Image.fromarray(grey.astype(np.uint16) * 257),
@@ -272,7 +274,7 @@ def _modes(mask: np.ndarray) -> dict[str, Image.Image]:
     }
 
 
-@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "LA", "P", "1", "I;16", "I", "F", "CMYK"])
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "LA", "La", "P", "1", "I;16", "I", "F", "CMYK"])
 def test_every_mode(mode, reference):
     img = _modes(ink_mask("7"))[mode]
     out = to_mnist(img)
@@ -303,6 +305,37 @@ def test_numpy_arrays(reference):
         assert same(out, reference["0"]) > 0.9
     with pytest.raises(ValueError, match=r"expected an image array of shape \(H, W\)"):
         to_mnist(np.zeros((4, 28, 28), np.uint8))
+
+
+def test_nan_and_infinity_in_float_pictures(reference):
+    """NaN is no ink, in a float TIFF, a PIL image of mode F or an array; all NaN is blank."""
+    grey = paint(ink_mask("7")).astype(np.float32) / 255
+    holed = grey.copy()
+    holed[:4, :] = np.nan
+    holed[-3:, -3:] = np.inf  # as white as the paper
+    buf = io.BytesIO()
+    Image.fromarray(holed, mode="F").save(buf, format="TIFF")
+    for picture in (buf.getvalue(), Image.fromarray(holed, mode="F"), holed):
+        out = load_digit(picture)
+        assert_mnist_like(out)
+        assert same(out, reference["7"]) > 0.95
+    nothing = np.full((40, 40), np.nan, np.float32)
+    buf = io.BytesIO()
+    Image.fromarray(nothing, mode="F").save(buf, format="TIFF")
+    for picture in (buf.getvalue(), Image.fromarray(nothing, mode="F"), nothing):
+        with pytest.raises(ImageError, match="is blank"):
+            load_digit(picture)
+
+
+def test_load_digit_takes_every_kind_of_picture(reference):
+    grey = paint(ink_mask("4"))
+    for picture in (encode(Image.fromarray(grey), "PNG"), Image.fromarray(grey), grey):
+        assert np.array_equal(load_digit(picture), reference["4"])
+    with pytest.raises(ImageError, match="^the given array is blank"):
+        load_digit(np.zeros((40, 40), np.uint8))
+    for wrong in (None, 7, [[0, 1]]):
+        with pytest.raises(TypeError, match="^expected a picture: a path, the file's bytes, a PIL image"):
+            load_digit(wrong)
 
 
 def test_photo_of_paper_with_texture_lighting_and_noise(reference):
@@ -455,6 +488,24 @@ def test_missing_file_and_folder(tmp_path):
         open_image(tmp_path / "nope.png")
     with pytest.raises(ImageError, match=r"is a folder, not an image file$"):
         open_image(tmp_path)
+
+
+def test_unusable_paths_are_named_clearly(tmp_path):
+    with pytest.raises(ImageError, match=r"^no file name given \(an empty path\)$"):
+        load_digit("")
+    long = tmp_path / ("a" * 300 + ".png")  # longer than a file name may be
+    for read in (open_image, load_digit):
+        with pytest.raises(ImageError, match=r"aaa\.\.\.aaa.*\.png cannot be opened \(File name too long\)$"):
+            read(long)
+    with pytest.raises(ImageError, match=r"cannot be read \(File name too long\)$"):
+        find_images([long])
+    with pytest.raises(ImageError, match="^an empty file name was given$"):
+        find_images([""])
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    assert find_images([fifo]) == [fifo]  # named on purpose: open_image says what it is, without blocking
+    with pytest.raises(ImageError, match="is not a regular file"):
+        load_digit(fifo)
 
 
 def test_truncated_image_is_damaged(tmp_path):

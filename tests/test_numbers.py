@@ -20,6 +20,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench_numbers as bench  # noqa: E402
 
 from digitlab.data.pictures import digit_from_ink, ink_image, load_digit  # noqa: E402
+from digitlab.errors import ImageError  # noqa: E402
 from digitlab.inference.numbers import _with_reader, read_number, without_rules  # noqa: E402
 
 
@@ -408,3 +409,18 @@ def test_an_mnist_style_picture_is_read_as_the_input_it_already_is(mnist, best):
         answer = client.post("/api/predict", content=data, headers={"Content-Type": "image/png"}).json()
         assert np.array_equal(np.asarray(answer["input"], np.uint8), digit)
         assert answer["number"] == str(label) and len(answer["digits"]) == 1
+
+
+def test_specks_alone_are_refused_naming_the_picture(tmp_path, best, client):
+    """Ink, but no digit-sized piece of it: the error names the file (or the upload), as a blank
+    picture's does."""
+    a = np.full((8, 400), 255, np.uint8)
+    a[3:5, 50:52] = a[2:4, 300:302] = 0
+    path = tmp_path / "specks.png"
+    Image.fromarray(a).save(path)
+    with pytest.raises(ImageError, match=f"^{path} is blank"):
+        read_number(path, best)
+    with pytest.raises(ImageError, match="^the given data is blank"):
+        read_number(path.read_bytes(), best)
+    r = client.post("/api/predict", content=path.read_bytes(), headers={"Content-Type": "image/png"})
+    assert r.status_code == 422 and r.json()["detail"].startswith("the upload is blank"), r.text

@@ -368,7 +368,9 @@ def test_blank_white_png_is_422(client):
 
 def test_empty_body_and_missing_form_field_are_422(client):
     assert_error(client.post("/api/predict", content=b"", headers={"Content-Type": "image/png"}), 422,
-                 "the body is empty")
+                 "the picture is empty (0 bytes)")
+    assert_error(client.post("/api/predict", files={"file": ("d.png", b"", "image/png")}), 422,
+                 "the picture is empty (0 bytes)")
     r = client.post("/api/predict", files={"picture": ("d.png", seven(), "image/png")})
     assert_error(r, 422, "field named 'file'")
 
@@ -704,3 +706,42 @@ def test_an_answer_with_activations_is_the_answer_without_them(client, query):
             assert traced[key] == plain[key], key
     shown = np.asarray(plain["input"], np.uint8)[None]
     assert plain["digit_score"] == round(float(digit_scores(shown)[0]), 6)
+
+
+def tiff_f32(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(a.astype(np.float32), mode="F").save(buf, format="TIFF")
+    return buf.getvalue()
+
+
+def test_float_pictures_with_nan_are_answered_and_a_server_fault_stays_in_its_batch_entry(client, monkeypatch):
+    digit = to_mnist(Image.open(io.BytesIO(seven()))).astype(np.float32) / 255
+    speckled = digit.copy()
+    speckled[:3, :3] = np.nan  # NaN is no ink
+    for data, status in ((tiff_f32(speckled), 200), (tiff_f32(np.full((40, 40), np.nan)), 422)):
+        r = client.post("/api/predict", content=data, headers={"Content-Type": "image/tiff"})
+        assert r.status_code == status, r.text
+    assert r.json()["detail"].startswith("the upload is blank")
+    plain = client.post("/api/predict", content=png(np.round(digit * 255).astype(np.uint8)),
+                        headers={"Content-Type": "image/png"}).json()
+    got = client.post("/api/predict", content=tiff_f32(speckled), headers={"Content-Type": "image/tiff"}).json()
+    assert got["label"] == plain["label"]  # the float picture and its 8-bit copy differ by 1 grey level
+    np.testing.assert_allclose(got["probabilities"], plain["probabilities"], atol=0.02)
+
+    import digitlab.serve.routes as routes
+
+    def fault(model, data, single, reject):
+        if data == b"fault":
+            raise RuntimeError("a bug")
+        return real(model, data, single, reject)
+
+    real = routes.read_picture
+    monkeypatch.setattr(routes, "read_picture", fault)
+    files = [("files", ("a.png", seven(), "image/png")), ("files", ("b.png", b"fault", "image/png")),
+             ("files", ("c.tif", tiff_f32(speckled), "image/tiff"))]
+    r = client.post("/api/predict/batch", files=files)
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert [x["status"] for x in results] == [200, 500, 200]
+    assert results[1]["error"] == "internal server error while reading this picture"
+    assert results[2]["prediction"]["label"] == plain["label"] and results[0]["prediction"] is not None

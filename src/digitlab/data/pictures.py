@@ -112,10 +112,18 @@ _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _BLANK_HINT = "use a picture with one dark digit on light paper, or a light digit on a dark background"
 
 
-def _describe(source: str | os.PathLike | bytes) -> str:
-    if isinstance(source, bytes | bytearray | memoryview):
+def _describe(source) -> str:
+    """How an error names a picture: its path (a very long one shortened), or 'the given data'."""
+    if isinstance(source, Image.Image):
+        return "the given image"
+    if isinstance(source, np.ndarray):
+        return "the given array"
+    if not isinstance(source, str | os.PathLike):
         return "the given data"
-    return os.fspath(source)
+    text = os.fspath(source)
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    return text if len(text) <= 240 else f"{text[:160]}...{text[-60:]}"
 
 
 def _too_large(label: str, max_pixels: int, size: tuple[int, int] | None = None) -> ImageTooLargeError:
@@ -144,16 +152,23 @@ def open_image(source: str | os.PathLike | bytes, max_pixels: int = MAX_PIXELS,
     label = _describe(source)
     if isinstance(source, bytes | bytearray | memoryview):
         fp: io.BytesIO | Path = io.BytesIO(bytes(source))
+    elif not isinstance(source, str | os.PathLike):
+        raise TypeError(f"expected a path or the file's bytes, got {type(source).__name__}")
     else:
+        if not os.fspath(source):
+            raise ImageError("no file name given (an empty path)")
         fp = Path(source)
-        if not fp.exists():
-            if fp.is_symlink():
-                raise ImageError(f"{label} is a broken symbolic link or a symbolic link loop")
-            raise ImageError(f"{label}: no such file")
-        if fp.is_dir():
-            raise ImageError(f"{label} is a folder, not an image file")
-        if not fp.is_file():  # a FIFO, socket or device: opening it could block for ever
-            raise NotAnImageError(f"{label} is not a regular file (a FIFO, socket or device), not an image")
+        try:
+            if not fp.exists():
+                if fp.is_symlink():
+                    raise ImageError(f"{label} is a broken symbolic link or a symbolic link loop")
+                raise ImageError(f"{label}: no such file")
+            if fp.is_dir():
+                raise ImageError(f"{label} is a folder, not an image file")
+            if not fp.is_file():  # a FIFO, socket or device: opening it could block for ever
+                raise NotAnImageError(f"{label} is not a regular file (a FIFO, socket or device), not an image")
+        except OSError as e:  # a name too long for the file system, a folder it may not enter...
+            raise ImageError(f"{label} cannot be opened ({e.strerror or _reason(e)})") from None
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
@@ -212,11 +227,26 @@ def _exif_upright(image: Image.Image) -> Image.Image:
     return image
 
 
+def _finite(f: np.ndarray) -> np.ndarray:
+    """A float picture with NaN (no data) or infinities in it: NaN becomes the picture's median (its
+    paper, not ink), an infinity its brightest or darkest finite level; all NaN becomes black."""
+    bad = ~np.isfinite(f)
+    if not bad.any():
+        return f
+    good = f[~bad]
+    if not good.size:
+        return np.zeros_like(f)
+    f[np.isnan(f)] = np.median(good)
+    f[np.isposinf(f)] = good.max()
+    f[np.isneginf(f)] = good.min()
+    return f
+
+
 def _pil_grey(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     """A PIL image -> (grey, alpha or None), uint8 for 8-bit pictures, float32 [0, 1] for wide ones."""
     image = _exif_upright(image)
     if image.mode in _WIDE_MODES:
-        a = np.asarray(image).astype(np.float32)
+        a = _finite(np.asarray(image).astype(np.float32))
         top = float(a.max()) if a.size else 0.0
         if image.mode.startswith("I;16") or top > 255:
             scale = 65535.0
@@ -226,6 +256,8 @@ def _pil_grey(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
             scale = 255.0
         return np.clip(a / np.float32(scale), 0.0, 1.0), None
     if image.mode in _ALPHA_MODES or "transparency" in image.info:
+        if image.mode == "La":  # premultiplied: Pillow converts it to LA only
+            image = image.convert("LA")
         if image.mode != "LA":
             image = image.convert("RGBA").convert("LA")
         a = np.asarray(image)
@@ -251,13 +283,13 @@ def _array_grey(array: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     elif a.dtype == np.uint16:
         f = a.astype(np.float32) / np.float32(65535.0)
     elif np.issubdtype(a.dtype, np.number):
-        f = a.astype(np.float32)
-        top = float(np.nanmax(f)) if f.size else 0.0
+        f = _finite(a.astype(np.float32))
+        top = float(f.max()) if f.size else 0.0
         if top > 255:
             f /= np.float32(65535.0)
         elif top > 1:
             f /= np.float32(255.0)
-        f = np.clip(np.nan_to_num(f), 0.0, 1.0)
+        f = np.clip(f, 0.0, 1.0)
     else:
         raise ValueError(f"expected a numeric image array, got dtype {a.dtype}")
     if f.ndim == 2:
@@ -585,10 +617,17 @@ def ink_image(source: str | os.PathLike | bytes | Image.Image | np.ndarray,
     """
     if isinstance(source, Image.Image | np.ndarray):
         return _ink_of(source)
+    _check_source(source)
     try:
         return _ink_of(open_image(source, max_pixels, draft=WORK_SIDE, grey=True))
     except ImageError as e:
-        raise _named(e, source) from None
+        raise named_error(e, source) from None
+
+
+def _check_source(source) -> None:
+    if not isinstance(source, str | os.PathLike | bytes | bytearray | memoryview):
+        raise TypeError("expected a picture: a path, the file's bytes, a PIL image or a numpy array; "
+                        f"got {type(source).__name__}")
 
 
 def _grey_of(image: Image.Image | np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -772,20 +811,27 @@ def model_input(ink: np.ndarray) -> np.ndarray | None:
     return np.round(ink * 255.0).astype(np.uint8)
 
 
-def _named(e: ImageError, source) -> ImageError:
+def named_error(e: ImageError, source) -> ImageError:
+    """``e`` with "the image" in its message replaced by the picture's name (path, or "the given
+    data" for bytes), of the same class (so the same HTTP status)."""
     msg = str(e)
     if msg.startswith("the image "):
         return type(e)(f"{_describe(source)} {msg[len('the image '):]}")  # the same class: its HTTP status
     return e
 
 
-def load_digit(source: str | os.PathLike | bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """A picture file (path or bytes) -> (28, 28) uint8 MNIST-style input: ``to_mnist(open_image(source))``,
-    in effect ``digit_from_ink(ink_image(source)[0])``; errors name the file."""
+def load_digit(source: str | os.PathLike | bytes | Image.Image | np.ndarray,
+               max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """A picture (a file's path or bytes, a PIL image or a numpy array) -> (28, 28) uint8
+    MNIST-style input: ``to_mnist(open_image(source))``, in effect ``digit_from_ink(ink_image(source)[0])``;
+    errors name the file."""
     try:
+        if isinstance(source, Image.Image | np.ndarray):
+            return to_mnist(source)
+        _check_source(source)
         return to_mnist(open_image(source, max_pixels, draft=WORK_SIDE, grey=True))
     except ImageError as e:
-        raise _named(e, source) from None
+        raise named_error(e, source) from None
 
 
 def find_images(paths: list[str | os.PathLike]) -> list[Path]:
@@ -799,15 +845,21 @@ def find_images(paths: list[str | os.PathLike]) -> list[Path]:
     if not paths:
         raise ImageError("no images given; pass image files or folders of images")
     found: set[Path] = set()
-    for p in map(Path, paths):
-        if p.is_dir():
-            inside = [f for f in p.iterdir()
-                      if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")]
-            if not inside:
-                raise ImageError(f"{p}: no images in this folder (looked for {', '.join(IMAGE_SUFFIXES)})")
-            found.update(inside)
-        elif p.is_file():
-            found.add(p)
-        else:
-            raise ImageError(f"{p}: no such file or folder")
+    for given in paths:
+        if not os.fspath(given):
+            raise ImageError("an empty file name was given")
+        p = Path(given)
+        try:
+            if p.is_dir():
+                inside = [f for f in p.iterdir()
+                          if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")]
+                if not inside:
+                    raise ImageError(f"{p}: no images in this folder (looked for {', '.join(IMAGE_SUFFIXES)})")
+                found.update(inside)
+            elif p.exists():  # a file, or a FIFO or device named on purpose: open_image says what it is
+                found.add(p)
+            else:
+                raise ImageError(f"{_describe(p)}: no such file or folder")
+        except OSError as e:  # a name too long for the file system, a folder it may not read...
+            raise ImageError(f"{_describe(p)} cannot be read ({e.strerror or _reason(e)})") from None
     return sorted(found)

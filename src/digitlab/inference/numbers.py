@@ -60,7 +60,7 @@ from PIL import Image
 from scipy import ndimage
 
 from digitlab.data.arrays import of_labels, zero_pad
-from digitlab.data.pictures import MAX_PIXELS, digit_from_ink, ink_image, model_input
+from digitlab.data.pictures import MAX_PIXELS, digit_from_ink, ink_image, model_input, named_error
 from digitlab.errors import ImageError
 from digitlab.inference.detector import THRESHOLD, digit_scores
 from digitlab.inference.reading import DigitReading, NumberReading
@@ -922,5 +922,8 @@ def read_number(source: str | os.PathLike | bytes | np.ndarray, predictor, *, si
     :class:`~digitlab.errors.ImageError` for what is not a picture, too large, or blank.
     """
     ink, scale = ink_image(source, MAX_PIXELS if max_pixels is None else max_pixels)
-    number, _ = read_ink(ink, scale, predictor, single=single, reject=reject, whole=False)
+    try:
+        number, _ = read_ink(ink, scale, predictor, single=single, reject=reject, whole=False)
+    except ImageError as e:  # ink, but no digit-sized piece of it: named as ink_image names its errors
+        raise named_error(e, source) from None
     return number

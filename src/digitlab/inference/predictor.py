@@ -260,16 +260,24 @@ def _read_number_files(predictor, results: list[FilePrediction], save_inputs: st
     return results
 
 
-def read_digits(predictor, sources: Sequence[str | os.PathLike | bytes | np.ndarray], *,
-                reject: bool = True, top: int = 3) -> list[DigitReading]:
-    """Pictures (paths, encoded bytes) or ``(28, 28)`` uint8 inputs -> one DigitReading each.
+def _model_input(source) -> np.ndarray:
+    if isinstance(source, np.ndarray) and source.dtype == np.uint8 and source.shape == (28, 28):
+        return source  # a model input as it is
+    return load_digit(source)
 
-    Pictures go through :func:`digitlab.data.pictures.load_digit` (errors such as a blank picture
-    are raised, as :class:`~digitlab.errors.ImageError`); arrays are taken as model inputs as-is.
-    Each reading carries the input the model saw (``image``).
+
+def read_digits(predictor, sources: Sequence[str | os.PathLike | bytes | Image.Image | np.ndarray], *,
+                reject: bool = True, top: int = 3) -> list[DigitReading]:
+    """Pictures (paths, encoded bytes, PIL images, numpy arrays) -> one DigitReading each.
+
+    A ``(28, 28)`` uint8 array is taken as a model input, as it is; every other picture goes through
+    :func:`digitlab.data.pictures.load_digit` (a float array in [0, 1] too; errors such as a blank
+    picture are raised, as :class:`~digitlab.errors.ImageError`). Each reading carries the input
+    the model saw (``image``).
     """
-    inputs = np.stack([np.asarray(s, dtype=np.uint8).reshape(28, 28) if isinstance(s, np.ndarray)
-                       else load_digit(s) for s in sources])
+    if not len(sources):
+        return []
+    inputs = np.stack([_model_input(s) for s in sources])
     probs = predict_proba(predictor, inputs)
     return readings(probs, predictor.labels, inputs, reject=reject, top=top, keep_images=True)
 

@@ -16,13 +16,14 @@ import anyio
 import numpy as np
 from starlette.exceptions import HTTPException
 
-from digitlab.data.pictures import ink_image
-from digitlab.errors import DigitlabError
+from digitlab.data.pictures import ink_image, named_error
+from digitlab.errors import DigitlabError, ImageError
 from digitlab.inference.numbers import read_ink
 from digitlab.inference.reading import DigitReading
 from digitlab.serve.errors import upload_message
 
 INLINE_DECODE_BYTES = 64_000  # smaller pictures are read on the event loop, larger ones in a thread
+EMPTY = "the picture is empty (0 bytes); send a picture of a digit"
 
 
 class _Timed:
@@ -44,13 +45,14 @@ def read_picture(model, data: bytes, single: bool, reject: bool = True
     """Picture bytes -> (the number fields; the picture's reading as one digit: its 28x28 input,
     exactly load_digit's, probabilities and digit score; milliseconds spent in the model)."""
     if not data:
-        raise HTTPException(422, "the body is empty; send a picture of a digit")
+        raise HTTPException(422, EMPTY)
     timed = _Timed(model.predictor)
     try:
         ink, scale = ink_image(data, model.max_pixels)
         number, whole = read_ink(ink, scale, timed, single=single, reject=reject)
     except DigitlabError as e:
-        raise HTTPException(e.http_status, upload_message(e)) from None
+        named = named_error(e, data) if isinstance(e, ImageError) else e
+        raise HTTPException(e.http_status, upload_message(named)) from None
     return fields(number), whole, timed.ms
 
 

@@ -27,7 +27,7 @@ from starlette.requests import Request
 from digitlab.data.pictures import load_digit, to_mnist
 from digitlab.errors import ImageError
 from digitlab.serve.errors import validation_message
-from digitlab.serve.numbers import read_picture_async
+from digitlab.serve.numbers import EMPTY, read_picture_async
 from digitlab.serve.schemas import PixelsRequest
 
 if TYPE_CHECKING:
@@ -169,7 +169,7 @@ async def read_upload(request: Request) -> bytes:
 def picture_to_input(data: bytes, max_pixels: int) -> np.ndarray:
     """Encoded picture bytes -> (28, 28) uint8."""
     if not data:
-        raise HTTPException(422, "the body is empty; send a picture of a digit")
+        raise HTTPException(422, EMPTY)
     x = load_digit(data, max_pixels)
     return np.asarray(x, dtype=np.uint8).reshape(28, 28)
 

@@ -7,6 +7,7 @@ Also the page's root ``/`` (in the browser's language, from Accept-Language) and
 
 from __future__ import annotations
 
+import logging
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ from digitlab.serve.numbers import read_picture, single_fields
 from digitlab.serve.openapi import BATCH_BODY, ERRORS, EXPLAIN_BODY, PREDICT_BODY
 from digitlab.serve.responses import dumps, json_response
 from digitlab.serve.schemas import BatchResponse, ErrorBody, Explanation, Health, ModelInfo, Prediction, Sample
+
+log = logging.getLogger("digitlab.serve")
 
 STATIC_DIR = Path(str(resources.files("digitlab.serve") / "static"))
 
@@ -155,6 +158,9 @@ def batch(model: ServedModel, uploads: list[tuple[str | None, bytes]], reject: b
             status, error = e.status_code, str(e.detail)
         except DigitlabError as e:
             status, error = e.http_status, upload_message(e)
+        except Exception:  # a fault of the server's own: this file's entry says so, the others are answered
+            log.exception("reading file %d of a batch failed", i)
+            status, error = 500, "internal server error while reading this picture"
         else:
             prediction = model.answer(whole, ms, reject) | number
             items.append({"index": i, "filename": filename, "ok": True, "status": 200, "error": None,
