@@ -1,13 +1,16 @@
 """How long the picture pipeline takes: ``load_digit`` against a bare decode + resize to 28x28.
 
-    python benchmarks/bench_pictures.py [--rounds 5] [--phone 3]
+    python benchmarks/bench_pictures.py [--rounds 5] [--phone 3] [--ruled 0]
 
 Pictures, all handed in as file bytes:
 
 - ``small``: the real-world set (tests/realworld, 32-200 px) and degraded MNIST test digits
   (benchmarks/degraded.py, 8-256 px);
 - ``large``: digits on photographed-paper pictures of 400-1000 px (PNG and JPEG);
-- ``phone``: 12-megapixel (4000 x 3000) phone-style JPEGs, decoded at reduced scale (draft mode).
+- ``phone``: 12-megapixel (4000 x 3000) phone-style JPEGs, decoded at reduced scale (draft mode);
+- ``ruled`` (only with ``--ruled N``): N digits of 224 px on 384-px sheets of squared or ruled paper
+  (every other one), lines every 6-40 px, 1-3 px thick, 30-80% as dark as the ink; and ``unruled``,
+  the same digits on the same sheets without the lines.
 
 For every picture, ``load_digit`` and the bare ``Image.open(...).convert("L").resize((28, 28))``
 are timed alternately in the same loop (``--rounds`` times each), as wall time and as this
@@ -60,7 +63,18 @@ def _photo(digit: np.ndarray, size: tuple[int, int], rng: np.random.Generator) -
     return np.clip(rgb, 0, 255).astype(np.uint8)
 
 
-def pictures(phone: int) -> dict[str, list[bytes]]:
+def _on_paper(digit: np.ndarray, rng: np.random.Generator, squared: bool | None) -> bytes:
+    """An MNIST digit, 224 px, on a 384-px sheet: squared paper, ruled paper, or none (None)."""
+    ink = np.zeros((384, 384), np.float32)
+    top, left = rng.integers(20, 140, 2)
+    ink[top : top + 224, left : left + 224] = np.kron(digit.astype(np.float32) / 255, np.ones((8, 8), np.float32))
+    cell, thick, level = rng.uniform(6, 40), rng.uniform(1, 3), rng.uniform(0.3, 0.8)
+    if squared is not None:
+        ink = np.maximum(ink, _degraded().ruled_paper(ink.shape, cell, thick, level, rng, squared))
+    return _encode((255 * (0.92 - 0.8 * ink)).clip(0, 255).astype(np.uint8), "PNG")
+
+
+def pictures(phone: int, ruled: int = 0) -> dict[str, list[bytes]]:
     degraded = _degraded()
     x, y = degraded.mnist_test()
     small = [data for _, data, _ in degraded.realworld()]
@@ -73,7 +87,11 @@ def pictures(phone: int) -> dict[str, list[bytes]]:
         rgb = _photo(x[i], size, rng)
         large.append(_encode(rgb, "JPEG", quality=85) if i % 2 else _encode(rgb, "PNG"))
     phones = [_encode(_photo(x[100 + i], (4000, 3000), rng), "JPEG", quality=90) for i in range(phone)]
-    return {"small": small, "large": large, "phone": phones}
+    groups = {"small": small, "large": large, "phone": phones}
+    if ruled:
+        groups["ruled"] = [_on_paper(x[200 + i], np.random.default_rng([1, i]), i % 2 == 0) for i in range(ruled)]
+        groups["unruled"] = [_on_paper(x[200 + i], np.random.default_rng([1, i]), None) for i in range(ruled)]
+    return groups
 
 
 def bare(data: bytes) -> np.ndarray:
@@ -101,8 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--phone", type=int, default=3, help="number of 12-megapixel JPEGs")
+    parser.add_argument("--ruled", type=int, default=0,
+                        help="number of 384-px digits on squared or ruled paper (and the same without the lines)")
     args = parser.parse_args(argv)
-    groups = pictures(args.phone)
+    groups = pictures(args.phone, args.ruled)
     for data in groups["small"][:20]:  # warm up (imports, caches)
         load_digit(data)
     print(f"{'pictures':<8}{'n':>5}{'clock':>6} | {'load_digit ms: median':>22}{'p90':>7}{'p99':>7} | "
