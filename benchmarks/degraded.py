@@ -25,6 +25,14 @@ digits, a different one per degradation):
   tall as the digit) or on ruled paper (lines 0.5-1.6 times its height apart), anywhere on the sheet,
   grey or nearly black lines 0.15-0.75 px thick (MNIST scale) crossing it or passing by, sometimes
   turned, blurred or saved as JPEG.
+- ``tight`` (the same): the digit cropped at its ink, no paper round it, so that its strokes run
+  into the picture's edges: 8-64 px tall, downsampled bilinear, bicubic or by area; every fifth of
+  those up to 20 px enlarged 4x by repeating its pixels (nearest neighbour), every seventh saved
+  as JPEG.
+- ``optdigits`` (the same): not MNIST, but the UCI handwritten digits that ship with scikit-learn
+  (``sklearn.datasets.load_digits``: 1,797 digits by 43 writers, 8x8 grey levels 0-16, each digit
+  filling its field): as they are, 8 px, or enlarged to 32-64 px (bilinear, bicubic or nearest
+  neighbour); light on dark, as they come, or dark on light.
 
 Where the not-a-digit detector exists (``digitlab.inference.detector``), accuracy is also given
 with rejection on: a rejected digit counts as a miss. ``--numbers`` adds a column per model where
@@ -169,6 +177,10 @@ def _make(kind: str) -> Callable[[np.ndarray, int], bytes]:
         return _boxed
     if kind in ("squared", "lined"):
         return lambda d, i: _on_ruled_paper(d, i, squared=kind == "squared")
+    if kind == "tight":
+        return _tight
+    if kind == "optdigits":
+        return _optdigit
     raise ValueError(f"unknown degradation {kind!r}")
 
 
@@ -200,6 +212,42 @@ def _boxed(digit: np.ndarray, i: int) -> bytes:
     if rng.random() < 0.5:
         a = ndimage.gaussian_filter(a, rng.uniform(0.5, 2.0))
     return _png(_paint(a, dark=i % 4 != 3))
+
+
+def _tight(digit: np.ndarray, i: int) -> bytes:
+    """The digit cropped at its ink (its strokes run into the picture's edges), 8-64 px tall."""
+    rng = np.random.default_rng([SEED, i, 3])
+    rows, cols = np.flatnonzero(digit.any(1)), np.flatnonzero(digit.any(0))
+    a = digit[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] / 255.0
+    height = int(rng.choice([8, 10, 12, 16, 20, 28, 40, 64]))
+    width = max(3, round(a.shape[1] * height / a.shape[0]))
+    method = (Image.Resampling.BILINEAR, Image.Resampling.BICUBIC, Image.Resampling.BOX)[i % 3]
+    a = np.clip(_resize(a, (width, height), method), 0, 1)
+    if i % 5 == 4 and height <= 20:  # a thumbnail zoomed by repeating its pixels
+        a = np.kron(a, np.ones((4, 4), np.float32))
+    grey = _paint(a, dark=rng.random() < 0.5)
+    return _jpeg(grey, 85) if i % 7 == 6 else _png(grey)
+
+
+def optdigits() -> tuple[np.ndarray, np.ndarray]:
+    """The UCI handwritten digits shipped with scikit-learn, as (1797, 8, 8) uint8 0-255 and labels."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    return np.round(digits.images * (255 / 16)).astype(np.uint8), digits.target.astype(np.int64)
+
+
+def _optdigit(digit: np.ndarray, i: int) -> bytes:
+    """An 8x8 UCI digit as it is, or enlarged to 32-64 px; light on dark or dark on light."""
+    rng = np.random.default_rng([SEED, i, 4])
+    a = digit / 255.0
+    side, method = ((8, None), (32, Image.Resampling.BILINEAR), (64, Image.Resampling.BICUBIC),
+                    (32, Image.Resampling.NEAREST), (48, Image.Resampling.BICUBIC),
+                    (64, Image.Resampling.NEAREST))[i % 6]
+    if method is not None:
+        a = np.clip(_resize(a, (side, side), method), 0, 1)
+    dark = rng.random() < 0.5
+    return _png(255.0 * (1.0 - a) if dark else 255.0 * a)
 
 
 def ruled_paper(shape: tuple[int, int], cell: float, thick: float, level: float, rng: np.random.Generator,
@@ -259,8 +307,9 @@ def mnist_test() -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-# not in the table's total: printed forms and ruled paper, asked for with --kinds boxed,squared,lined
-EXTRA_KINDS = ("boxed", "squared", "lined")
+# not in the table's total: printed forms, ruled paper, tight crops and the UCI digits, asked for
+# with --kinds boxed,squared,lined,tight,optdigits
+EXTRA_KINDS = ("boxed", "squared", "lined", "tight", "optdigits")
 
 
 def pictures(n: int, kinds: tuple[str, ...] = KINDS, x: np.ndarray | None = None,
@@ -272,9 +321,10 @@ def pictures(n: int, kinds: tuple[str, ...] = KINDS, x: np.ndarray | None = None
         if kind not in kinds:
             continue
         make = _make(kind)
-        chosen = np.random.default_rng(SEED + k).choice(len(x), size=n, replace=False)
+        source, labels = optdigits() if kind == "optdigits" else (x, y)
+        chosen = np.random.default_rng(SEED + k).choice(len(source), size=min(n, len(source)), replace=False)
         for i, j in enumerate(chosen):
-            yield kind, make(x[j], i), int(y[j])
+            yield kind, make(source[j], i), int(labels[j])
 
 
 def realworld() -> Iterator[tuple[str, bytes, int]]:

@@ -453,8 +453,14 @@ def test_blank_file_error_names_the_file(tmp_path):
 
 
 def test_too_small_picture():
-    with pytest.raises(ImageError, match=r"^the image is too small to hold a digit \(5 x 40 pixels"):
-        to_mnist(np.zeros((40, 5), np.uint8))
+    with pytest.raises(ImageError, match=r"^the image is too small to hold a digit \(2 x 40 pixels, need 8 or "
+                                         r"more along its longer side and 3 along the other\)"):
+        to_mnist(np.zeros((40, 2), np.uint8))
+    with pytest.raises(ImageError, match=r"^the image is too small to hold a digit \(7 x 7 pixels"):
+        to_mnist(np.zeros((7, 7), np.uint8))
+    one = np.full((40, 5), 255, np.uint8)  # a 1 cropped at its ink: as narrow as its stroke, nearly
+    one[:, 1:4] = 0
+    assert_mnist_like(to_mnist(one))
 
 
 # --- open_image: what is refused, and how ---------------------------------------------------

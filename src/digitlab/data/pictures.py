@@ -82,8 +82,9 @@ WORK_SIDE = 384
 DETAIL_SIDE = 112
 #: Polarity and stroke width are judged on a thumbnail this many pixels a side.
 THUMB_SIDE = 64
-#: The smallest picture that can hold a digit.
+#: The smallest picture that can hold a digit, along its longer side ...
 MIN_SIDE = 8
+MIN_THIN = 3  # ... and at least this many along the other (a 1 cropped at its ink is narrow)
 
 BOX = 20  # MNIST: the ink fits a 20x20 box ...
 SIZE = 28  # ... inside a 28x28 image ...
@@ -96,9 +97,16 @@ HIGH_SMALL = 0.6  # ... for an enlarged thumbnail, whose strokes are thinner tha
 STRONG, DARK = 0.5, 0.8  # ink-map levels of a stroke's core, and of the pen's own darkness
 EVEN = 0.02  # a picture whose border strays less than this from a smooth surface is evenly lit
 UNSURE = 0.05  # ... and one whose border strays more than this may have ink along its edge
+BLOCKY_SIDE = 1024  # pictures up to this many pixels a side may be a thumbnail enlarged by repeating its pixels
+FLAT = 0.03  # ... as may one whose surface passes this close to less than half of the border
 EDGE_DEPTH, EDGE_CONTRAST, EDGE_SOLID = 0.04, 0.15, 0.9  # a box's line along an edge: within this
 # share of the side, this much darker (or lighter) than the paper inside it, along this share of the side
 BOX_MARGIN = 0.08  # ... and then a margin of paper this wide (x the longer side) is added
+INKY, TOUCH = 0.6, 0.05  # a picture cropped at its ink: ink this far from the paper (x the ink's
+                          # contrast) in this share of its edge; it gets the same margin ...
+FAINT, STROKE_DEPTH = 0.35, 0.25  # ... when what meets the edge, ink this far from the paper at least,
+                                  # is no deeper than this (x the longer side) from its own edge
+TINY = 12  # a thumbnail this many pixels tall or fewer: its blurred strokes may be twice as deep
 OFF = 0.15  # a border surface this far from the picture's median at its centre may be ink, not paper
 NEAR = 0.3  # paper texture is measured away from where the contrast reaches this
 JOIN = 0.4  # ink-map level that is part of a stroke however far from its core
@@ -313,8 +321,9 @@ def _as_float(a: np.ndarray) -> np.ndarray:
 def _work_size(grey: np.ndarray, alpha: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None, float]:
     """Grey and alpha at the analysis size, float32 [0, 1], and the scale factor (work px per source px)."""
     h, w = grey.shape
-    if min(h, w) < MIN_SIDE:
-        raise ImageError(f"the image is too small to hold a digit ({w} x {h} pixels, need {MIN_SIDE} or more)")
+    if max(h, w) < MIN_SIDE or min(h, w) < MIN_THIN:
+        raise ImageError(f"the image is too small to hold a digit ({w} x {h} pixels, need {MIN_SIDE} or more "
+                         f"along its longer side and {MIN_THIN} along the other)")
     side = max(h, w)
     if side > WORK_SIDE:
         scale, method = WORK_SIDE / side, cv2.INTER_AREA
@@ -360,6 +369,16 @@ def _border_surface(smooth: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
     rows, cols, design = _ring(h, w)
     values = smooth[rows, cols].astype(np.float64)
     coef, sigma, _ = _robust_fit(values, design, np.ones(values.size, bool))
+    if np.count_nonzero(np.abs(values - design @ coef) < FLAT) < 0.5 * values.size:
+        # the surface passes close to few of the ring's points: the ring may be paper of one level
+        # with ink along the edges (a digit cropped tight, its strokes touching the edges; in a
+        # thumbnail, that is much of the ring). Start again from the ring's most common level, and
+        # keep that fit where it holds half the ring, more tightly
+        near = np.abs(values - _densest(values)) < FLAT
+        if near.sum() >= 12:
+            again, spread, held = _robust_fit(values, design, near)
+            if held.sum() >= 0.5 * values.size and spread < sigma:
+                return _surface(again, (h, w)), spread, again
     middle = quantile(smooth[::2, ::2].ravel(), 0.5)  # the picture's own median: mostly paper
     off = abs(float(coef[0]) - middle) > OFF  # the surface's level at the centre is not the paper's
     if sigma > UNSURE or off:
@@ -373,6 +392,15 @@ def _border_surface(smooth: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
             if held.sum() >= (0.3 if off else 0.5) * values.size and (off or spread < sigma):
                 coef, sigma = again, spread
     return _surface(coef, (h, w)), sigma, coef
+
+
+def _densest(values: np.ndarray) -> float:
+    """The median of the values in the window of width ``FLAT`` that holds the most of them: the
+    most common level."""
+    v = np.sort(values)
+    counts = np.searchsorted(v, v + FLAT, side="right") - np.arange(v.size)
+    first = int(np.argmax(counts))
+    return float(v[first + counts[first] // 2])
 
 
 def _robust_fit(values: np.ndarray, design: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
@@ -506,10 +534,40 @@ def _ink_map(grey: np.ndarray, enlarged: float = 1.0) -> np.ndarray:
     """
     paper = _edge_box(grey)
     if paper is None:
+        paper = _cropped_at_ink(grey, enlarged)
+    if paper is None:
         return _ink_map_of(grey, enlarged)
     pad = max(4, round(BOX_MARGIN * max(grey.shape)))
     wider = cv2.copyMakeBorder(grey, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=paper)
     return np.ascontiguousarray(_ink_map_of(wider, enlarged)[pad:-pad, pad:-pad])
+
+
+def _cropped_at_ink(grey: np.ndarray, enlarged: float = 1.0) -> float | None:
+    """The paper's level of a picture cropped at its ink (the digit's strokes run into its edges:
+    a thumbnail, a tight crop), or None. Its edge is mostly of one level, the paper's; ink (at
+    least :data:`INKY` of the ink's contrast away from it) meets the edge in :data:`TOUCH` of it or
+    more; and what meets the edge is no thicker than strokes are (a shadow or a dark corner is).
+    A thumbnail of :data:`TINY` pixels or fewer (``enlarged`` that many times to be analysed), whose
+    strokes are blurred into blobs and run into most of its edge, needs less of both."""
+    tiny = enlarged * TINY >= max(grey.shape)
+    edge = np.concatenate([grey[0], grey[-1], grey[1:-1, 0], grey[1:-1, -1]]).astype(np.float64)
+    level = _densest(edge)
+    lo, hi = float(grey.min()), float(grey.max())
+    if hi - lo < MIN_CONTRAST:
+        return None
+    extreme = min(level - lo, hi - level) < 0.1 * (hi - lo)  # the paper lies at one end of the range
+    if np.count_nonzero(np.abs(edge - level) < FLAT) < (0.5 if not extreme else 0.2 if tiny else 0.3) * edge.size:
+        return None
+    light = hi - level >= level - lo  # light ink on dark paper
+    span = (hi - level) if light else (level - lo)
+    if np.count_nonzero((edge - level if light else level - edge) > INKY * span) < TOUCH * edge.size:
+        return None
+    # what meets the edge, down to fainter ink, is no deeper than a stroke
+    mask = ((grey > level + FAINT * span) if light else (grey < level - FAINT * span)).astype(np.uint8)
+    _, labels = cv2.connectedComponents(mask, connectivity=8)
+    met = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    depth = cv2.distanceTransform(mask, cv2.DIST_L2, cv2.DIST_MASK_5)[np.isin(labels, met[met > 0])]
+    return level if depth.size and float(depth.max()) <= (2 if tiny else 1) * STROKE_DEPTH * max(grey.shape) else None
 
 
 def _edge_box(grey: np.ndarray) -> float | None:
@@ -642,8 +700,41 @@ def _ink_of(image: Image.Image | np.ndarray) -> tuple[np.ndarray, float]:
         g = _as_float(grey)
         if _already_mnist(g):
             return g, 1.0  # its own ink map: white ink on black, as the model takes it
+    grey, alpha, blocks = _unblocked(grey, alpha)
     grey, alpha, scale = _work_size(grey, alpha)
-    return _ink_map(_composite(grey, alpha), scale), scale
+    return _ink_map(_composite(grey, alpha), scale), scale / blocks
+
+
+def _unblocked(grey: np.ndarray, alpha: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None, float]:
+    """A thumbnail enlarged by repeating its pixels (nearest neighbour: pixel art, a zoomed
+    screenshot) -> the thumbnail itself, which is then enlarged smoothly, and by how much it had been
+    enlarged; any other picture as it is, and 1.0. Such a picture's rows come in runs of equal rows,
+    each 2 or more long (the first and the last may be shorter; two equal rows of the thumbnail make
+    one run twice as long), and so do its columns; the thumbnail has at most :data:`THUMB_SIDE`."""
+    h, w = grey.shape
+    if max(h, w) > BLOCKY_SIDE or min(h, w) < 2 * MIN_THIN:
+        return grey, alpha, 1.0
+    picks = []
+    for a in (grey, grey.T):
+        if not any(np.array_equal(a[i], a[i + 1]) for i in range(3)):
+            return grey, alpha, 1.0  # a quick no, for nearly every picture
+        first = np.concatenate([[0], np.flatnonzero(np.any(a[1:] != a[:-1], axis=1)) + 1])
+        runs = np.diff(np.append(first, a.shape[0]))
+        inner = runs[1:-1]
+        if runs.size < 4 or inner.min() < 2:  # a plain shape (a bar, a box) has few runs
+            return grey, alpha, 1.0
+        factor = float(np.mean(inner[inner < 1.5 * inner.min()]))  # one pixel of the thumbnail
+        n = round(a.shape[0] / factor)
+        if not MIN_THIN <= n <= THUMB_SIDE:
+            return grey, alpha, 1.0
+        picks.append(((np.arange(n) + 0.5) * (a.shape[0] / n)).astype(np.intp))
+    rows, cols = picks
+    if max(rows.size, cols.size) < MIN_SIDE:
+        return grey, alpha, 1.0
+    small = np.ascontiguousarray(grey[np.ix_(rows, cols)])
+    if alpha is not None:
+        alpha = np.ascontiguousarray(alpha[np.ix_(rows, cols)])
+    return small, alpha, h / rows.size
 
 
 def digit_from_ink(ink: np.ndarray) -> np.ndarray:
