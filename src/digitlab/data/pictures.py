@@ -716,8 +716,10 @@ def _unblocked(grey: np.ndarray, alpha: np.ndarray | None) -> tuple[np.ndarray, 
         return grey, alpha, 1.0
     picks = []
     for a in (grey, grey.T):
-        if not any(np.array_equal(a[i], a[i + 1]) for i in range(3)):
-            return grey, alpha, 1.0  # a quick no, for nearly every picture
+        if not any(np.array_equal(a[i], a[i + 1]) for i in range(3)) or not all(
+                np.array_equal(a[m], a[m - 1]) or np.array_equal(a[m], a[m + 1])
+                for m in (a.shape[0] // 3, a.shape[0] // 2, 2 * a.shape[0] // 3)):
+            return grey, alpha, 1.0  # a quick no, for nearly every picture: a row of its own
         first = np.concatenate([[0], np.flatnonzero(np.any(a[1:] != a[:-1], axis=1)) + 1])
         runs = np.diff(np.append(first, a.shape[0]))
         inner = runs[1:-1]
