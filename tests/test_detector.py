@@ -202,6 +202,8 @@ def test_read_digit_takes_every_kind_of_picture(best, mnist):
     big = np.kron(255 - x[1], np.ones((4, 4), np.uint8))  # 112 x 112, dark on light
     r = read_digit(best, big)
     assert r.label == str(y[1]) and np.array_equal(r.image, load_digit(Image.fromarray(big)))
+    flat = read_digits(best, [x[0].reshape(784), x[0][None], x[0][..., None]])  # model inputs, reshaped
+    assert all(np.array_equal(r.image, x[0]) and r.label == "7" for r in flat)
     assert read_digits(best, []) == []
     with pytest.raises(ImageError, match="^the given array is blank"):
         read_digit(best, np.full((28, 28), np.nan))

@@ -220,10 +220,14 @@ def test_the_lines_are_taken_out_and_a_stroke_crossing_them_kept_whole(squared):
 def test_a_grey_line_under_a_faint_crossing_keeps_the_fainter_level():
     """Where a stroke crosses a line, the bridge is no darker than the stroke on its fainter side."""
     ink = grid(150, 150, 30, squared=False, level=1.0)
-    ink[20:65, 70:78] = 0.5  # the stroke above the line at row 35 ...
-    ink[37:130, 70:78] = 0.8  # ... and below it
+    ink[20:35, 70:78] = 0.5  # the stroke above the line at row 35 ...
+    ink[36:130, 70:78] = 0.8  # ... and below it; the line, as dark as ink, over the stroke
+    assert ink[35, 70:78].min() == 1.0
     out = without_frames(ink)
-    assert np.allclose(out[35, 70:78], 0.5)
+    assert np.allclose(out[35, 70:78], 0.5)  # the fainter side's level, not the darker side's 0.8
+    for rows in (slice(20, 33), slice(38, 130)):  # the stroke as it was, off the line's band
+        assert np.array_equal(out[rows, 70:78], ink[rows, 70:78])
+    assert out[33:38, 70:78].max() <= 0.5 + 1e-6
     assert out[:, :60].max() == 0.0 and out[:, 90:].max() == 0.0
 
 

@@ -212,7 +212,10 @@ def test_tight_crops_and_the_uci_digits_are_read(mnist, best, monkeypatch):
 
 
 def test_a_thumbnail_enlarged_by_repeating_its_pixels_is_read_as_the_thumbnail():
-    """Pixel art (nearest-neighbour zoom, 2x to 8x, even unevenly): the same input as the thumbnail."""
+    """Pixel art (a nearest-neighbour zoom, 2x to 8x, 2.5x too): the same input as the thumbnail, and
+    the ink map's scale still maps it onto the picture. Plain drawings are not zoomed thumbnails."""
+    import digitlab.data.pictures as pictures
+
     rng = np.random.default_rng(0)
     thumb = np.zeros((10, 10), np.uint8)
     thumb[1:9, 3:7] = 255
@@ -220,10 +223,21 @@ def test_a_thumbnail_enlarged_by_repeating_its_pixels_is_read_as_the_thumbnail()
     thumb[4, 5] = 128
     thumb = np.clip(thumb.astype(int) + rng.integers(0, 3, thumb.shape), 0, 255).astype(np.uint8)
     want = load_digit(thumb)
-    for size in (20, 32, 80, 37, (30, 45)):
-        w, h = size if isinstance(size, tuple) else (size, size)
-        zoomed = np.asarray(Image.fromarray(thumb).resize((w, h), Image.Resampling.NEAREST))
+    for size in (20, 23, 25, 28, 32, 37, 80):
+        zoomed = np.asarray(Image.fromarray(thumb).resize((size, size), Image.Resampling.NEAREST))
+        assert pictures._unblocked(zoomed, None)[0].shape == (10, 10), size
         assert np.array_equal(load_digit(zoomed), want), size
-    bar = np.zeros((28, 28), np.uint8)  # a plain shape has few runs of equal rows: not a zoomed thumbnail
+        ink, s = ink_image(zoomed)
+        assert np.allclose(np.array(ink.shape) / s, size, atol=0.5), (size, ink.shape, s)
+    uneven = np.asarray(Image.fromarray(thumb).resize((30, 45), Image.Resampling.NEAREST))
+    assert pictures._unblocked(uneven, None)[2] == 1.0  # zoomed more one way: left as it is
+    ink, s = ink_image(uneven)
+    assert np.allclose(np.array(ink.shape) / s, (45, 30), atol=0.5)
+    bar = np.zeros((28, 28), np.uint8)  # a plain shape: few runs of equal rows
     bar[5:23, 12:16] = 255
-    assert load_digit(bar).shape == (28, 28)
+    segments = np.full((160, 100), 255, np.uint8)  # a seven-segment 8 drawn without anti-aliasing
+    for r0, r1, c0, c1 in [(10, 19, 20, 80), (75, 84, 20, 80), (140, 149, 20, 80), (10, 84, 20, 29),
+                           (10, 84, 71, 80), (75, 149, 20, 29), (75, 149, 71, 80)]:
+        segments[r0:r1, c0:c1] = 0
+    for plain in (bar, segments):
+        assert pictures._unblocked(plain, None)[2] == 1.0

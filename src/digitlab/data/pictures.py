@@ -54,9 +54,11 @@ Nothing here imports torch: the ONNX-only server uses it too. NumPy, Pillow (dec
 
 from __future__ import annotations
 
+import errno
 import io
 import math
 import os
+import stat
 import warnings
 from functools import lru_cache
 from pathlib import Path
@@ -72,7 +74,7 @@ from digitlab.errors import ImageError, ImageTooLargeError, NotAnImageError
 cv2.setNumThreads(1)  # pictures are small: threads cost more than they save (servers run their own workers)
 
 MAX_PIXELS = 40_000_000  # refuse larger pictures before decoding their pixels
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm", ".ppm", ".pnm", ".pfm")
 
 #: Pillow decoders :func:`open_image` will use (others, e.g. EPS, are refused as "not an image").
 OPEN_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF", "PPM")
@@ -166,17 +168,15 @@ def open_image(source: str | os.PathLike | bytes, max_pixels: int = MAX_PIXELS,
         if not os.fspath(source):
             raise ImageError("no file name given (an empty path)")
         fp = Path(source)
-        try:
-            if not fp.exists():
-                if fp.is_symlink():
-                    raise ImageError(f"{label} is a broken symbolic link or a symbolic link loop")
-                raise ImageError(f"{label}: no such file")
-            if fp.is_dir():
-                raise ImageError(f"{label} is a folder, not an image file")
-            if not fp.is_file():  # a FIFO, socket or device: opening it could block for ever
-                raise NotAnImageError(f"{label} is not a regular file (a FIFO, socket or device), not an image")
-        except OSError as e:  # a name too long for the file system, a folder it may not enter...
-            raise ImageError(f"{label} cannot be opened ({e.strerror or _reason(e)})") from None
+        mode = _stat_mode(fp, label)
+        if mode is None:
+            if os.path.islink(fp):
+                raise ImageError(f"{label} is a broken symbolic link or a symbolic link loop")
+            raise ImageError(f"{label}: no such file")
+        if stat.S_ISDIR(mode):
+            raise ImageError(f"{label} is a folder, not an image file")
+        if not stat.S_ISREG(mode):  # a FIFO, socket or device: opening it could block for ever
+            raise NotAnImageError(f"{label} is not a regular file (a FIFO, socket or device), not an image")
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
@@ -218,6 +218,20 @@ def open_image(source: str | os.PathLike | bytes, max_pixels: int = MAX_PIXELS,
     return image
 
 
+def _stat_mode(path: Path, label: str) -> int | None:
+    """The file's mode (following links), None when there is nothing there (or a broken link); an
+    :class:`~digitlab.errors.ImageError` for a path the file system refuses (a name too long, a
+    folder it may not enter), whatever Python's version does with such errors in ``Path.exists``."""
+    try:
+        return os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return None
+        raise ImageError(f"{label} cannot be opened ({e.strerror or _reason(e)})") from None
+
+
 def _reason(e: Exception) -> str:
     """A decoder's complaint on one short line."""
     text = " ".join(str(e).split())[:200]
@@ -237,7 +251,8 @@ def _exif_upright(image: Image.Image) -> Image.Image:
 
 def _finite(f: np.ndarray) -> np.ndarray:
     """A float picture with NaN (no data) or infinities in it: NaN becomes the picture's median (its
-    paper, not ink), an infinity its brightest or darkest finite level; all NaN becomes black."""
+    paper, not ink), an infinity its brightest or darkest finite level; a picture with no finite
+    value at all becomes black (blank)."""
     bad = ~np.isfinite(f)
     if not bad.any():
         return f
@@ -710,7 +725,9 @@ def _unblocked(grey: np.ndarray, alpha: np.ndarray | None) -> tuple[np.ndarray, 
     screenshot) -> the thumbnail itself, which is then enlarged smoothly, and by how much it had been
     enlarged; any other picture as it is, and 1.0. Such a picture's rows come in runs of equal rows,
     each 2 or more long (the first and the last may be shorter; two equal rows of the thumbnail make
-    one run twice as long), and so do its columns; the thumbnail has at most :data:`THUMB_SIDE`."""
+    one run twice as long), and so do its columns; enlarging the thumbnail found again by repeating
+    its pixels, as much both ways, gives the picture back exactly. The thumbnail has at most
+    :data:`THUMB_SIDE` pixels a side."""
     h, w = grey.shape
     if max(h, w) > BLOCKY_SIDE or min(h, w) < 2 * MIN_THIN:
         return grey, alpha, 1.0
@@ -720,23 +737,38 @@ def _unblocked(grey: np.ndarray, alpha: np.ndarray | None) -> tuple[np.ndarray, 
                 np.array_equal(a[m], a[m - 1]) or np.array_equal(a[m], a[m + 1])
                 for m in (a.shape[0] // 3, a.shape[0] // 2, 2 * a.shape[0] // 3)):
             return grey, alpha, 1.0  # a quick no, for nearly every picture: a row of its own
-        first = np.concatenate([[0], np.flatnonzero(np.any(a[1:] != a[:-1], axis=1)) + 1])
-        runs = np.diff(np.append(first, a.shape[0]))
-        inner = runs[1:-1]
-        if runs.size < 4 or inner.min() < 2:  # a plain shape (a bar, a box) has few runs
+        rows = _zoomed_rows(a)
+        if rows is None:
             return grey, alpha, 1.0
-        factor = float(np.mean(inner[inner < 1.5 * inner.min()]))  # one pixel of the thumbnail
-        n = round(a.shape[0] / factor)
-        if not MIN_THIN <= n <= THUMB_SIDE:
-            return grey, alpha, 1.0
-        picks.append(((np.arange(n) + 0.5) * (a.shape[0] / n)).astype(np.intp))
+        picks.append(rows)
     rows, cols = picks
-    if max(rows.size, cols.size) < MIN_SIDE:
-        return grey, alpha, 1.0
-    small = np.ascontiguousarray(grey[np.ix_(rows, cols)])
+    if max(rows.size, cols.size) < MIN_SIDE or abs(h / rows.size - w / cols.size) > 0.05 * h / rows.size:
+        return grey, alpha, 1.0  # too small, or enlarged more one way than the other
     if alpha is not None:
         alpha = np.ascontiguousarray(alpha[np.ix_(rows, cols)])
-    return small, alpha, h / rows.size
+    return np.ascontiguousarray(grey[np.ix_(rows, cols)]), alpha, h / rows.size
+
+
+def _zoomed_rows(a: np.ndarray) -> np.ndarray | None:
+    """The rows of ``a`` to keep (one per row of the thumbnail) when it is a thumbnail whose rows were
+    repeated, each 2 or more times, or None. With f the rows one thumbnail row became (2.5 when
+    runs are 2 and 3 long), every run of equal rows is within a row of a whole number of f (the
+    first and the last may be shorter: a cropped zoom); a plain drawing's runs are not."""
+    first = np.concatenate([[0], np.flatnonzero(np.any(a[1:] != a[:-1], axis=1)) + 1])
+    runs = np.diff(np.append(first, a.shape[0]))
+    inner = runs[1:-1]
+    if runs.size < 4 or inner.min() < 2:  # a plain shape (a bar, a box) has few runs
+        return None
+    least = int(inner.min())
+    factor = float(np.mean(inner[inner <= least + 1]))
+    many = np.maximum(1, np.round(runs / factor)).astype(np.intp)  # thumbnail rows in each run
+    off = np.abs(runs - many * factor)
+    if np.any(off[1:-1] > 1.0) or np.any((off[[0, -1]] > 1.0) & (runs[[0, -1]] > many[[0, -1]] * factor)):
+        return None
+    if not MIN_THIN <= int(many.sum()) <= THUMB_SIDE:
+        return None
+    return np.concatenate([s + ((np.arange(k) + 0.5) * (n / k)).astype(np.intp)
+                           for s, n, k in zip(first, runs, many, strict=True)])
 
 
 def digit_from_ink(ink: np.ndarray) -> np.ndarray:
@@ -943,16 +975,20 @@ def find_images(paths: list[str | os.PathLike]) -> list[Path]:
             raise ImageError("an empty file name was given")
         p = Path(given)
         try:
-            if p.is_dir():
+            mode = _stat_mode(p, _describe(p))
+        except ImageError as e:
+            raise ImageError(str(e).replace(" cannot be opened (", " cannot be read (", 1)) from None
+        if mode is None:
+            raise ImageError(f"{_describe(p)}: no such file or folder")
+        if stat.S_ISDIR(mode):
+            try:
                 inside = [f for f in p.iterdir()
                           if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")]
-                if not inside:
-                    raise ImageError(f"{p}: no images in this folder (looked for {', '.join(IMAGE_SUFFIXES)})")
-                found.update(inside)
-            elif p.exists():  # a file, or a FIFO or device named on purpose: open_image says what it is
-                found.add(p)
-            else:
-                raise ImageError(f"{_describe(p)}: no such file or folder")
-        except OSError as e:  # a name too long for the file system, a folder it may not read...
-            raise ImageError(f"{_describe(p)} cannot be read ({e.strerror or _reason(e)})") from None
+            except OSError as e:  # a folder it may not read
+                raise ImageError(f"{_describe(p)} cannot be read ({e.strerror or _reason(e)})") from None
+            if not inside:
+                raise ImageError(f"{p}: no images in this folder (looked for {', '.join(IMAGE_SUFFIXES)})")
+            found.update(inside)
+        else:  # a file, or a FIFO or device named on purpose: open_image says what it is
+            found.add(p)
     return sorted(found)

@@ -260,9 +260,12 @@ def _read_number_files(predictor, results: list[FilePrediction], save_inputs: st
     return results
 
 
+_INPUT_SHAPES = ((28, 28), (784,), (1, 784), (1, 28, 28), (28, 28, 1), (1, 28, 28, 1))
+
+
 def _model_input(source) -> np.ndarray:
-    if isinstance(source, np.ndarray) and source.dtype == np.uint8 and source.shape == (28, 28):
-        return source  # a model input as it is
+    if isinstance(source, np.ndarray) and source.dtype == np.uint8 and source.shape in _INPUT_SHAPES:
+        return source.reshape(28, 28)  # a model input as it is (a row of x_test.reshape(-1, 784) too)
     return load_digit(source)
 
 
@@ -270,7 +273,8 @@ def read_digits(predictor, sources: Sequence[str | os.PathLike | bytes | Image.I
                 reject: bool = True, top: int = 3) -> list[DigitReading]:
     """Pictures (paths, encoded bytes, PIL images, numpy arrays) -> one DigitReading each.
 
-    A ``(28, 28)`` uint8 array is taken as a model input, as it is; every other picture goes through
+    A uint8 array of 784 pixels (``(28, 28)``, ``(784,)``, ``(1, 28, 28)``...) is taken as a model
+    input, as it is; every other picture goes through
     :func:`digitlab.data.pictures.load_digit` (a float array in [0, 1] too; errors such as a blank
     picture are raised, as :class:`~digitlab.errors.ImageError`). Each reading carries the input
     the model saw (``image``).
@@ -282,6 +286,7 @@ def read_digits(predictor, sources: Sequence[str | os.PathLike | bytes | Image.I
     return readings(probs, predictor.labels, inputs, reject=reject, top=top, keep_images=True)
 
 
-def read_digit(predictor, source: str | os.PathLike | bytes | np.ndarray, *, reject: bool = True) -> DigitReading:
+def read_digit(predictor, source: str | os.PathLike | bytes | Image.Image | np.ndarray, *,
+               reject: bool = True) -> DigitReading:
     """One picture or input -> its :class:`DigitReading` (see :func:`read_digits`)."""
     return read_digits(predictor, [source], reject=reject)[0]
