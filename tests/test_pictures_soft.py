@@ -241,3 +241,46 @@ def test_a_thumbnail_enlarged_by_repeating_its_pixels_is_read_as_the_thumbnail()
         segments[r0:r1, c0:c1] = 0
     for plain in (bar, segments):
         assert pictures._unblocked(plain, None)[2] == 1.0
+
+
+def on_a_desk(digit: np.ndarray, rng: np.random.Generator, kind: str) -> bytes:
+    """An MNIST digit (112 px) on a light sheet photographed on a dark desk (along two edges, or a
+    corner), or on a sheet in a soft shadow; JPEG, 200 px."""
+    ink = np.kron(digit.astype(np.float32) / 255, np.ones((4, 4), np.float32))
+    paper = np.full((200, 200), 0.9, np.float32)
+    if kind == "desk":
+        paper[: int(rng.integers(20, 60))] = 0.15
+        paper[:, : int(rng.integers(20, 60))] = 0.15
+    elif kind == "corner":
+        yy, xx = np.mgrid[:200, :200]
+        paper[(yy + xx) < rng.integers(60, 140)] = 0.1
+    else:
+        paper *= np.clip(np.linspace(0.3, 1.2, 200)[None, :], 0.3, 1.0)
+    g = ndimage.gaussian_filter(paper, 1.5)
+    g[70:182, 70:182] *= 1 - 0.85 * ink
+    g = np.clip(g + rng.normal(0, 0.02, g.shape), 0, 1)
+    buf = io.BytesIO()
+    Image.fromarray((g * 255).astype(np.uint8)).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+@pytest.mark.realdata
+def test_a_sheet_photographed_on_a_dark_desk_is_read(mnist, best, monkeypatch):
+    """The desk along the picture's edges is painted over in the sheet's level; a soft shadow is
+    not a desk."""
+    import digitlab.data.pictures as pictures
+    from digitlab.inference.predictor import predict_proba
+
+    (_, _), (x, y) = mnist
+    rng = np.random.default_rng(7)
+    pictures_of = {kind: [on_a_desk(x[i], rng, kind) for i in range(20)] for kind in ("desk", "corner", "shadow")}
+
+    def read(kind: str) -> int:
+        inputs = np.stack([load_digit(p) for p in pictures_of[kind]])
+        return int((predict_proba(best, inputs).argmax(1) == y[:20]).sum())
+
+    got = {kind: read(kind) for kind in pictures_of}
+    assert got["desk"] >= 19 and got["corner"] >= 13 and got["shadow"] >= 19, got
+    monkeypatch.setattr(pictures, "_off_the_desk", lambda grey: grey)
+    without = {kind: read(kind) for kind in pictures_of}
+    assert without["desk"] <= 8 and without["shadow"] == got["shadow"], (got, without)

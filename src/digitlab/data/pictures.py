@@ -108,6 +108,12 @@ INKY, TOUCH = 0.6, 0.05  # a picture cropped at its ink: ink this far from the p
                           # contrast) in this share of its edge; it gets the same margin ...
 FAINT, STROKE_DEPTH = 0.35, 0.25  # ... when what meets the edge, ink this far from the paper at least,
                                   # is no deeper than this (x the longer side) from its own edge
+DESK, SHEET, DESK_DEPTH = 0.1, 0.33, 0.04  # a sheet on a desk: the desk this much of the picture at
+                                           # least, the sheet this much, the desk this deep (x the side),
+DESK_EDGE = 0.2  # ... and along this much of the picture's edge at least
+SOLID = 0.15  # ... the sheet this deep (x the side): a broad piece of paper, not strokes
+HELD, BETWEEN = 0.005, 0.1  # the sheet holding dark pieces of this much of the picture, and levels
+                            # between the desk's and the sheet's in no more than this much of it
 TINY = 12  # a thumbnail this many pixels tall or fewer: its blurred strokes may be twice as deep
 OFF = 0.15  # a border surface this far from the picture's median at its centre may be ink, not paper
 NEAR = 0.3  # paper texture is measured away from where the contrast reaches this
@@ -547,6 +553,7 @@ def _ink_map(grey: np.ndarray, enlarged: float = 1.0) -> np.ndarray:
     A picture cropped at a printed box, its lines along the picture's edges, is given a margin of
     its paper first (and the ink map cropped back): the border is then paper, as it is elsewhere.
     """
+    grey = _off_the_desk(grey)
     paper = _edge_box(grey)
     if paper is None:
         paper = _cropped_at_ink(grey, enlarged)
@@ -555,6 +562,58 @@ def _ink_map(grey: np.ndarray, enlarged: float = 1.0) -> np.ndarray:
     pad = max(4, round(BOX_MARGIN * max(grey.shape)))
     wider = cv2.copyMakeBorder(grey, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=paper)
     return np.ascontiguousarray(_ink_map_of(wider, enlarged)[pad:-pad, pad:-pad])
+
+
+def _off_the_desk(grey: np.ndarray) -> np.ndarray:
+    """A sheet of paper photographed on a darker desk (the desk along some of the picture's edges)
+    -> the picture with the desk painted over in the sheet's own level; any other picture as it is.
+
+    On a small copy split at Otsu's level: the light part's biggest piece, with the dark pieces it
+    encloses (the digit), is the sheet, a third of the picture at least; the dark pieces that reach
+    the edges are the desk, at least :data:`DESK` of the picture and deep (a stroke of a digit
+    cropped at its ink is not), and the sheet is much lighter than the desk."""
+    h, w = grey.shape
+    t = max(1.0, max(h, w) / THUMB_SIDE)
+    small = cv2.resize(grey, (max(1, round(w / t)), max(1, round(h / t))), interpolation=cv2.INTER_AREA)
+    level, light = cv2.threshold(np.round(small * 255).astype(np.uint8), 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    edge = np.concatenate([light[0], light[-1], light[1:-1, 0], light[1:-1, -1]])
+    if edge.all() or not edge.any():
+        return grey
+    n, dark = cv2.connectedComponents((1 - light).astype(np.uint8), connectivity=4)
+    outside = np.unique(np.concatenate([dark[0], dark[-1], dark[:, 0], dark[:, -1]]))
+    outside = outside[outside > 0]
+    if outside.size > 2:  # a desk is one piece, or two on opposite sides; not the cells of a grid
+        return grey
+    desk = np.isin(dark, outside)
+    along = np.concatenate([desk[0], desk[-1], desk[1:-1, 0], desk[1:-1, -1]])
+    if desk.mean() < DESK or along.mean() < DESK_EDGE:  # a stroke or a line only meets the edge here and there
+        return grey
+    sheet = ~desk
+    _, pieces = cv2.connectedComponents(sheet.astype(np.uint8), connectivity=4)
+    sizes = np.bincount(pieces.ravel())[1:]
+    if not sizes.size or sizes.max() < SHEET * sheet.size:
+        return grey
+    held = (dark > 0) & ~desk  # the dark pieces the sheet holds: the digit is on the sheet
+    if held.mean() < HELD or held.mean() > 0.25 * sheet.mean():  # a sheet is mostly paper
+        return grey
+    solid = cv2.distanceTransform(sheet.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_5)
+    if float(solid.max()) < SOLID * max(small.shape):  # strokes, a grid's lines: not a sheet
+        return grey
+    depth = cv2.distanceTransform(desk.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_5)
+    if float(depth.max()) < DESK_DEPTH * max(small.shape):
+        return grey
+    paper, floor = float(np.median(small[light.astype(bool) & sheet])), float(np.median(small[desk]))
+    gap = paper - floor
+    between = (small > floor + 0.25 * gap) & (small < paper - 0.25 * gap)
+    if gap < 0.25 or between.mean() > BETWEEN:  # a shadow or a gradient, not a desk's sharp edge
+        return grey
+    # the desk at full size, widened over the sheet's soft edge
+    big = cv2.resize(desk.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+    reach = max(1, round(1.5 * t))
+    big = cv2.dilate(big, np.ones((2 * reach + 1, 2 * reach + 1), np.uint8))
+    out = grey.copy()
+    out[big.astype(bool)] = paper
+    return out
 
 
 def _cropped_at_ink(grey: np.ndarray, enlarged: float = 1.0) -> float | None:
