@@ -529,7 +529,7 @@ def _thickest_stroke(mask: np.ndarray) -> float:
         mask = mask[:h, :w].reshape(h // d, d, w // d, d).any(axis=(1, 3))
     m = mask.astype(np.uint8)
     _, labels = cv2.connectedComponents(m, connectivity=8)
-    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    edge = np.unique(_rim(labels))
     edge = edge[edge > 0]
     inner = m.astype(bool)
     if edge.size:
@@ -550,8 +550,10 @@ def _blank(why: str) -> ImageError:
 def _ink_map(grey: np.ndarray, enlarged: float = 1.0) -> np.ndarray:
     """Grey picture (float32 [0, 1]) -> ink map float32 [0, 1]: 1 = the pen's own darkness, 0 = paper.
 
-    A picture cropped at a printed box, its lines along the picture's edges, is given a margin of
-    its paper first (and the ink map cropped back): the border is then paper, as it is elsewhere.
+    A desk round a photographed sheet is painted over in the sheet's level first
+    (:func:`_off_the_desk`). A picture cropped at a printed box, its lines along the picture's edges,
+    or cropped at its ink (:func:`_cropped_at_ink`) is given a margin of its paper (and the ink map
+    cropped back): the border is then paper, as it is elsewhere.
     """
     grey = _off_the_desk(grey)
     paper = _edge_box(grey)
@@ -562,6 +564,11 @@ def _ink_map(grey: np.ndarray, enlarged: float = 1.0) -> np.ndarray:
     pad = max(4, round(BOX_MARGIN * max(grey.shape)))
     wider = cv2.copyMakeBorder(grey, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=paper)
     return np.ascontiguousarray(_ink_map_of(wider, enlarged)[pad:-pad, pad:-pad])
+
+
+def _rim(a: np.ndarray) -> np.ndarray:
+    """The picture's outermost pixels, each once: top and bottom rows, then the sides between."""
+    return np.concatenate([a[0], a[-1], a[1:-1, 0], a[1:-1, -1]])
 
 
 def _off_the_desk(grey: np.ndarray) -> np.ndarray:
@@ -575,17 +582,17 @@ def _off_the_desk(grey: np.ndarray) -> np.ndarray:
     h, w = grey.shape
     t = max(1.0, max(h, w) / THUMB_SIDE)
     small = cv2.resize(grey, (max(1, round(w / t)), max(1, round(h / t))), interpolation=cv2.INTER_AREA)
-    level, light = cv2.threshold(np.round(small * 255).astype(np.uint8), 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    edge = np.concatenate([light[0], light[-1], light[1:-1, 0], light[1:-1, -1]])
+    _, light = cv2.threshold(np.round(small * 255).astype(np.uint8), 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    edge = _rim(light)
     if edge.all() or not edge.any():
         return grey
-    n, dark = cv2.connectedComponents((1 - light).astype(np.uint8), connectivity=4)
-    outside = np.unique(np.concatenate([dark[0], dark[-1], dark[:, 0], dark[:, -1]]))
+    _, dark = cv2.connectedComponents((1 - light).astype(np.uint8), connectivity=4)
+    outside = np.unique(_rim(dark))
     outside = outside[outside > 0]
     if outside.size > 2:  # a desk is one piece, or two on opposite sides; not the cells of a grid
         return grey
     desk = np.isin(dark, outside)
-    along = np.concatenate([desk[0], desk[-1], desk[1:-1, 0], desk[1:-1, -1]])
+    along = _rim(desk)
     if desk.mean() < DESK or along.mean() < DESK_EDGE:  # a stroke or a line only meets the edge here and there
         return grey
     sheet = ~desk
@@ -624,7 +631,7 @@ def _cropped_at_ink(grey: np.ndarray, enlarged: float = 1.0) -> float | None:
     A thumbnail of :data:`TINY` pixels or fewer (``enlarged`` that many times to be analysed), whose
     strokes are blurred into blobs and run into most of its edge, needs less of both."""
     tiny = enlarged * TINY >= max(grey.shape)
-    edge = np.concatenate([grey[0], grey[-1], grey[1:-1, 0], grey[1:-1, -1]]).astype(np.float64)
+    edge = _rim(grey).astype(np.float64)
     level = _densest(edge)
     lo, hi = float(grey.min()), float(grey.max())
     if hi - lo < MIN_CONTRAST:
@@ -639,7 +646,7 @@ def _cropped_at_ink(grey: np.ndarray, enlarged: float = 1.0) -> float | None:
     # what meets the edge, down to fainter ink, is no deeper than a stroke
     mask = ((grey > level + FAINT * span) if light else (grey < level - FAINT * span)).astype(np.uint8)
     _, labels = cv2.connectedComponents(mask, connectivity=8)
-    met = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    met = np.unique(_rim(labels))
     depth = cv2.distanceTransform(mask, cv2.DIST_L2, cv2.DIST_MASK_5)[np.isin(labels, met[met > 0])]
     return level if depth.size and float(depth.max()) <= (2 if tiny else 1) * STROKE_DEPTH * max(grey.shape) else None
 
